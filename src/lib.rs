@@ -1,1 +1,144 @@
-pub fn x(){}
+//! redisraft-rs: a Redis module that turns several `redis-server` processes
+//! into one strongly consistent Redis, replicated with Raft (raft-rs).
+//!
+//! Layout: `config` (settings), `storage` (the durable log, raft-engine),
+//! `node` (Raft logic, no Redis calls), `driver` (the Raft thread),
+//! `transport` + `resp` (node-to-node connections), `apply` (committed
+//! entries to the dataset, on the main thread), `intercept` (the command
+//! filter and command classes), `commands` (RAFT.* commands), `join`,
+//! `proxy`, `info`, `error`, `ffi` (raw module API calls).
+//!
+//! This file holds the `redis_module!` declaration and load only.
+
+pub mod apply;
+pub mod commands;
+pub mod config;
+pub mod driver;
+pub mod entry;
+pub mod error;
+pub mod ffi;
+pub mod info;
+pub mod intercept;
+pub mod join;
+pub mod logging;
+pub mod netif;
+pub mod node;
+pub mod proxy;
+pub mod resp;
+pub mod storage;
+pub mod transport;
+
+use redis_module::configuration::ConfigurationFlags as F;
+use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
+
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
+    if let Err(e) = config::apply_args(&args) {
+        ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
+        return Status::Err;
+    }
+    commands::log_loaded(ctx);
+    if let Err(e) = commands::check_redis_settings(ctx) {
+        ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
+        return Status::Err;
+    }
+    apply::init(ctx.ctx);
+    if let Err(e) = intercept::build_table(ctx) {
+        ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
+        return Status::Err;
+    }
+    // Once the server runs, rebuild the table to see commands of modules
+    // loaded after this one.
+    extern "C" fn rebuild(_: *mut std::ffi::c_void) {
+        let ctx = Context::new(apply::call_ctx());
+        if let Err(e) = intercept::build_table(&ctx) {
+            logging::warning(&format!("command table rebuild failed: {e}"));
+        }
+    }
+    ffi::run_on_main_thread(rebuild, std::ptr::null_mut());
+    if !ffi::register_filter(ctx.ctx, intercept::filter) {
+        ctx.log_warning("RedisRaft: refusing to load: cannot register the command filter");
+        return Status::Err;
+    }
+    if let Err(e) = commands::start_existing(ctx) {
+        ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
+        return Status::Err;
+    }
+    Status::Ok
+}
+
+fn raft_info(ctx: &InfoContext, for_crash_report: bool) {
+    info::info_handler(ctx, for_crash_report);
+}
+
+fn deinit(_ctx: &Context) -> Status {
+    driver::clear_node();
+    Status::Ok
+}
+
+redis_module! {
+    name: "raft",
+    version: 1,
+    // The system allocator: the Raft thread allocates outside Redis, and
+    // unit and integration tests link this crate without a Redis.
+    allocator: (std::alloc::System, std::alloc::System),
+    data_types: [],
+    init: init,
+    deinit: deinit,
+    info: raft_info,
+    commands: [
+        ["raft", commands::raft, "", 0, 0, 0, ""],
+        ["raft.cluster", commands::cluster, "admin", 0, 0, 0, ""],
+        ["raft.node", commands::node, "admin", 0, 0, 0, ""],
+        ["raft.info", commands::info, "", 0, 0, 0, ""],
+        ["raft.transfer_leader", commands::transfer_leader, "admin", 0, 0, 0, ""],
+        ["raft.timeout_now", commands::timeout_now, "admin", 0, 0, 0, ""],
+        ["raft.debug", commands::debug, "admin", 0, 0, 0, ""],
+        ["raft.appendentries", commands::peer_messages, "", 0, 0, 0, ""],
+        ["raft.requestvote", commands::peer_messages, "", 0, 0, 0, ""],
+        ["raft.nodeshutdown", commands::node_shutdown, "", 0, 0, 0, ""],
+    ],
+    configurations: [
+        i64: [
+            ["id", &config::ID, 0, 0, u32::MAX as i64, F::IMMUTABLE, None],
+            ["log-max-file-size", &config::LOG_MAX_FILE_SIZE, 128_000_000, 0, i64::MAX, F::MEMORY, None],
+            ["log-max-cache-size", &config::LOG_MAX_CACHE_SIZE, 64_000_000, 0, i64::MAX, F::MEMORY, None],
+            ["periodic-interval", &config::PERIODIC_INTERVAL, 100, 1, 60_000, F::DEFAULT, None],
+            ["request-timeout", &config::REQUEST_TIMEOUT, 200, 1, 86_400_000, F::DEFAULT, None],
+            ["election-timeout", &config::ELECTION_TIMEOUT, 1000, 1, 86_400_000, F::DEFAULT, None],
+            ["connection-timeout", &config::CONNECTION_TIMEOUT, 3000, 1, 86_400_000, F::DEFAULT, None],
+            ["join-timeout", &config::JOIN_TIMEOUT, 120_000, 1, 86_400_000, F::DEFAULT, None],
+            ["response-timeout", &config::RESPONSE_TIMEOUT, 1000, 1, 86_400_000, F::DEFAULT, None],
+            ["reconnect-interval", &config::RECONNECT_INTERVAL, 100, 1, 86_400_000, F::DEFAULT, None],
+            ["append-req-max-count", &config::APPEND_REQ_MAX_COUNT, 2, 1, 1_000_000, F::DEFAULT, None],
+            ["append-req-max-size", &config::APPEND_REQ_MAX_SIZE, 2_097_152, 1, i64::MAX, F::MEMORY, None],
+            ["snapshot-req-max-size", &config::SNAPSHOT_REQ_MAX_SIZE, 65_536, 1, i64::MAX, F::MEMORY, None],
+            ["snapshot-req-max-count", &config::SNAPSHOT_REQ_MAX_COUNT, 32, 1, 1_000_000, F::DEFAULT, None],
+            ["proxy-response-timeout", &config::PROXY_RESPONSE_TIMEOUT, 10_000, 1, 86_400_000, F::DEFAULT, None],
+            ["log-delay-apply", &config::LOG_DELAY_APPLY, 0, 0, 86_400_000, F::HIDDEN, None],
+            ["snapshot-delay", &config::SNAPSHOT_DELAY, 0, 0, 86_400_000, F::HIDDEN, None],
+        ],
+        string: [
+            ["addr", &config::ADDR, "", F::IMMUTABLE, None],
+            ["log-filename", &config::LOG_FILENAME, "redisraft.db", F::IMMUTABLE, None],
+            ["ignored-commands", &config::IGNORED_COMMANDS, "", F::DEFAULT, None],
+            ["cluster-user", &config::CLUSTER_USER, "default", F::DEFAULT, None],
+            ["cluster-password", &config::CLUSTER_PASSWORD, "", F::SENSITIVE, None],
+            ["trace", &config::TRACE, "off", F::DEFAULT, None],
+        ],
+        bool: [
+            ["log-fsync", &config::LOG_FSYNC, true, F::DEFAULT, None],
+            ["follower-proxy", &config::FOLLOWER_PROXY, false, F::DEFAULT, None],
+            ["quorum-reads", &config::QUORUM_READS, true, F::DEFAULT, None],
+            ["tls-enabled", &config::TLS_ENABLED, false, F::DEFAULT, None],
+            ["log-disable-apply", &config::LOG_DISABLE_APPLY, false, F::HIDDEN, None],
+            ["snapshot-disable", &config::SNAPSHOT_DISABLE, false, F::HIDDEN, None],
+            ["snapshot-fail", &config::SNAPSHOT_FAIL, false, F::HIDDEN, None],
+            ["snapshot-disable-load", &config::SNAPSHOT_DISABLE_LOAD, false, F::HIDDEN, None],
+        ],
+        enum: [
+            ["loglevel", &config::LOGLEVEL, config::LogLevel::notice, F::DEFAULT, None],
+        ],
+        module_args_as_configuration: false,
+    ]
+}

@@ -1,0 +1,491 @@
+//! The module's commands: RAFT, RAFT.CLUSTER, RAFT.NODE, RAFT.INFO,
+//! RAFT.TRANSFER_LEADER, RAFT.TIMEOUT_NOW, RAFT.DEBUG and the internal
+//! node-to-node commands.
+
+use std::sync::atomic::Ordering;
+
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use raft::Storage as _;
+use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue, Status as RStatus};
+
+use crate::apply;
+use crate::config::{self, Settings};
+use crate::driver::{self, NodeHandle};
+use crate::error::Error;
+use crate::ffi::{self, RedisClient};
+use crate::intercept::{classify, Class};
+use crate::node::{Request, Role};
+use crate::storage::{LogStore, NodeMeta};
+
+fn err(e: Error) -> RedisError {
+    RedisError::String(e.to_string())
+}
+
+fn args_bytes(args: &[RedisString]) -> Vec<Vec<u8>> {
+    args.iter().map(|a| a.as_slice().to_vec()).collect()
+}
+
+/// A request was handed on; the client is blocked and answered later.
+fn no_reply() -> RedisResult {
+    Ok(RedisValue::NoReply)
+}
+
+/// The running node, or the contract's error for a node that has none.
+fn running_node() -> Result<std::sync::Arc<NodeHandle>, RedisError> {
+    driver::node().ok_or_else(|| err(Error::NoCluster))
+}
+
+fn check_serving(n: &NodeHandle) -> Result<(), RedisError> {
+    let st = n.status.read();
+    if let Some(f) = &st.failed {
+        return Err(RedisError::String(format!("ERR {f}")));
+    }
+    if st.removed {
+        return Err(err(Error::Removed));
+    }
+    Ok(())
+}
+
+/// `RAFT <command> [args...]`, and every intercepted client command.
+pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let argv = args_bytes(&args[1..]);
+    let class = {
+        let refs: Vec<&[u8]> = argv.iter().take(2).map(Vec::as_slice).collect();
+        classify(&refs)
+    };
+    match class {
+        Class::Refuse(why) => Err(err(Error::Unsupported(why))),
+        Class::PassThrough => Err(err(Error::Unsupported(format!(
+            "'{}' is not a data command: run it without RAFT",
+            String::from_utf8_lossy(&argv[0])
+        )))),
+        Class::Write => route(ctx, argv, false),
+        Class::Read => route(ctx, argv, true),
+    }
+}
+
+fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
+    let n = running_node()?;
+    check_serving(&n)?;
+    let (role, term, leader_err) = {
+        let st = n.status.read();
+        (st.role, st.term, st.not_leader_error())
+    };
+    if role != Role::Leader {
+        if config::FOLLOWER_PROXY.get() {
+            if let Error::Moved(addr) = &leader_err {
+                let client = RedisClient::block(ctx.ctx).map_err(err)?;
+                crate::proxy::forward(addr.clone(), argv, client);
+                return no_reply();
+            }
+        }
+        return Err(err(leader_err));
+    }
+    if read && !config::QUORUM_READS.get() && apply::APPLIED_TERM.load(Ordering::Acquire) == term {
+        // Opt-in: a leader that has applied an entry of its own term serves
+        // reads locally, without a quorum round (may be stale if it was cut off).
+        return match apply::read_now(&argv) {
+            Ok(reply) => {
+                ffi::reply_call(ctx.ctx, &reply);
+                no_reply()
+            }
+            Err(text) => Err(RedisError::String(text)),
+        };
+    }
+    let client = RedisClient::block(ctx.ctx).map_err(err)?;
+    n.send(if read {
+        Request::Read { argv, client }
+    } else {
+        Request::Write { argv, client }
+    });
+    no_reply()
+}
+
+fn random_hex(len: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| format!("{:x}", rng.gen_range(0..16u8)))
+        .collect()
+}
+
+fn random_id() -> u64 {
+    use rand::Rng;
+    rand::thread_rng().gen_range(1..=i32::MAX as u64)
+}
+
+/// This node's address for other nodes: `raft.addr`, else the first
+/// non-loopback IPv4 interface and the Redis port.
+pub fn self_addr(ctx: &Context) -> Result<String, RedisError> {
+    let a = config::ADDR.get();
+    if !a.is_empty() {
+        return Ok(a);
+    }
+    let port = match ctx.call("CONFIG", &["GET", "port"]) {
+        Ok(RedisValue::Array(v)) if v.len() == 2 => match &v[1] {
+            RedisValue::SimpleString(s) | RedisValue::BulkString(s) => s.clone(),
+            RedisValue::StringBuffer(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => "6379".into(),
+        },
+        _ => "6379".into(),
+    };
+    Ok(format!(
+        "{}:{port}",
+        crate::netif::first_non_loopback_ipv4().unwrap_or_else(|| "127.0.0.1".into())
+    ))
+}
+
+fn open_store() -> Result<LogStore, RedisError> {
+    let path = config::LOG_FILENAME.get();
+    LogStore::open(std::path::Path::new(&path), config::LOG_FSYNC.get())
+        .map_err(|e| RedisError::String(format!("ERR cannot open the Raft log: {e}")))
+}
+
+/// RAFT.CLUSTER INIT [dbid] | JOIN addr [addr ...]
+pub fn cluster(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let sub = args[1].to_string_lossy().to_ascii_uppercase();
+    if driver::node().is_some() {
+        return Err(RedisError::Str("ERR Already cluster member"));
+    }
+    match sub.as_str() {
+        "INIT" => {
+            if args.len() > 3 {
+                return Err(RedisError::WrongArity);
+            }
+            let dbid = match args.get(2) {
+                Some(d) => {
+                    let d = d.to_string_lossy();
+                    if d.len() != 32 || !d.chars().all(|c| c.is_ascii_alphanumeric()) {
+                        return Err(RedisError::Str(
+                            "ERR invalid dbid: expected 32 alphanumeric characters",
+                        ));
+                    }
+                    d
+                }
+                None => random_hex(32),
+            };
+            let id = match config::get(&config::ID) as u64 {
+                0 => random_id(),
+                id => id,
+            };
+            let addr = self_addr(ctx)?;
+            let store = open_store()?;
+            if !store.meta().dbid.is_empty() || store.last_index().unwrap_or(0) > 0 {
+                return Err(RedisError::String(format!(
+                    "ERR the Raft log '{}' already holds a cluster; remove it to start anew",
+                    config::LOG_FILENAME.get()
+                )));
+            }
+            let meta = NodeMeta {
+                node_id: id,
+                dbid: dbid.clone(),
+                removed: false,
+            };
+            store
+                .write(crate::storage::LogWrite {
+                    meta: Some(meta),
+                    ..Default::default()
+                })
+                .and_then(|_| crate::node::RaftNode::<RedisClient>::bootstrap(&store, id, &addr))
+                .map_err(|e| RedisError::String(format!("ERR cannot write the Raft log: {e}")))?;
+            driver::start(store, id, dbid.clone(), true)
+                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            crate::logging::notice(&format!(
+                "initialized a new cluster: dbid {dbid}, node id {id}, addr {addr}"
+            ));
+            Ok(RedisValue::SimpleString(format!("OK {dbid}")))
+        }
+        "JOIN" => {
+            if args.len() < 3 {
+                return Err(RedisError::WrongArity);
+            }
+            let mut targets = Vec::new();
+            for a in &args[2..] {
+                let a = a.to_string_lossy();
+                config::parse_addr(&a).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+                targets.push(a);
+            }
+            let addr = self_addr(ctx)?;
+            let client = RedisClient::block(ctx.ctx).map_err(err)?;
+            crate::join::start(targets, addr, client);
+            no_reply()
+        }
+        _ => Err(RedisError::String(format!(
+            "ERR unknown RAFT.CLUSTER subcommand '{sub}'"
+        ))),
+    }
+}
+
+fn parse_u64(a: &RedisString, what: &str) -> Result<u64, RedisError> {
+    a.to_string_lossy()
+        .parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| RedisError::String(format!("ERR invalid {what}")))
+}
+
+/// RAFT.NODE ADD id addr | REMOVE id
+pub fn node(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 3 {
+        return Err(RedisError::WrongArity);
+    }
+    let n = running_node()?;
+    check_serving(&n)?;
+    let sub = args[1].to_string_lossy().to_ascii_uppercase();
+    match sub.as_str() {
+        "ADD" if args.len() == 4 => {
+            let id = parse_u64(&args[2], "node id")?;
+            let addr = args[3].to_string_lossy();
+            config::parse_addr(&addr).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            let client = RedisClient::block(ctx.ctx).map_err(err)?;
+            n.send(Request::AddNode { id, addr, client });
+            no_reply()
+        }
+        "REMOVE" if args.len() == 3 => {
+            let id = parse_u64(&args[2], "node id")?;
+            let client = RedisClient::block(ctx.ctx).map_err(err)?;
+            n.send(Request::RemoveNode { id, client });
+            no_reply()
+        }
+        "ADD" | "REMOVE" => Err(RedisError::WrongArity),
+        _ => Err(RedisError::String(format!(
+            "ERR unknown RAFT.NODE subcommand '{sub}'"
+        ))),
+    }
+}
+
+/// RAFT.TRANSFER_LEADER [id]
+pub fn transfer_leader(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() > 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let n = running_node()?;
+    check_serving(&n)?;
+    let to = match args.get(1) {
+        Some(a) => Some(parse_u64(a, "node id")?),
+        None => None,
+    };
+    let client = RedisClient::block(ctx.ctx).map_err(err)?;
+    n.send(Request::TransferLeader { to, client });
+    no_reply()
+}
+
+/// RAFT.TIMEOUT_NOW
+pub fn timeout_now(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 1 {
+        return Err(RedisError::WrongArity);
+    }
+    let n = running_node()?;
+    check_serving(&n)?;
+    n.send(Request::TimeoutNow);
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// RAFT.DEBUG EXEC <command...> | COMPACT
+pub fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let sub = args[1].to_string_lossy().to_ascii_uppercase();
+    match sub.as_str() {
+        "EXEC" if args.len() >= 3 => {
+            // Runs locally through this command's context: our filter skips
+            // the module's own calls, so nothing is replicated.
+            let argv = args_bytes(&args[2..]);
+            match ffi::call(ctx.ctx, &argv) {
+                Ok(reply) => {
+                    ffi::reply_call(ctx.ctx, &reply);
+                    no_reply()
+                }
+                Err(text) => Err(RedisError::String(text)),
+            }
+        }
+        "COMPACT" => Err(RedisError::Str(
+            "ERR RAFT.DEBUG COMPACT needs snapshots, which this build does not have yet",
+        )),
+        _ => Err(RedisError::String(format!(
+            "ERR unknown RAFT.DEBUG subcommand '{sub}'"
+        ))),
+    }
+}
+
+/// RAFT.INFO: the same text as INFO raft.
+pub fn info(_ctx: &Context, _args: Vec<RedisString>) -> RedisResult {
+    let mut out = String::from("# Raft\r\n");
+    for (k, v) in crate::info::fields() {
+        out.push_str(&format!("raft_{k}:{v}\r\n"));
+    }
+    Ok(RedisValue::BulkString(out))
+}
+
+/// RAFT.APPENDENTRIES / RAFT.REQUESTVOTE <dbid> <from> <msg> [<msg> ...]
+/// Every message is decoded and checked before any is stepped, so a
+/// malformed request changes nothing.
+pub fn peer_messages(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 4 {
+        return Err(RedisError::WrongArity);
+    }
+    let n = running_node()?;
+    if args[1].as_slice() != n.dbid.as_bytes() {
+        return Err(RedisError::Str(
+            "ERR dbid mismatch: the sender belongs to another cluster",
+        ));
+    }
+    let from = parse_u64(&args[2], "sender id")?;
+    let me = n.status.read().node_id;
+    let mut msgs = Vec::with_capacity(args.len() - 3);
+    for a in &args[3..] {
+        let m = Message::parse_from_bytes(a.as_slice())
+            .map_err(|_| RedisError::Str("ERR malformed Raft message"))?;
+        if m.from != from || m.to != me {
+            return Err(RedisError::Str(
+                "ERR Raft message addressed to another node",
+            ));
+        }
+        msgs.push(m);
+    }
+    n.send(Request::Messages(msgs));
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// RAFT.NODESHUTDOWN <dbid> <id>: the leader tells a node it was removed.
+pub fn node_shutdown(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 3 {
+        return Err(RedisError::WrongArity);
+    }
+    let n = running_node()?;
+    if args[1].as_slice() != n.dbid.as_bytes() {
+        return Err(RedisError::Str("ERR dbid mismatch"));
+    }
+    let id = parse_u64(&args[2], "node id")?;
+    if id != n.status.read().node_id {
+        return Err(RedisError::Str("ERR node id mismatch"));
+    }
+    n.send(Request::Removed);
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// At load: start the node if a log with a cluster is already there.
+pub fn start_existing(_ctx: &Context) -> Result<(), String> {
+    let path = config::LOG_FILENAME.get();
+    if !std::path::Path::new(&path).exists() {
+        return Ok(());
+    }
+    let store = LogStore::open(std::path::Path::new(&path), config::LOG_FSYNC.get())
+        .map_err(|e| e.to_string())?;
+    let meta = store.meta();
+    if meta.dbid.is_empty() || meta.node_id == 0 {
+        return Ok(()); // an empty log (e.g. an aborted join): start uninitialized
+    }
+    let configured = config::get(&config::ID) as u64;
+    if configured != 0 && configured != meta.node_id {
+        return Err(format!(
+            "raft.id {configured} does not match node id {} recorded in the Raft log '{path}'",
+            meta.node_id
+        ));
+    }
+    crate::logging::notice(&format!(
+        "recovering from the Raft log '{path}': node id {}, dbid {}, commit index {}",
+        meta.node_id,
+        meta.dbid,
+        store.hard_state().commit
+    ));
+    driver::start(store, meta.node_id, meta.dbid, false)?;
+    Ok(())
+}
+
+/// Settings check at load: refuse or override Redis settings that would
+/// break consistency, with a logged reason.
+pub fn check_redis_settings(ctx: &Context) -> Result<(), String> {
+    let get = |name: &str| -> String {
+        match ctx.call("CONFIG", &["GET", name]) {
+            Ok(RedisValue::Array(v)) if v.len() == 2 => match &v[1] {
+                RedisValue::SimpleString(s) | RedisValue::BulkString(s) => s.clone(),
+                RedisValue::StringBuffer(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        }
+    };
+    if get("cluster-enabled") == "yes" {
+        return Err(
+            "cluster-enabled yes is not compatible with RedisRaft: disable Redis Cluster".into(),
+        );
+    }
+    let role = ctx.call("ROLE", &[] as &[&str]);
+    if let Ok(RedisValue::Array(v)) = role {
+        if matches!(v.first(), Some(RedisValue::SimpleString(s)) | Some(RedisValue::BulkString(s)) if s == "slave")
+        {
+            return Err("replicaof is set: a RedisRaft node must not be a Redis replica".into());
+        }
+    }
+    let set = |name: &str, value: &str, why: &str| {
+        crate::logging::warning(&format!("overriding {name} to '{value}': {why}"));
+        let _ = ctx.call("CONFIG", &["SET", name, value]);
+    };
+    if get("appendonly") == "yes" {
+        set(
+            "appendonly",
+            "no",
+            "the Raft log is the persistence; AOF would replay commands twice",
+        );
+    }
+    if !get("save").is_empty() {
+        set(
+            "save",
+            "",
+            "RDB saves are taken by RedisRaft as snapshots only",
+        );
+    }
+    let policy = get("maxmemory-policy");
+    if !policy.is_empty() && policy != "noeviction" {
+        set(
+            "maxmemory-policy",
+            "noeviction",
+            "eviction would make nodes' datasets differ",
+        );
+    }
+    if get("databases").parse::<u32>().unwrap_or(1) > 1 {
+        crate::logging::warning(
+            "databases > 1: only database 0 is replicated; SELECT of another database is refused",
+        );
+    }
+    Ok(())
+}
+
+pub fn log_loaded(ctx: &Context) {
+    let _ = ctx;
+    crate::logging::notice(&format!(
+        "RedisRaft {} loaded (raft-rs {}, RdbLoad API {})",
+        env!("CARGO_PKG_VERSION"),
+        "0.7",
+        if ffi::has_rdb_load() {
+            "available"
+        } else {
+            "not available: Redis < 7.2"
+        }
+    ));
+}
+
+pub fn settings_summary() -> String {
+    let s = Settings::current();
+    format!(
+        "addr={} log-filename={} log-fsync={}",
+        s.addr, s.log_filename, s.log_fsync
+    )
+}
+
+pub fn ok_status(b: bool) -> RStatus {
+    if b {
+        RStatus::Ok
+    } else {
+        RStatus::Err
+    }
+}

@@ -1,0 +1,253 @@
+//! The Raft thread: it owns the [`RaftNode`], takes requests from Redis
+//! threads over a channel, ticks on `periodic-interval`, and hands work to
+//! the transport and the apply queue. Also the global handle to it.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::{Mutex, RwLock};
+use raft::eraftpb::Message;
+use slog::{error, info, Logger};
+
+use crate::apply::RedisApplier;
+use crate::config::Settings;
+use crate::error::Error;
+use crate::ffi::RedisClient;
+use crate::node::{NodeConfig, RaftNode, Request, SharedStatus, Status};
+use crate::resp::Connection;
+use crate::storage::LogStore;
+use crate::transport::{Transport, TransportConfig};
+
+/// What Redis threads hold to talk to the running node.
+pub struct NodeHandle {
+    pub tx: Sender<Request<RedisClient>>,
+    pub status: SharedStatus,
+    pub store: LogStore,
+    pub transport: Arc<Transport>,
+    pub dbid: String,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl NodeHandle {
+    /// Sends a request; if the thread is gone, the client gets an error.
+    pub fn send(&self, req: Request<RedisClient>) {
+        if let Err(e) = self.tx.send(req) {
+            fail_request(e.0, Error::Other("the Raft thread has stopped".into()));
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.read().clone()
+    }
+
+    pub fn stop(&self) {
+        let _ = self.tx.send(Request::Shutdown);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+        self.transport.shutdown();
+    }
+}
+
+fn fail_request(req: Request<RedisClient>, err: Error) {
+    use crate::node::{Client, Reply};
+    match req {
+        Request::Write { client, .. }
+        | Request::Read { client, .. }
+        | Request::AddNode { client, .. }
+        | Request::RemoveNode { client, .. }
+        | Request::TransferLeader { client, .. }
+        | Request::WaitVoter { client } => client.reply(Reply::Error(err)),
+        _ => {}
+    }
+}
+
+static NODE: RwLock<Option<Arc<NodeHandle>>> = RwLock::new(None);
+
+/// The running node, if this Redis is initialized or joining.
+pub fn node() -> Option<Arc<NodeHandle>> {
+    NODE.read().clone()
+}
+
+pub fn clear_node() {
+    if let Some(n) = NODE.write().take() {
+        n.stop();
+    }
+}
+
+pub fn transport_config(s: &Settings) -> TransportConfig {
+    TransportConfig {
+        connect_timeout: s.connection_timeout,
+        io_timeout: s.response_timeout,
+        reconnect_interval: s.reconnect_interval,
+        auth: s.auth(),
+        max_batch_bytes: s.append_req_max_size as usize,
+    }
+}
+
+pub fn node_config(s: &Settings, id: u64) -> NodeConfig {
+    NodeConfig {
+        id,
+        tick: s.periodic_interval,
+        election_ticks: s.election_ticks(),
+        heartbeat_ticks: s.heartbeat_ticks(),
+        max_size_per_msg: s.append_req_max_size,
+        max_inflight_msgs: s.append_req_max_count,
+    }
+}
+
+/// The transport as the Raft node sees it.
+struct Net {
+    transport: Arc<Transport>,
+    dbid: String,
+    logger: Logger,
+}
+
+impl crate::node::Network for Net {
+    fn send(&self, msg: Message) {
+        self.transport.send(msg);
+    }
+    fn upsert_peer(&self, id: u64, addr: &str) {
+        self.transport.upsert_peer(id, addr);
+    }
+    fn remove_peer(&self, id: u64) {
+        self.transport.remove_peer(id);
+    }
+    fn notify_removed(&self, id: u64, addr: &str) {
+        // Best effort, off the Raft thread: the removed node may be down.
+        let (addr, dbid, logger) = (addr.to_string(), self.dbid.clone(), self.logger.clone());
+        let s = Settings::current();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                let auth = s.auth();
+                let auth_ref = auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+                if let Ok(mut c) =
+                    Connection::connect(&addr, s.connection_timeout, s.response_timeout, auth_ref)
+                {
+                    let id_s = id.to_string();
+                    if c.call(&[b"RAFT.NODESHUTDOWN", dbid.as_bytes(), id_s.as_bytes()])
+                        .is_ok()
+                    {
+                        info!(logger, "told the removed node"; "id" => id);
+                        return;
+                    }
+                }
+                std::thread::sleep(s.reconnect_interval.max(Duration::from_millis(100)));
+            }
+        });
+    }
+}
+
+/// Starts the Raft thread for an opened log and publishes its handle.
+pub fn start(
+    store: LogStore,
+    id: u64,
+    dbid: String,
+    campaign: bool,
+) -> Result<Arc<NodeHandle>, String> {
+    let s = Settings::current();
+    let logger = crate::logging::logger();
+    let transport = Arc::new(Transport::new(
+        id,
+        dbid.clone(),
+        transport_config(&s),
+        logger.clone(),
+    ));
+    let status: SharedStatus = Arc::new(RwLock::new(Status::default()));
+    let net = Net {
+        transport: transport.clone(),
+        dbid: dbid.clone(),
+        logger: logger.clone(),
+    };
+    let mut node: RaftNode<RedisClient> = RaftNode::new(
+        node_config(&s, id),
+        store.clone(),
+        status.clone(),
+        &net,
+        crate::logging::raft_logger(),
+    )
+    .map_err(|e| format!("cannot start Raft: {e}"))?;
+    if campaign {
+        node.campaign_if_alone();
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let thread = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || run(node, rx, net, logger))
+        .map_err(|e| format!("cannot start the Raft thread: {e}"))?;
+    let handle = Arc::new(NodeHandle {
+        tx,
+        status,
+        store,
+        transport,
+        dbid,
+        thread: Mutex::new(Some(thread)),
+    });
+    *NODE.write() = Some(handle.clone());
+    Ok(handle)
+}
+
+/// Requests handled before each Ready: enough to batch many proposals into
+/// one append and one fsync, few enough to keep ticks on time.
+const MAX_REQUESTS_PER_ROUND: usize = 4096;
+
+fn run(
+    mut node: RaftNode<RedisClient>,
+    rx: Receiver<Request<RedisClient>>,
+    net: Net,
+    logger: Logger,
+) {
+    let mut applier = RedisApplier;
+    let mut settings = Settings::current();
+    let mut next_tick = Instant::now() + settings.periodic_interval;
+    info!(logger, "Raft thread started"; "id" => node.id());
+    loop {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(Request::Shutdown) => break,
+            Ok(req) => {
+                node.handle(req, &net);
+                for req in rx.try_iter().take(MAX_REQUESTS_PER_ROUND) {
+                    if matches!(req, Request::Shutdown) {
+                        node.fail_all(Error::Unknown("node is shutting down".into()));
+                        return;
+                    }
+                    node.handle(req, &net);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if Instant::now() >= next_tick {
+            node.tick();
+            for id in net.transport.take_unreachable() {
+                node.report_unreachable(id);
+            }
+            let fresh = Settings::current();
+            if fresh.periodic_interval != settings.periodic_interval
+                || fresh.election_timeout != settings.election_timeout
+                || fresh.request_timeout != settings.request_timeout
+            {
+                node.set_config(node_config(&fresh, node.id()));
+            }
+            net.transport.set_config(transport_config(&fresh));
+            node.store().set_fsync(fresh.log_fsync);
+            settings = fresh;
+            next_tick = Instant::now() + settings.periodic_interval;
+        }
+        node.issue_reads();
+        if let Err(e) = node.process_ready(&net, &mut applier) {
+            // A node that cannot write its log must not take part any more:
+            // acknowledging without persisting could lose data.
+            let msg = format!("Raft log write failed, node stopped: {e}");
+            error!(logger, "{}", msg);
+            node.status().write().failed = Some(msg.clone());
+            node.fail_all(Error::Unknown(msg));
+            break;
+        }
+    }
+    node.fail_all(Error::Unknown("node is shutting down".into()));
+}

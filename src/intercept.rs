@@ -1,0 +1,254 @@
+//! Which client commands go through Raft, decided from Redis's own command
+//! flags, and the command filter that routes them to the `RAFT` command.
+//!
+//! The table is built from `COMMAND` at load (and again once the server has
+//! finished starting, to see commands of modules loaded after us).
+
+use std::collections::HashMap;
+
+use parking_lot::RwLock;
+use redis_module::{Context, RedisValue};
+
+use crate::config;
+use crate::ffi;
+
+/// What to do with a client command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Not intercepted: runs locally as usual (PING, INFO, CONFIG, ...).
+    PassThrough,
+    /// Replicated through the log.
+    Write,
+    /// Served after a ReadIndex confirmation.
+    Read,
+    /// Cannot be made consistent (yet): refused with this reason.
+    Refuse(String),
+}
+
+#[derive(Clone, Debug, Default)]
+struct CommandInfo {
+    flags: Vec<String>,
+    tips: Vec<String>,
+    /// Container commands (CONFIG, OBJECT, ...): subcommand -> info.
+    subcommands: HashMap<Vec<u8>, CommandInfo>,
+}
+
+static TABLE: RwLock<Option<HashMap<Vec<u8>, CommandInfo>>> = RwLock::new(None);
+
+fn text(v: &RedisValue) -> Option<String> {
+    match v {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
+        RedisValue::SimpleStringStatic(s) => Some(s.to_string()),
+        RedisValue::BulkRedisString(s) => Some(s.to_string_lossy()),
+        RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+fn texts(v: Option<&RedisValue>) -> Vec<String> {
+    match v {
+        Some(RedisValue::Array(a)) => a
+            .iter()
+            .filter_map(text)
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn parse_command(v: &RedisValue) -> Option<(Vec<u8>, CommandInfo)> {
+    let RedisValue::Array(f) = v else { return None };
+    let name = text(f.first()?)?.to_ascii_lowercase();
+    let mut info = CommandInfo {
+        flags: texts(f.get(2)),
+        tips: texts(f.get(7)),
+        subcommands: HashMap::new(),
+    };
+    if let Some(RedisValue::Array(subs)) = f.get(9) {
+        for s in subs {
+            if let Some((sname, sinfo)) = parse_command(s) {
+                // Subcommands are named "container|sub".
+                let short = sname
+                    .rsplit(|&b| b == b'|')
+                    .next()
+                    .unwrap_or(&sname)
+                    .to_vec();
+                info.subcommands.insert(short, sinfo);
+            }
+        }
+    }
+    Some((name.into_bytes(), info))
+}
+
+/// (Re)builds the table from `COMMAND`.
+pub fn build_table(ctx: &Context) -> Result<usize, String> {
+    let reply = ctx
+        .call("COMMAND", &[] as &[&str])
+        .map_err(|e| format!("COMMAND failed: {e}"))?;
+    let RedisValue::Array(cmds) = reply else {
+        return Err("COMMAND returned no array".into());
+    };
+    let table: HashMap<_, _> = cmds.iter().filter_map(parse_command).collect();
+    let n = table.len();
+    *TABLE.write() = Some(table);
+    Ok(n)
+}
+
+const TXN: &[&str] = &["multi", "exec", "discard", "watch", "unwatch"];
+const SCRIPTS: &[&str] = &[
+    "eval",
+    "evalsha",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+];
+
+fn lower(b: &[u8]) -> Vec<u8> {
+    b.to_ascii_lowercase()
+}
+
+/// Classifies a command line (argv[0] is the command name).
+pub fn classify(argv: &[&[u8]]) -> Class {
+    let Some(first) = argv.first() else {
+        return Class::PassThrough;
+    };
+    let name = lower(first);
+    let name_s = String::from_utf8_lossy(&name).into_owned();
+    if name.starts_with(b"raft") {
+        return Class::PassThrough;
+    }
+    let ignored = config::IGNORED_COMMANDS.get();
+    if ignored
+        .split(',')
+        .map(str::trim)
+        .any(|c| c.eq_ignore_ascii_case(&name_s))
+    {
+        return Class::PassThrough;
+    }
+    if TXN.contains(&name_s.as_str()) {
+        return Class::Refuse(format!(
+            "{} is not supported by this RedisRaft yet",
+            name_s.to_uppercase()
+        ));
+    }
+    if SCRIPTS.contains(&name_s.as_str()) {
+        return Class::Refuse(format!(
+            "{}: Lua scripts and functions are not supported by this RedisRaft yet",
+            name_s.to_uppercase()
+        ));
+    }
+    if name_s == "select" && argv.get(1).is_some_and(|db| *db != b"0") {
+        return Class::Refuse(
+            "SELECT of a database other than 0 is not supported: Raft replicates database 0".into(),
+        );
+    }
+    if name_s == "client"
+        && argv
+            .get(1)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"pause"))
+    {
+        return Class::Refuse("CLIENT PAUSE is not supported with RedisRaft".into());
+    }
+    let table = TABLE.read();
+    let Some(info) = table.as_ref().and_then(|t| t.get(&name)) else {
+        return Class::PassThrough;
+    };
+    let info = match argv.get(1).map(|s| lower(s)) {
+        Some(sub) if !info.subcommands.is_empty() => match info.subcommands.get(&sub) {
+            Some(si) => si,
+            None => return Class::PassThrough,
+        },
+        _ => info,
+    };
+    let has = |f: &str| info.flags.iter().any(|x| x == f);
+    if name_s == "function" && has("write") {
+        return Class::Refuse("FUNCTION: functions are not supported by this RedisRaft yet".into());
+    }
+    if has("blocking") {
+        return Class::Refuse(format!(
+            "{}: blocking commands are not supported by this RedisRaft yet",
+            name_s.to_uppercase()
+        ));
+    }
+    if has("write") {
+        if info.tips.iter().any(|t| t == "nondeterministic_output") {
+            return Class::Refuse(format!(
+                "{}: non-deterministic write commands cannot be replicated consistently",
+                name_s.to_uppercase()
+            ));
+        }
+        return Class::Write;
+    }
+    if has("readonly") {
+        return Class::Read;
+    }
+    Class::PassThrough
+}
+
+/// The command filter: rewrites `CMD args...` to `RAFT CMD args...` for
+/// every command that is not passed through. Runs for every command, so it
+/// only reads the table.
+pub extern "C" fn filter(fctx: *mut redis_module::raw::RedisModuleCommandFilterCtx) {
+    let argc = ffi::filter_argc(fctx);
+    if argc == 0 {
+        return;
+    }
+    let first = ffi::filter_arg(fctx, 0);
+    if first.len() >= 4 && first[..4].eq_ignore_ascii_case(b"raft") {
+        return;
+    }
+    let argv: Vec<&[u8]> = (0..argc.min(2)).map(|i| ffi::filter_arg(fctx, i)).collect();
+    if classify(&argv) != Class::PassThrough {
+        ffi::filter_insert(fctx, 0, b"RAFT");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(flags: &[&str], tips: &[&str]) -> CommandInfo {
+        CommandInfo {
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            tips: tips.iter().map(|s| s.to_string()).collect(),
+            subcommands: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn classes_follow_redis_flags() {
+        let mut t = HashMap::new();
+        t.insert(b"set".to_vec(), info(&["write", "denyoom"], &[]));
+        t.insert(b"get".to_vec(), info(&["readonly", "fast"], &[]));
+        t.insert(
+            b"spop".to_vec(),
+            info(&["write", "fast"], &["nondeterministic_output"]),
+        );
+        t.insert(b"blpop".to_vec(), info(&["write", "blocking"], &[]));
+        t.insert(b"ping".to_vec(), info(&["fast"], &[]));
+        let mut config = info(&[], &[]);
+        config
+            .subcommands
+            .insert(b"set".to_vec(), info(&["admin"], &[]));
+        t.insert(b"config".to_vec(), config);
+        *TABLE.write() = Some(t);
+
+        assert_eq!(classify(&[b"SET", b"k"]), Class::Write);
+        assert_eq!(classify(&[b"get", b"k"]), Class::Read);
+        assert_eq!(classify(&[b"PING"]), Class::PassThrough);
+        assert_eq!(classify(&[b"CONFIG", b"SET"]), Class::PassThrough);
+        assert_eq!(classify(&[b"raft.info"]), Class::PassThrough);
+        assert_eq!(classify(&[b"nosuchcommand"]), Class::PassThrough);
+        for refused in [
+            &[b"SPOP".as_slice(), b"k"][..],
+            &[b"BLPOP", b"k"],
+            &[b"MULTI"],
+            &[b"EVAL", b"x"],
+            &[b"SELECT", b"1"],
+        ] {
+            assert!(matches!(classify(refused), Class::Refuse(_)), "{refused:?}");
+        }
+        assert_eq!(classify(&[b"SELECT", b"0"]), Class::PassThrough);
+    }
+}

@@ -1,0 +1,161 @@
+//! RAFT.CLUSTER JOIN: runs on its own thread. It tries each address in
+//! turn, follows -MOVED to the leader, asks it to add this node
+//! (RAFT.NODE ADD), and answers the client once this node is a voter, or
+//! with a clear error when join-timeout runs out.
+
+use std::time::Instant;
+
+use crate::config::{self, Settings};
+use crate::driver;
+use crate::error::Error;
+use crate::ffi::RedisClient;
+use crate::node::{Client, Reply, Request};
+use crate::resp::{Connection, RespValue};
+use crate::storage::{LogStore, LogWrite, NodeMeta};
+
+pub fn start(targets: Vec<String>, my_addr: String, client: RedisClient) {
+    std::thread::Builder::new()
+        .name("raft-join".into())
+        .spawn(move || {
+            if let Err(e) = join(&targets, &my_addr, client) {
+                crate::logging::warning(&format!("join failed: {e}"));
+            }
+        })
+        .expect("spawn join thread");
+}
+
+enum Attempt {
+    Added,
+    Moved(String),
+    Failed(String),
+}
+
+fn info_field(info: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(info);
+    text.lines().find_map(|l| {
+        l.strip_prefix(&format!("raft_{name}:"))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), String> {
+    let s = Settings::current();
+    let deadline = Instant::now() + s.join_timeout;
+    let id = match config::get(&config::ID) as u64 {
+        0 => {
+            use rand::Rng;
+            rand::thread_rng().gen_range(1..=i32::MAX as u64)
+        }
+        id => id,
+    };
+    let mut queue: Vec<String> = targets.to_vec();
+    let mut last_error = String::from("no address answered");
+    let mut i = 0;
+    while Instant::now() < deadline {
+        let addr = queue[i % queue.len()].clone();
+        i += 1;
+        match attempt(&addr, id, my_addr, &s) {
+            Attempt::Added => {
+                crate::logging::notice(&format!("joined the cluster through {addr} as node {id}"));
+                match driver::node() {
+                    Some(n) => n.send(Request::WaitVoter { client }),
+                    None => client.reply(Reply::Error(Error::Other(
+                        "join succeeded but the node stopped".into(),
+                    ))),
+                }
+                return Ok(());
+            }
+            Attempt::Moved(leader) => {
+                if !queue.contains(&leader) {
+                    queue.push(leader.clone());
+                }
+                // Try the leader next.
+                i = queue.iter().position(|a| *a == leader).unwrap_or(0);
+                continue;
+            }
+            Attempt::Failed(e) => last_error = format!("{addr}: {e}"),
+        }
+        std::thread::sleep(
+            s.reconnect_interval
+                .max(std::time::Duration::from_millis(50)),
+        );
+    }
+    // Never added: go back to uninitialized so JOIN can be retried.
+    if let Some(n) = driver::node() {
+        if !n.status().membership.addrs.contains_key(&id) {
+            driver::clear_node();
+            let _ = std::fs::remove_dir_all(config::LOG_FILENAME.get());
+        }
+    }
+    let msg = format!("failed to join the cluster within join-timeout: {last_error}");
+    client.reply(Reply::Error(Error::Other(msg.clone())));
+    Err(msg)
+}
+
+fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings) -> Attempt {
+    let auth = s.auth();
+    let auth_ref = auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+    let mut conn =
+        match Connection::connect(addr, s.connection_timeout, s.response_timeout, auth_ref) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Failed(format!("cannot connect: {e}")),
+        };
+    // Learn the cluster's dbid first, so this node accepts its messages.
+    let dbid = match conn.call(&[b"RAFT.INFO".as_slice()]) {
+        Ok(RespValue::Bulk(Some(info))) => match info_field(&info, "dbid") {
+            Some(d) if !d.is_empty() => d,
+            _ => return Attempt::Failed("that node is not part of a cluster".into()),
+        },
+        Ok(other) => return Attempt::Failed(format!("unexpected RAFT.INFO reply: {other:?}")),
+        Err(e) => return Attempt::Failed(format!("RAFT.INFO failed: {e}")),
+    };
+    if let Err(e) = ensure_node(id, &dbid) {
+        return Attempt::Failed(e);
+    }
+    let id_s = id.to_string();
+    // Adding waits for a commit: allow it the join budget, not one response.
+    conn.set_io_timeout(s.response_timeout.max(std::time::Duration::from_secs(10)));
+    match conn.call(&[
+        b"RAFT.NODE".as_slice(),
+        b"ADD",
+        id_s.as_bytes(),
+        my_addr.as_bytes(),
+    ]) {
+        Ok(RespValue::Simple(ref ok)) if ok == "OK" => Attempt::Added,
+        Ok(RespValue::Error(e)) if e.starts_with("MOVED ") => match e.split_whitespace().nth(2) {
+            Some(leader) => Attempt::Moved(leader.to_string()),
+            None => Attempt::Failed(e),
+        },
+        Ok(RespValue::Error(e)) => Attempt::Failed(e),
+        Ok(other) => Attempt::Failed(format!("unexpected reply {other:?}")),
+        Err(e) => Attempt::Failed(format!("RAFT.NODE ADD failed: {e}")),
+    }
+}
+
+/// Opens the log and starts the Raft thread of the joining node, once.
+fn ensure_node(id: u64, dbid: &str) -> Result<(), String> {
+    if let Some(n) = driver::node() {
+        if n.dbid != dbid {
+            return Err(format!(
+                "cluster dbid {dbid} differs from the one being joined ({})",
+                n.dbid
+            ));
+        }
+        return Ok(());
+    }
+    let path = config::LOG_FILENAME.get();
+    let store = LogStore::open(std::path::Path::new(&path), config::LOG_FSYNC.get())
+        .map_err(|e| format!("cannot open the Raft log: {e}"))?;
+    store
+        .write(LogWrite {
+            meta: Some(NodeMeta {
+                node_id: id,
+                dbid: dbid.to_string(),
+                removed: false,
+            }),
+            ..Default::default()
+        })
+        .map_err(|e| format!("cannot write the Raft log: {e}"))?;
+    driver::start(store, id, dbid.to_string(), false)?;
+    Ok(())
+}

@@ -1,0 +1,1027 @@
+//! The Raft driver's logic: a [`RaftNode`] owns raft-rs's `RawNode` and turns
+//! requests, ticks and `Ready`s into log writes, messages and items to apply.
+//!
+//! Nothing here calls Redis. The Redis side plugs in through three small
+//! traits: [`Client`] (a waiting client to answer), [`Network`] (send a
+//! message, learn a peer's address) and [`Applier`] (apply committed entries
+//! and confirmed reads, in order). Unit tests drive three nodes in memory with
+//! their own implementations of those traits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, Entry, EntryType, HardState, Message, MessageType,
+};
+use raft::{RawNode, ReadOnlyOption, StateRole, Storage};
+use slog::{info, warn, Logger};
+
+use crate::entry::{Payload, ProposalId};
+use crate::error::Error;
+use crate::storage::{LogStore, LogWrite, Membership, StorageError};
+
+/// A client waiting for an answer. For Redis this wraps a blocked client.
+pub trait Client: Send + 'static {
+    fn reply(self, reply: Reply);
+}
+
+/// An answer that does not come from executing a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Ok,
+    Error(Error),
+}
+
+/// Something the state machine must do, in this order.
+pub enum ApplyItem<C> {
+    /// A committed entry. `payload` is None for Raft's no-op entries and
+    /// membership changes: they only move the applied index.
+    Entry {
+        index: u64,
+        term: u64,
+        payload: Option<Payload>,
+        client: Option<C>,
+    },
+    /// Reads confirmed by ReadIndex; every entry they must see came before.
+    Reads { requests: Vec<(C, Vec<Vec<u8>>)> },
+}
+
+/// The state machine side: gets batches in commit order.
+pub trait Applier<C> {
+    fn apply(&mut self, items: Vec<ApplyItem<C>>);
+}
+
+/// The transport side.
+pub trait Network {
+    fn send(&self, msg: Message);
+    fn upsert_peer(&self, id: u64, addr: &str);
+    fn remove_peer(&self, id: u64);
+    /// Tell a node it was removed (it may never see the entry commit).
+    fn notify_removed(&self, id: u64, addr: &str);
+}
+
+/// Requests from Redis threads to the Raft thread.
+pub enum Request<C> {
+    Write {
+        argv: Vec<Vec<u8>>,
+        client: C,
+    },
+    Read {
+        argv: Vec<Vec<u8>>,
+        client: C,
+    },
+    AddNode {
+        id: u64,
+        addr: String,
+        client: C,
+    },
+    RemoveNode {
+        id: u64,
+        client: C,
+    },
+    TransferLeader {
+        to: Option<u64>,
+        client: C,
+    },
+    TimeoutNow,
+    /// Messages from a peer, already decoded and checked.
+    Messages(Vec<Message>),
+    /// The leader told us we were removed from the cluster.
+    Removed,
+    /// Answer this client once this node is a voter (a joining node).
+    WaitVoter {
+        client: C,
+    },
+    Shutdown,
+}
+
+/// The Raft timing and size settings (from the module configuration).
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub max_size_per_msg: u64,
+    pub max_inflight_msgs: usize,
+}
+
+impl NodeConfig {
+    fn raft_config(&self, applied: u64) -> raft::Config {
+        raft::Config {
+            id: self.id,
+            election_tick: self.election_ticks.max(2),
+            heartbeat_tick: self
+                .heartbeat_ticks
+                .clamp(1, self.election_ticks.max(2) - 1),
+            applied,
+            max_size_per_msg: self.max_size_per_msg,
+            max_inflight_msgs: self.max_inflight_msgs.max(1),
+            // A cut-off leader steps down, and a returning node cannot
+            // disrupt a healthy leader: both are needed for no stale reads.
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            ..Default::default()
+        }
+    }
+
+    /// How long a read may wait for its quorum confirmation.
+    fn read_timeout(&self) -> Duration {
+        self.tick * (self.election_ticks as u32).max(2) * 2
+    }
+}
+
+/// The node's role as INFO shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Role {
+    #[default]
+    Follower,
+    Candidate,
+    PreCandidate,
+    Leader,
+    Learner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::PreCandidate => "pre-candidate",
+            Role::Leader => "leader",
+            Role::Learner => "learner",
+        }
+    }
+}
+
+/// What the Raft thread publishes for Redis threads (routing, INFO).
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub node_id: u64,
+    pub role: Role,
+    /// 0 when unknown.
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    /// Highest index handed to the state machine.
+    pub applied_index: u64,
+    pub membership: Membership,
+    pub removed: bool,
+    /// Set when the log cannot be written: the node stops.
+    pub failed: Option<String>,
+}
+
+impl Status {
+    pub fn is_voter(&self) -> bool {
+        self.membership.conf_state.voters.contains(&self.node_id)
+    }
+
+    pub fn leader_addr(&self) -> Option<&str> {
+        if self.leader_id == 0 {
+            return None;
+        }
+        self.membership
+            .addrs
+            .get(&self.leader_id)
+            .map(String::as_str)
+    }
+
+    /// The error for "this node cannot take that request; the leader can".
+    pub fn not_leader_error(&self) -> Error {
+        match self.leader_addr() {
+            Some(addr) if self.leader_id != self.node_id => Error::Moved(addr.to_string()),
+            _ => Error::NoLeader,
+        }
+    }
+}
+
+pub type SharedStatus = Arc<RwLock<Status>>;
+
+struct Proposal<C> {
+    client: C,
+    index: Option<u64>,
+}
+
+struct ReadBatch<C> {
+    requests: Vec<(C, Vec<Vec<u8>>)>,
+    started: Instant,
+}
+
+/// The Raft driver for one node.
+pub struct RaftNode<C: Client> {
+    raw: RawNode<LogStore>,
+    store: LogStore,
+    cfg: NodeConfig,
+    logger: Logger,
+    status: SharedStatus,
+    membership: Membership,
+    removed: bool,
+
+    next_seq: u64,
+    proposals: HashMap<u64, Proposal<C>>,
+    /// Log index -> proposal seq, for proposals whose entry we appended.
+    by_index: BTreeMap<u64, u64>,
+
+    /// Reads waiting for the next ReadIndex round.
+    read_queue: Vec<(C, Vec<Vec<u8>>, Instant)>,
+    read_batches: HashMap<u64, ReadBatch<C>>,
+    /// Confirmed reads waiting until their index reaches the state machine.
+    confirmed_reads: Vec<(u64, Vec<(C, Vec<Vec<u8>>)>)>,
+    next_read_batch: u64,
+
+    /// Highest committed index handed to the applier.
+    sent_to_apply: u64,
+    voter_waiters: Vec<C>,
+}
+
+impl<C: Client> RaftNode<C> {
+    /// Writes the first entry of a new cluster (RAFT.CLUSTER INIT): index 1,
+    /// term 1, this node as the only voter.
+    pub fn bootstrap(store: &LogStore, id: u64, addr: &str) -> Result<(), StorageError> {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::AddNode);
+        cc.node_id = id;
+        cc.context = addr.as_bytes().to_vec().into();
+        let mut e = Entry::default();
+        e.set_entry_type(EntryType::EntryConfChange);
+        e.index = 1;
+        e.term = 1;
+        e.data = cc.write_to_bytes().expect("encode ConfChange").into();
+        let mut hs = HardState::default();
+        hs.term = 1;
+        hs.commit = 1;
+        let mut m = Membership::default();
+        m.conf_state.voters = vec![id];
+        m.addrs.insert(id, addr.to_string());
+        m.index = 1;
+        store.write(LogWrite {
+            entries: vec![e],
+            hard_state: Some(hs),
+            membership: Some(m),
+            meta: None,
+        })
+    }
+
+    pub fn new(
+        cfg: NodeConfig,
+        store: LogStore,
+        status: SharedStatus,
+        net: &dyn Network,
+        logger: Logger,
+    ) -> Result<Self, raft::Error> {
+        let (snap_index, _) = store.snapshot_point();
+        let raw = RawNode::new(&cfg.raft_config(snap_index), store.clone(), &logger)?;
+        let membership = store.membership();
+        for (id, addr) in &membership.addrs {
+            if *id != cfg.id {
+                net.upsert_peer(*id, addr);
+            }
+        }
+        let removed = store.meta().removed;
+        let next_seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let node = RaftNode {
+            raw,
+            store,
+            cfg,
+            logger,
+            status,
+            membership,
+            removed,
+            next_seq,
+            proposals: HashMap::new(),
+            by_index: BTreeMap::new(),
+            read_queue: Vec::new(),
+            read_batches: HashMap::new(),
+            confirmed_reads: Vec::new(),
+            next_read_batch: 1,
+            sent_to_apply: snap_index,
+            voter_waiters: Vec::new(),
+        };
+        node.publish_status();
+        Ok(node)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.cfg.id
+    }
+
+    pub fn raw(&self) -> &RawNode<LogStore> {
+        &self.raw
+    }
+
+    pub fn set_config(&mut self, cfg: NodeConfig) {
+        // Timing changes apply to raft-rs at the next restart; the read
+        // timeout and tick interval take effect now.
+        self.cfg = cfg;
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// A single voter that is alone in its configuration campaigns at once
+    /// rather than after an election timeout (right after INIT).
+    pub fn campaign_if_alone(&mut self) {
+        let voters = &self.membership.conf_state.voters;
+        if voters.len() == 1 && voters[0] == self.cfg.id && !self.is_leader() {
+            let _ = self.raw.campaign();
+        }
+    }
+
+    fn not_leader(&self) -> Error {
+        self.status.read().not_leader_error()
+    }
+
+    /// Handles one request. Errors that are certain (the request was not
+    /// applied) are answered at once.
+    pub fn handle(&mut self, req: Request<C>, net: &dyn Network) {
+        if self.removed {
+            match req {
+                Request::Messages(_)
+                | Request::Removed
+                | Request::Shutdown
+                | Request::TimeoutNow => {}
+                Request::Write { client, .. }
+                | Request::Read { client, .. }
+                | Request::AddNode { client, .. }
+                | Request::RemoveNode { client, .. }
+                | Request::TransferLeader { client, .. }
+                | Request::WaitVoter { client } => client.reply(Reply::Error(Error::Removed)),
+            }
+            return;
+        }
+        match req {
+            Request::Messages(msgs) => {
+                for m in msgs {
+                    if let Err(e) = self.raw.step(m) {
+                        warn!(self.logger, "dropped a message"; "error" => %e);
+                    }
+                }
+            }
+            Request::Write { argv, client } => self.propose_command(argv, client),
+            Request::Read { argv, client } => {
+                if self.is_leader() {
+                    self.read_queue.push((client, argv, Instant::now()));
+                } else {
+                    client.reply(Reply::Error(self.not_leader()));
+                }
+            }
+            Request::AddNode { id, addr, client } => self.add_node(id, addr, client),
+            Request::RemoveNode { id, client } => self.remove_node(id, client),
+            Request::TransferLeader { to, client } => self.transfer_leader(to, client),
+            Request::TimeoutNow => {
+                // A local MsgTimeoutNow starts a real election at once,
+                // without pre-vote, as a leader transfer does.
+                let mut m = Message::default();
+                m.set_msg_type(MessageType::MsgTimeoutNow);
+                m.to = self.cfg.id;
+                m.from = self.raw.raft.leader_id;
+                if let Err(e) = self.raw.step(m) {
+                    warn!(self.logger, "timeout-now failed"; "error" => %e);
+                }
+            }
+            Request::Removed => self.mark_removed(net),
+            Request::WaitVoter { client } => {
+                if self.membership.conf_state.voters.contains(&self.cfg.id) {
+                    client.reply(Reply::Ok);
+                } else {
+                    self.voter_waiters.push(client);
+                }
+            }
+            Request::Shutdown => {}
+        }
+    }
+
+    fn next_proposal_id(&mut self) -> ProposalId {
+        self.next_seq += 1;
+        ProposalId {
+            node: self.cfg.id,
+            seq: self.next_seq,
+        }
+    }
+
+    fn propose_command(&mut self, argv: Vec<Vec<u8>>, client: C) {
+        if !self.is_leader() {
+            client.reply(Reply::Error(self.not_leader()));
+            return;
+        }
+        let pid = self.next_proposal_id();
+        let data = Payload::Command(argv).encode();
+        match self.raw.propose(pid.encode(), data) {
+            Ok(()) => {
+                self.proposals.insert(
+                    pid.seq,
+                    Proposal {
+                        client,
+                        index: None,
+                    },
+                );
+            }
+            Err(e) => client.reply(Reply::Error(self.proposal_error(e))),
+        }
+    }
+
+    fn proposal_error(&self, e: raft::Error) -> Error {
+        match e {
+            raft::Error::ProposalDropped if self.is_leader() => {
+                Error::TryAgain("leadership transfer in progress".into())
+            }
+            raft::Error::ProposalDropped => self.not_leader(),
+            other => Error::Other(format!("proposal failed: {other}")),
+        }
+    }
+
+    /// One membership change at a time: none pending in the log, and no
+    /// learner still waiting to be promoted.
+    fn membership_change_in_flight(&self) -> bool {
+        self.raw.raft.has_pending_conf() || !self.membership.conf_state.learners.is_empty()
+    }
+
+    fn add_node(&mut self, id: u64, addr: String, client: C) {
+        if !self.is_leader() {
+            return client.reply(Reply::Error(self.not_leader()));
+        }
+        let cs = &self.membership.conf_state;
+        if id == 0 || cs.voters.contains(&id) || cs.learners.contains(&id) {
+            return client.reply(Reply::Error(Error::Other(format!(
+                "node id {id} already exists or is invalid"
+            ))));
+        }
+        if self.membership_change_in_flight() {
+            return client.reply(Reply::Error(Error::TryAgain(
+                "a membership change is in progress".into(),
+            )));
+        }
+        // A new node first joins as a learner; the leader promotes it once
+        // it has caught up (see promote_caught_up_learner).
+        self.propose_conf_change(
+            ConfChangeType::AddLearnerNode,
+            id,
+            addr.into_bytes(),
+            Some(client),
+        );
+    }
+
+    fn remove_node(&mut self, id: u64, client: C) {
+        if !self.is_leader() {
+            return client.reply(Reply::Error(self.not_leader()));
+        }
+        let cs = &self.membership.conf_state;
+        if !cs.voters.contains(&id) && !cs.learners.contains(&id) {
+            return client.reply(Reply::Error(Error::Other(format!(
+                "node id {id} is not a member"
+            ))));
+        }
+        if self.raw.raft.has_pending_conf() {
+            return client.reply(Reply::Error(Error::TryAgain(
+                "a membership change is in progress".into(),
+            )));
+        }
+        self.propose_conf_change(ConfChangeType::RemoveNode, id, Vec::new(), Some(client));
+    }
+
+    fn propose_conf_change(
+        &mut self,
+        t: ConfChangeType,
+        id: u64,
+        context: Vec<u8>,
+        client: Option<C>,
+    ) {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(t);
+        cc.node_id = id;
+        cc.context = context.into();
+        let pid = self.next_proposal_id();
+        match self.raw.propose_conf_change(pid.encode(), cc) {
+            Ok(()) => {
+                if let Some(client) = client {
+                    self.proposals.insert(
+                        pid.seq,
+                        Proposal {
+                            client,
+                            index: None,
+                        },
+                    );
+                }
+            }
+            Err(e) => {
+                let err = self.proposal_error(e);
+                match client {
+                    Some(c) => c.reply(Reply::Error(err)),
+                    None => warn!(self.logger, "conf change not proposed"; "error" => %err),
+                }
+            }
+        }
+    }
+
+    fn transfer_leader(&mut self, to: Option<u64>, client: C) {
+        if !self.is_leader() {
+            return client.reply(Reply::Error(self.not_leader()));
+        }
+        let target = to.or_else(|| self.best_follower());
+        match target {
+            Some(t) if t != self.cfg.id && self.membership.conf_state.voters.contains(&t) => {
+                self.raw.transfer_leader(t);
+                client.reply(Reply::Ok);
+            }
+            Some(t) if t == self.cfg.id => client.reply(Reply::Ok),
+            _ => client.reply(Reply::Error(Error::Other(
+                "no voter to transfer leadership to".into(),
+            ))),
+        }
+    }
+
+    /// The voter, other than us, with the most of the log.
+    fn best_follower(&self) -> Option<u64> {
+        let me = self.cfg.id;
+        self.membership
+            .conf_state
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != me)
+            .max_by_key(|v| self.raw.raft.prs().get(*v).map_or(0, |p| p.matched))
+    }
+
+    /// Called every tick interval.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+        if self.is_leader() && !self.removed {
+            self.promote_caught_up_learner();
+        }
+        self.expire_reads();
+    }
+
+    fn promote_caught_up_learner(&mut self) {
+        if self.raw.raft.has_pending_conf() {
+            return;
+        }
+        let committed = self.raw.raft.raft_log.committed;
+        let ready = self
+            .membership
+            .conf_state
+            .learners
+            .iter()
+            .copied()
+            .find(|l| {
+                self.raw
+                    .raft
+                    .prs()
+                    .get(*l)
+                    .is_some_and(|p| p.matched >= committed)
+            });
+        if let Some(l) = ready {
+            let addr = self.membership.addrs.get(&l).cloned().unwrap_or_default();
+            info!(self.logger, "promoting caught-up learner"; "id" => l);
+            self.propose_conf_change(ConfChangeType::AddNode, l, addr.into_bytes(), None);
+        }
+    }
+
+    fn expire_reads(&mut self) {
+        let limit = self.cfg.read_timeout();
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .read_batches
+            .iter()
+            .filter(|(_, b)| now.duration_since(b.started) > limit)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(b) = self.read_batches.remove(&id) {
+                for (c, _) in b.requests {
+                    c.reply(Reply::Error(Error::TryAgain(
+                        "read not confirmed by a quorum in time".into(),
+                    )));
+                }
+            }
+        }
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.read_queue)
+            .into_iter()
+            .partition(|(_, _, t)| now.duration_since(*t) > limit);
+        self.read_queue = keep;
+        for (c, _, _) in old {
+            c.reply(Reply::Error(Error::TryAgain(
+                "leader has not committed an entry of its term yet".into(),
+            )));
+        }
+    }
+
+    /// Starts one ReadIndex round for all reads waiting now. raft-rs drops
+    /// read requests until the leader has committed an entry of its own
+    /// term, so they wait for that here.
+    pub fn issue_reads(&mut self) {
+        if self.read_queue.is_empty()
+            || !self.is_leader()
+            || !self.raw.raft.commit_to_current_term()
+        {
+            return;
+        }
+        let id = self.next_read_batch;
+        self.next_read_batch += 1;
+        let requests = self.read_queue.drain(..).map(|(c, a, _)| (c, a)).collect();
+        self.read_batches.insert(
+            id,
+            ReadBatch {
+                requests,
+                started: Instant::now(),
+            },
+        );
+        self.raw.read_index(id.to_be_bytes().to_vec());
+    }
+
+    /// Handles whatever raft-rs has ready, in raft-rs's documented order.
+    pub fn process_ready(
+        &mut self,
+        net: &dyn Network,
+        applier: &mut dyn Applier<C>,
+    ) -> Result<(), StorageError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        let mut items = Vec::new();
+        let mut replies = Vec::new();
+
+        // 1. Messages that need no persistence (a leader's appends and
+        // heartbeats) go out first, in parallel with our own fsync.
+        for m in rd.take_messages() {
+            net.send(m);
+        }
+        // 2. Snapshots arrive with the snapshot feature; until then none is
+        // ever produced (Storage::snapshot refuses).
+        if !rd.snapshot().is_empty() {
+            warn!(self.logger, "ignoring a snapshot: not supported yet"; "index" => rd.snapshot().get_metadata().index);
+        }
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.raft_state, ss.leader_id);
+        }
+        // 3. Committed entries to the state machine.
+        let mut write = LogWrite::default();
+        let committed = rd.take_committed_entries();
+        self.handle_committed(committed, &mut write, &mut items, &mut replies, net);
+        // 4. New entries and 5. the hard state, in one batch, one fsync.
+        self.note_proposal_indexes(rd.entries());
+        write.entries = rd.take_entries();
+        write.hard_state = rd.hs().cloned();
+        let read_states = rd.take_read_states();
+        if !write.entries.is_empty() || write.hard_state.is_some() || write.membership.is_some() {
+            self.store.write(write)?;
+        }
+        // 6. Messages that must follow persistence (votes, append acks).
+        for m in rd.take_persisted_messages() {
+            net.send(m);
+        }
+        // 7. Advance, then the light ready.
+        let mut light = self.raw.advance(rd);
+        let mut write = LogWrite::default();
+        if let Some(commit) = light.commit_index() {
+            let mut hs: HardState = self.store.hard_state();
+            hs.commit = commit;
+            write.hard_state = Some(hs);
+        }
+        for m in light.take_messages() {
+            net.send(m);
+        }
+        self.handle_committed(
+            light.take_committed_entries(),
+            &mut write,
+            &mut items,
+            &mut replies,
+            net,
+        );
+        if write.hard_state.is_some() || write.membership.is_some() {
+            self.store.write(write)?;
+        }
+        self.raw.advance_apply();
+
+        for rs in read_states {
+            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
+            if let Some(batch) = self.read_batches.remove(&u64::from_be_bytes(bytes)) {
+                self.confirmed_reads.push((rs.index, batch.requests));
+            }
+        }
+        let sent = self.sent_to_apply;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.confirmed_reads)
+            .into_iter()
+            .partition(|(i, _)| *i <= sent);
+        self.confirmed_reads = later;
+        for (_, requests) in due {
+            items.push(ApplyItem::Reads { requests });
+        }
+        if !items.is_empty() {
+            applier.apply(items);
+        }
+        for (c, r) in replies {
+            c.reply(r);
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, role: StateRole, leader_id: u64) {
+        info!(self.logger, "role changed"; "role" => ?role, "leader" => leader_id, "term" => self.raw.raft.term);
+        if role != StateRole::Leader {
+            // Reads can only be confirmed by a leader: fail them (a read has
+            // no effect, so failing it is always safe). Proposals stay: their
+            // entries may still commit under the next leader.
+            let err = {
+                let mut st = self.status.write();
+                st.leader_id = leader_id;
+                st.not_leader_error()
+            };
+            for (c, _, _) in self.read_queue.drain(..) {
+                c.reply(Reply::Error(err.clone()));
+            }
+            for (_, b) in self.read_batches.drain() {
+                for (c, _) in b.requests {
+                    c.reply(Reply::Error(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Remembers at which index each of our proposals was appended.
+    fn note_proposal_indexes(&mut self, entries: &[Entry]) {
+        for e in entries {
+            let Some(pid) = ProposalId::decode(&e.context) else {
+                continue;
+            };
+            if pid.node != self.cfg.id {
+                continue;
+            }
+            if let Some(p) = self.proposals.get_mut(&pid.seq) {
+                p.index = Some(e.index);
+                if let Some(old) = self.by_index.insert(e.index, pid.seq) {
+                    if old != pid.seq {
+                        // Our older proposal at this index was overwritten
+                        // before it committed: it can never commit.
+                        if let Some(p) = self.proposals.remove(&old) {
+                            p.client.reply(Reply::Error(lost_entry()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The waiting client of a committed entry, if we proposed it. Our
+    /// proposals at lower or equal indexes that this entry is not are lost.
+    fn take_client(&mut self, e: &Entry) -> Option<C> {
+        let mine = ProposalId::decode(&e.context)
+            .filter(|p| p.node == self.cfg.id)
+            .and_then(|p| self.proposals.remove(&p.seq).map(|pr| (p.seq, pr)));
+        if let Some((_, pr)) = &mine {
+            if let Some(i) = pr.index {
+                self.by_index.remove(&i);
+            }
+        }
+        while let Some((&idx, &seq)) = self.by_index.first_key_value() {
+            if idx > e.index {
+                break;
+            }
+            self.by_index.remove(&idx);
+            if let Some(p) = self.proposals.remove(&seq) {
+                p.client.reply(Reply::Error(lost_entry()));
+            }
+        }
+        mine.map(|(_, pr)| pr.client)
+    }
+
+    fn handle_committed(
+        &mut self,
+        entries: Vec<Entry>,
+        write: &mut LogWrite,
+        items: &mut Vec<ApplyItem<C>>,
+        replies: &mut Vec<(C, Reply)>,
+        net: &dyn Network,
+    ) {
+        for e in entries {
+            let client = self.take_client(&e);
+            self.sent_to_apply = e.index;
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {
+                    let payload = if e.data.is_empty() {
+                        None
+                    } else {
+                        match Payload::decode(&e.data) {
+                            Ok(p) => Some(p),
+                            Err(err) => {
+                                warn!(self.logger, "skipping an entry it cannot decode"; "index" => e.index, "error" => %err);
+                                None
+                            }
+                        }
+                    };
+                    items.push(ApplyItem::Entry {
+                        index: e.index,
+                        term: e.term,
+                        payload,
+                        client,
+                    });
+                }
+                EntryType::EntryConfChange => {
+                    self.apply_conf_change(&e, write, net);
+                    items.push(ApplyItem::Entry {
+                        index: e.index,
+                        term: e.term,
+                        payload: None,
+                        client: None,
+                    });
+                    if let Some(c) = client {
+                        replies.push((c, Reply::Ok));
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
+                    warn!(self.logger, "ignoring a joint-consensus entry"; "index" => e.index);
+                    items.push(ApplyItem::Entry {
+                        index: e.index,
+                        term: e.term,
+                        payload: None,
+                        client: None,
+                    });
+                }
+            }
+        }
+    }
+
+    fn apply_conf_change(&mut self, e: &Entry, write: &mut LogWrite, net: &dyn Network) {
+        if e.index <= self.membership.index {
+            // Already part of the membership we recovered from the log.
+            return;
+        }
+        let cc = match ConfChange::parse_from_bytes(&e.data) {
+            Ok(cc) => cc,
+            Err(err) => {
+                warn!(self.logger, "undecodable conf change"; "index" => e.index, "error" => %err);
+                return;
+            }
+        };
+        let cs = match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => cs,
+            Err(err) => {
+                warn!(self.logger, "conf change refused"; "index" => e.index, "error" => %err);
+                return;
+            }
+        };
+        let id = cc.node_id;
+        let mut m = self.membership.clone();
+        m.conf_state = cs;
+        m.index = e.index;
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let addr = String::from_utf8_lossy(&cc.context).into_owned();
+                if !addr.is_empty() {
+                    m.addrs.insert(id, addr.clone());
+                }
+                if id != self.cfg.id {
+                    if let Some(a) = m.addrs.get(&id) {
+                        net.upsert_peer(id, a);
+                    }
+                }
+            }
+            ConfChangeType::RemoveNode => {
+                let addr = m.addrs.remove(&id);
+                if id != self.cfg.id {
+                    net.remove_peer(id);
+                    if self.is_leader() {
+                        if let Some(a) = addr {
+                            net.notify_removed(id, &a);
+                        }
+                    }
+                }
+            }
+        }
+        info!(self.logger, "membership changed"; "index" => e.index, "change" => ?cc.get_change_type(), "node" => id,
+              "voters" => ?m.conf_state.voters, "learners" => ?m.conf_state.learners);
+        self.membership = m.clone();
+        write.membership = Some(m);
+        if self.membership.conf_state.voters.contains(&self.cfg.id) {
+            for c in self.voter_waiters.drain(..) {
+                c.reply(Reply::Ok);
+            }
+        }
+        if cc.get_change_type() == ConfChangeType::RemoveNode && id == self.cfg.id {
+            self.mark_removed(net);
+        }
+    }
+
+    /// This node is no longer a member: it stops serving. A removed leader
+    /// hands over at once so the others need not wait for a timeout.
+    fn mark_removed(&mut self, net: &dyn Network) {
+        if self.removed {
+            return;
+        }
+        warn!(self.logger, "this node was removed from the cluster");
+        self.removed = true;
+        if self.is_leader() {
+            if let Some(t) = self.best_follower() {
+                let mut m = Message::default();
+                m.set_msg_type(MessageType::MsgTimeoutNow);
+                m.to = t;
+                m.from = self.cfg.id;
+                m.term = self.raw.raft.term;
+                net.send(m);
+            }
+        }
+        let mut meta = self.store.meta();
+        meta.removed = true;
+        if let Err(e) = self.store.write(LogWrite {
+            meta: Some(meta),
+            ..Default::default()
+        }) {
+            warn!(self.logger, "could not record the removal"; "error" => %e);
+        }
+        for (_, p) in self.proposals.drain() {
+            p.client.reply(Reply::Error(Error::Removed));
+        }
+        self.by_index.clear();
+        for c in self.voter_waiters.drain(..) {
+            c.reply(Reply::Error(Error::Removed));
+        }
+        self.publish_status();
+    }
+
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.raw.report_unreachable(id);
+    }
+
+    pub fn store(&self) -> &LogStore {
+        &self.store
+    }
+
+    pub fn status(&self) -> &SharedStatus {
+        &self.status
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+
+    pub fn publish_status(&self) {
+        let r = &self.raw.raft;
+        let role = match r.state {
+            StateRole::Leader => Role::Leader,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Follower if self.membership.conf_state.learners.contains(&self.cfg.id) => {
+                Role::Learner
+            }
+            StateRole::Follower => Role::Follower,
+        };
+        let mut st = self.status.write();
+        st.node_id = self.cfg.id;
+        st.role = role;
+        st.leader_id = r.leader_id;
+        st.term = r.term;
+        st.commit_index = r.raft_log.committed;
+        st.first_index = self.raw.store().first_index().unwrap_or(1);
+        st.last_index = r.raft_log.last_index();
+        st.applied_index = self.sent_to_apply;
+        if st.membership != self.membership {
+            st.membership = self.membership.clone();
+        }
+        st.removed = self.removed;
+    }
+
+    /// Answers every waiting client before the thread stops.
+    pub fn fail_all(&mut self, err: Error) {
+        for (_, p) in self.proposals.drain() {
+            p.client.reply(Reply::Error(err.clone()));
+        }
+        self.by_index.clear();
+        for (c, _, _) in self.read_queue.drain(..) {
+            c.reply(Reply::Error(err.clone()));
+        }
+        for (_, b) in self.read_batches.drain() {
+            for (c, _) in b.requests {
+                c.reply(Reply::Error(err.clone()));
+            }
+        }
+        for (_, reqs) in self.confirmed_reads.drain(..) {
+            for (c, _) in reqs {
+                c.reply(Reply::Error(err.clone()));
+            }
+        }
+        for c in self.voter_waiters.drain(..) {
+            c.reply(Reply::Error(err.clone()));
+        }
+    }
+}
+
+fn lost_entry() -> Error {
+    Error::TryAgain("entry was not committed (leader changed); not applied".into())
+}
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

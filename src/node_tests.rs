@@ -1,0 +1,495 @@
+//! The Raft driver with in-memory nodes: real `RaftNode`s and real logs in
+//! temporary directories, messages routed by the test, links cut at will.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::mpsc;
+
+use super::*;
+use crate::storage::{LogStore, LogWrite, Membership, NodeMeta};
+
+/// A client whose answer the test reads from a channel.
+struct TestClient(mpsc::Sender<Result<String, Error>>);
+
+impl Client for TestClient {
+    fn reply(self, r: Reply) {
+        let _ = self.0.send(match r {
+            Reply::Ok => Ok("OK".into()),
+            Reply::Error(e) => Err(e),
+        });
+    }
+}
+
+fn client() -> (TestClient, mpsc::Receiver<Result<String, Error>>) {
+    let (tx, rx) = mpsc::channel();
+    (TestClient(tx), rx)
+}
+
+#[derive(Default)]
+struct TestNet {
+    out: RefCell<Vec<Message>>,
+    peers: RefCell<HashMap<u64, String>>,
+    removed_notices: RefCell<Vec<u64>>,
+}
+
+impl Network for TestNet {
+    fn send(&self, msg: Message) {
+        self.out.borrow_mut().push(msg);
+    }
+    fn upsert_peer(&self, id: u64, addr: &str) {
+        self.peers.borrow_mut().insert(id, addr.to_string());
+    }
+    fn remove_peer(&self, id: u64) {
+        self.peers.borrow_mut().remove(&id);
+    }
+    fn notify_removed(&self, id: u64, _addr: &str) {
+        self.removed_notices.borrow_mut().push(id);
+    }
+}
+
+/// A tiny state machine: SET k v / GET k; reads answer with the value.
+#[derive(Default)]
+struct TestApplier {
+    data: Rc<RefCell<BTreeMap<String, String>>>,
+    applied: Rc<RefCell<Vec<u64>>>,
+}
+
+impl Applier<TestClient> for TestApplier {
+    fn apply(&mut self, items: Vec<ApplyItem<TestClient>>) {
+        for item in items {
+            match item {
+                ApplyItem::Entry {
+                    index,
+                    payload,
+                    client,
+                    ..
+                } => {
+                    if let Some(Payload::Command(argv)) = payload {
+                        let k = String::from_utf8_lossy(&argv[1]).into_owned();
+                        let v = String::from_utf8_lossy(&argv[2]).into_owned();
+                        self.data.borrow_mut().insert(k, v);
+                    }
+                    self.applied.borrow_mut().push(index);
+                    if let Some(c) = client {
+                        let _ = c.0.send(Ok("OK".into()));
+                    }
+                }
+                ApplyItem::Reads { requests } => {
+                    for (c, argv) in requests {
+                        let k = String::from_utf8_lossy(&argv[1]).into_owned();
+                        let v = self.data.borrow().get(&k).cloned().unwrap_or_default();
+                        let _ = c.0.send(Ok(v));
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct TestNode {
+    node: RaftNode<TestClient>,
+    net: TestNet,
+    app: TestApplier,
+    dir: tempfile::TempDir,
+}
+
+struct Cluster {
+    nodes: BTreeMap<u64, TestNode>,
+    /// Directed links that drop messages.
+    cut: HashSet<(u64, u64)>,
+}
+
+fn cfg(id: u64) -> NodeConfig {
+    NodeConfig {
+        id,
+        tick: Duration::from_millis(100),
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+    }
+}
+
+fn logger() -> Logger {
+    Logger::root(slog::Discard, slog::o!())
+}
+
+fn start_node(id: u64, dir: tempfile::TempDir) -> TestNode {
+    let store = LogStore::open(dir.path(), false).unwrap();
+    let net = TestNet::default();
+    let status: SharedStatus = Default::default();
+    let node = RaftNode::new(cfg(id), store, status, &net, logger()).unwrap();
+    TestNode {
+        node,
+        net,
+        app: TestApplier::default(),
+        dir,
+    }
+}
+
+impl Cluster {
+    /// `n` voters that all start from the same membership.
+    fn new(n: u64) -> Cluster {
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let dir = tempfile::tempdir().unwrap();
+            let store = LogStore::open(dir.path(), false).unwrap();
+            let mut m = Membership::default();
+            m.conf_state.voters = (1..=n).collect();
+            for p in 1..=n {
+                m.addrs.insert(p, format!("127.0.0.1:{}", 5000 + p));
+            }
+            store
+                .write(LogWrite {
+                    membership: Some(m),
+                    meta: Some(NodeMeta {
+                        node_id: id,
+                        dbid: "test".into(),
+                        removed: false,
+                    }),
+                    ..Default::default()
+                })
+                .unwrap();
+            drop(store);
+            nodes.insert(id, start_node(id, dir));
+        }
+        Cluster {
+            nodes,
+            cut: HashSet::new(),
+        }
+    }
+
+    fn node(&mut self, id: u64) -> &mut TestNode {
+        self.nodes.get_mut(&id).unwrap()
+    }
+
+    /// Processes readies and delivers messages until the network is quiet.
+    fn pump(&mut self) {
+        for _ in 0..1000 {
+            let mut inflight = Vec::new();
+            for n in self.nodes.values_mut() {
+                n.node.issue_reads();
+                n.node.process_ready(&n.net, &mut n.app).unwrap();
+                inflight.append(&mut n.net.out.borrow_mut());
+            }
+            if inflight.is_empty() {
+                return;
+            }
+            for m in inflight {
+                if self.cut.contains(&(m.from, m.to)) {
+                    continue;
+                }
+                if let Some(t) = self.nodes.get_mut(&m.to) {
+                    t.node.handle(Request::Messages(vec![m]), &t.net);
+                }
+            }
+        }
+        panic!("network never went quiet");
+    }
+
+    fn tick(&mut self, times: usize) {
+        for _ in 0..times {
+            for n in self.nodes.values_mut() {
+                n.node.tick();
+            }
+            self.pump();
+        }
+    }
+
+    fn leaders(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.node.is_leader())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn elect(&mut self) -> u64 {
+        for _ in 0..100 {
+            self.tick(1);
+            let l = self.leaders();
+            if l.len() == 1 {
+                // Let the leader commit its first entry.
+                self.tick(2);
+                return l[0];
+            }
+        }
+        panic!("no leader elected");
+    }
+
+    fn isolate(&mut self, id: u64) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for o in ids {
+            if o != id {
+                self.cut.insert((id, o));
+                self.cut.insert((o, id));
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    fn write(&mut self, on: u64, k: &str, v: &str) -> mpsc::Receiver<Result<String, Error>> {
+        let (c, rx) = client();
+        let n = self.node(on);
+        n.node.handle(
+            Request::Write {
+                argv: vec![b"SET".to_vec(), k.into(), v.into()],
+                client: c,
+            },
+            &n.net,
+        );
+        rx
+    }
+
+    fn read(&mut self, on: u64, k: &str) -> mpsc::Receiver<Result<String, Error>> {
+        let (c, rx) = client();
+        let n = self.node(on);
+        n.node.handle(
+            Request::Read {
+                argv: vec![b"GET".to_vec(), k.into()],
+                client: c,
+            },
+            &n.net,
+        );
+        rx
+    }
+
+    fn value(&self, on: u64, k: &str) -> Option<String> {
+        self.nodes[&on].app.data.borrow().get(k).cloned()
+    }
+}
+
+#[test]
+fn election_elects_exactly_one_leader_that_all_agree_on() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    assert_eq!(c.leaders(), vec![leader]);
+    for n in c.nodes.values() {
+        assert_eq!(n.node.raw().raft.leader_id, leader);
+    }
+}
+
+#[test]
+fn replication_applies_a_write_on_every_node_and_answers_the_client() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let rx = c.write(l, "k", "v1");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    for id in 1..=3 {
+        assert_eq!(c.value(id, "k").as_deref(), Some("v1"), "node {id}");
+    }
+}
+
+#[test]
+fn a_write_on_a_follower_is_refused_with_the_leaders_address() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let f = (1..=3).find(|i| *i != l).unwrap();
+    let rx = c.write(f, "k", "v");
+    let err = rx.try_recv().unwrap().unwrap_err();
+    assert_eq!(err, Error::Moved(format!("127.0.0.1:{}", 5000 + l)));
+}
+
+#[test]
+fn a_cut_off_leader_steps_down_and_the_others_elect_a_new_one() {
+    let mut c = Cluster::new(3);
+    let old = c.elect();
+    let old_term = c.nodes[&old].node.raw().raft.term;
+    c.isolate(old);
+    // A write accepted by the isolated leader can never commit.
+    let lost = c.write(old, "k", "lost");
+    c.tick(40);
+    assert!(
+        !c.nodes[&old].node.is_leader(),
+        "check-quorum must make it step down"
+    );
+    let new = c.leaders();
+    assert_eq!(new.len(), 1);
+    assert_ne!(new[0], old);
+    assert!(c.nodes[&new[0]].node.raw().raft.term > old_term);
+    let ok = c.write(new[0], "k", "kept");
+    c.pump();
+    assert_eq!(ok.try_recv().unwrap(), Ok("OK".into()));
+    assert!(lost.try_recv().is_err(), "no answer while cut off");
+    c.heal();
+    c.tick(10);
+    // The old leader's entry was overwritten: the client learns it was not applied.
+    assert!(matches!(lost.try_recv().unwrap(), Err(Error::TryAgain(_))));
+    for id in 1..=3 {
+        assert_eq!(c.value(id, "k").as_deref(), Some("kept"), "node {id}");
+    }
+}
+
+#[test]
+fn a_follower_that_was_cut_off_catches_up() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let f = (1..=3).find(|i| *i != l).unwrap();
+    c.isolate(f);
+    for i in 0..20 {
+        let rx = c.write(l, &format!("k{i}"), &i.to_string());
+        c.pump();
+        assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    }
+    assert_eq!(c.value(f, "k19"), None);
+    c.heal();
+    c.tick(5);
+    for i in 0..20 {
+        assert_eq!(c.value(f, &format!("k{i}")), Some(i.to_string()));
+    }
+}
+
+#[test]
+fn quorum_read_sees_the_latest_write_and_an_isolated_leader_serves_no_read() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let w = c.write(l, "k", "v");
+    c.pump();
+    assert!(w.try_recv().unwrap().is_ok());
+    let r = c.read(l, "k");
+    c.pump();
+    assert_eq!(r.try_recv().unwrap(), Ok("v".into()));
+
+    // Cut off, the leader cannot confirm a read: it must not answer with data.
+    c.isolate(l);
+    let stale = c.read(l, "k");
+    c.pump();
+    assert!(stale.try_recv().is_err());
+    c.tick(40);
+    match stale.try_recv().unwrap() {
+        Ok(v) => panic!("isolated leader served a read: {v}"),
+        Err(e) => assert!(
+            matches!(e, Error::TryAgain(_) | Error::Moved(_) | Error::NoLeader),
+            "{e:?}"
+        ),
+    }
+}
+
+#[test]
+fn restart_recovers_the_log_and_reapplies_committed_entries() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    for i in 0..5 {
+        let rx = c.write(l, &format!("k{i}"), "x");
+        c.pump();
+        assert!(rx.try_recv().unwrap().is_ok());
+    }
+    let f = (1..=3).find(|i| *i != l).unwrap();
+    let term = c.nodes[&f].node.raw().raft.term;
+    let old = c.nodes.remove(&f).unwrap();
+    let TestNode { node, dir, .. } = old;
+    drop(node);
+    let restarted = start_node(f, dir);
+    assert_eq!(restarted.node.raw().raft.term, term);
+    c.nodes.insert(f, restarted);
+    c.tick(3);
+    for i in 0..5 {
+        assert_eq!(c.value(f, &format!("k{i}")).as_deref(), Some("x"));
+    }
+}
+
+#[test]
+fn a_new_node_joins_as_learner_and_is_promoted_once_caught_up() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    for i in 0..5 {
+        c.write(l, &format!("k{i}"), "x");
+    }
+    c.pump();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = LogStore::open(dir.path(), false).unwrap();
+        store
+            .write(LogWrite {
+                meta: Some(NodeMeta {
+                    node_id: 4,
+                    dbid: "test".into(),
+                    removed: false,
+                }),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    c.nodes.insert(4, start_node(4, dir));
+    let (cl, rx) = client();
+    let n = c.node(l);
+    n.node.handle(
+        Request::AddNode {
+            id: 4,
+            addr: "127.0.0.1:5004".into(),
+            client: cl,
+        },
+        &n.net,
+    );
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    // A second change while the learner waits for promotion is refused.
+    let (cl2, rx2) = client();
+    let n = c.node(l);
+    n.node.handle(
+        Request::AddNode {
+            id: 5,
+            addr: "127.0.0.1:5005".into(),
+            client: cl2,
+        },
+        &n.net,
+    );
+    let refused = rx2.try_recv().unwrap().unwrap_err();
+    assert!(
+        matches!(refused, Error::TryAgain(_))
+            || c.nodes[&l]
+                .node
+                .raw()
+                .raft
+                .prs()
+                .conf()
+                .to_conf_state()
+                .voters
+                .contains(&4)
+    );
+    c.tick(5);
+    let voters = c.nodes[&l]
+        .node
+        .raw()
+        .raft
+        .prs()
+        .conf()
+        .to_conf_state()
+        .voters;
+    assert!(voters.contains(&4), "node 4 promoted: {voters:?}");
+    for i in 0..5 {
+        assert_eq!(c.value(4, &format!("k{i}")).as_deref(), Some("x"));
+    }
+    // Entries: membership (learner, then voter) are two entries.
+    let last = c.nodes[&l].node.raw().raft.raft_log.last_index();
+    assert_eq!(c.nodes[&4].node.raw().raft.raft_log.last_index(), last);
+}
+
+#[test]
+fn removing_a_node_stops_it_and_notifies_it() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let f = (1..=3).find(|i| *i != l).unwrap();
+    let (cl, rx) = client();
+    let n = c.node(l);
+    n.node
+        .handle(Request::RemoveNode { id: f, client: cl }, &n.net);
+    c.pump();
+    c.tick(2);
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    assert!(c.nodes[&l].net.removed_notices.borrow().contains(&f));
+    // The leader tells it; it stops serving.
+    let t = c.node(f);
+    t.node.handle(Request::Removed, &t.net);
+    let rx = c.write(f, "k", "v");
+    assert_eq!(rx.try_recv().unwrap(), Err(Error::Removed));
+    // The two left still make progress.
+    let w = c.write(l, "k", "v");
+    c.pump();
+    assert!(w.try_recv().unwrap().is_ok());
+}

@@ -1,0 +1,7 @@
+//! Durable Raft log: entries, hard state, membership and node meta in one raft-engine directory.
+
+mod log_store;
+mod membership;
+
+pub use log_store::{FsyncStats, LogStore, LogWrite, NodeMeta, StorageError};
+pub use membership::Membership;

@@ -1,0 +1,338 @@
+//! End-to-end tests against real redis-server processes with the module.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// GET through RAFT.DEBUG EXEC: what this node's dataset holds now.
+fn local_get(n: &Node, key: &str) -> Option<String> {
+    bulk(&n.cmd(&["RAFT.DEBUG", "EXEC", "GET", key]))
+}
+
+fn wait_local(n: &Node, key: &str, want: &str) {
+    wait_for(20, &format!("{key}={want} on {}", n.addr()), || {
+        (local_get(n, key).as_deref() == Some(want)).then_some(())
+    });
+}
+
+#[test]
+fn info_before_init_and_commands_refused_until_then() {
+    let n = Node::start(&[]);
+    assert_eq!(n.info_field("state"), "uninitialized");
+    assert_eq!(n.info_field("node_id"), "0");
+    let info = match n.cmd(&["INFO", "raft"]) {
+        RespValue::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        o => panic!("{o:?}"),
+    };
+    assert!(info.contains("raft_state:uninitialized"), "{info}");
+    let r = n.cmd(&["SET", "k", "v"]);
+    assert_eq!(err_text(&r), Some("NOCLUSTER No Raft cluster"));
+    // Commands that are not data commands still work.
+    assert!(matches!(n.cmd(&["PING"]), RespValue::Simple(s) if s == "PONG"));
+}
+
+#[test]
+fn single_node_init_and_set_follow_the_index_layout() {
+    let n = Node::start(&["--raft.id", "1"]);
+    let r = n.cmd(&["RAFT.CLUSTER", "INIT"]);
+    let RespValue::Simple(s) = &r else {
+        panic!("{r:?}")
+    };
+    let dbid = s.strip_prefix("OK ").expect("OK <dbid>");
+    assert_eq!(dbid.len(), 32);
+    wait_for(10, "leader", || {
+        (n.info_field("role") == "leader").then_some(())
+    });
+    assert!(ok(&n.cmd(&["SET", "k", "v"])));
+    assert_eq!(n.info_field("current_index"), "3");
+    assert_eq!(bulk(&n.cmd(&["GET", "k"])).as_deref(), Some("v"));
+    // Reads add no entry.
+    assert_eq!(n.info_field("current_index"), "3");
+    assert_eq!(n.info_field("dbid"), dbid);
+    assert_eq!(n.info_field("state"), "up");
+    // A second INIT is refused.
+    assert!(err_text(&n.cmd(&["RAFT.CLUSTER", "INIT"])).is_some());
+    // The command's own error comes back after it applied.
+    let r = n.cmd(&["LPUSH", "k", "x"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.starts_with("WRONGTYPE")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn three_nodes_replicate_redirect_and_proxy() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let leader = &c.nodes[l];
+    assert_eq!(leader.info_field("current_index"), "6");
+    assert_eq!(leader.info_field("num_voting_nodes"), "3");
+    assert!(ok(&leader.cmd(&["SET", "k", "v1"])));
+    for n in &c.nodes {
+        wait_local(n, "k", "v1");
+    }
+    let f = (l + 1) % 3;
+    let r = c.nodes[f].cmd(&["SET", "k", "v2"]);
+    assert_eq!(
+        err_text(&r),
+        Some(format!("MOVED 0 {}", leader.addr()).as_str())
+    );
+    let r = c.nodes[f].cmd(&["GET", "k"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.starts_with("MOVED")),
+        "{r:?}"
+    );
+
+    // follower-proxy: the follower forwards and relays the leader's reply.
+    assert!(ok(&c.nodes[f].cmd(&[
+        "CONFIG",
+        "SET",
+        "raft.follower-proxy",
+        "yes"
+    ])));
+    assert!(ok(&c.nodes[f].cmd(&["SET", "k", "v3"])));
+    assert_eq!(bulk(&c.nodes[f].cmd(&["GET", "k"])).as_deref(), Some("v3"));
+    assert_eq!(c.nodes[f].cmd(&["INCR", "n"]), RespValue::Integer(1));
+    assert_ne!(c.nodes[f].info_field("proxy_reqs"), "0");
+
+    // Refused commands say why.
+    for cmd in [
+        &["MULTI"][..],
+        &["EVAL", "return 1", "0"],
+        &["BLPOP", "q", "1"],
+        &["SPOP", "s"],
+    ] {
+        let r = leader.cmd(cmd);
+        assert!(
+            err_text(&r).is_some_and(|e| e.starts_with("ERR")),
+            "{cmd:?}: {r:?}"
+        );
+    }
+    // RAFT <command> is the explicit form.
+    assert!(ok(&leader.cmd(&["RAFT", "SET", "e", "1"])));
+    wait_local(&c.nodes[f], "e", "1");
+}
+
+#[test]
+fn leader_kill9_elects_a_new_leader_and_loses_no_acknowledged_write() {
+    let mut c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let r = c.nodes[l].cmd(&["RPUSH", "list", &i.to_string()]);
+        assert!(matches!(r, RespValue::Integer(_)), "{r:?}");
+        acked.push(i.to_string());
+    }
+    let killed_at = Instant::now();
+    c.nodes[l].kill9();
+    let nl = c.wait_leader();
+    let failover = killed_at.elapsed();
+    eprintln!("failover after leader kill -9: {} ms", failover.as_millis());
+    assert_ne!(nl, l);
+    for i in 50..60 {
+        let r = c.nodes[nl].cmd(&["RPUSH", "list", &i.to_string()]);
+        assert!(matches!(r, RespValue::Integer(_)), "{r:?}");
+        acked.push(i.to_string());
+    }
+    let r = c.nodes[nl].cmd(&["LRANGE", "list", "0", "-1"]);
+    let RespValue::Array(Some(items)) = r else {
+        panic!("{r:?}")
+    };
+    let got: Vec<String> = items.iter().filter_map(bulk).collect();
+    assert_eq!(got, acked);
+    // The killed node comes back and catches up.
+    c.nodes[l].launch();
+    wait_for(30, "restarted node catches up", || {
+        match c.nodes[l].cmd(&["RAFT.DEBUG", "EXEC", "LLEN", "list"]) {
+            RespValue::Integer(60) => Some(()),
+            _ => None,
+        }
+    });
+}
+
+#[test]
+fn paused_leader_serves_no_stale_read_after_resume() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    assert!(ok(&c.nodes[l].cmd(&["SET", "k", "old"])));
+    c.nodes[l].signal("-STOP");
+    // The others elect a new leader and take a new write.
+    let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    let nl = wait_for(30, "new leader among the others", || {
+        others
+            .iter()
+            .copied()
+            .find(|i| c.nodes[*i].info_field("role") == "leader")
+    });
+    assert!(ok(&c.nodes[nl].cmd(&["SET", "k", "new"])));
+    // A client already connected to the old leader sends a read while it is
+    // paused; it is processed on resume.
+    let mut conn = c.nodes[l].conn();
+    conn.send(&[b"GET", b"k"]).unwrap();
+    c.nodes[l].signal("-CONT");
+    let r = conn.recv().unwrap();
+    match r {
+        RespValue::Bulk(Some(v)) => assert_eq!(v, b"new", "stale read served"),
+        RespValue::Error(e) => assert!(
+            e.starts_with("MOVED") || e.starts_with("TRYAGAIN") || e.starts_with("CLUSTERDOWN"),
+            "{e}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn all_nodes_restarted_recover_their_data() {
+    let mut c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    for i in 0..20 {
+        assert!(ok(&c.nodes[l].cmd(&[
+            "SET",
+            &format!("k{i}"),
+            &i.to_string()
+        ])));
+    }
+    assert_eq!(
+        c.nodes[l].cmd(&["INCRBY", "counter", "5"]),
+        RespValue::Integer(5)
+    );
+    for n in c.nodes.iter_mut() {
+        n.kill9();
+    }
+    for n in c.nodes.iter_mut() {
+        n.launch();
+    }
+    let l = c.wait_leader();
+    for i in 0..20 {
+        assert_eq!(
+            bulk(&c.nodes[l].cmd(&["GET", &format!("k{i}")])),
+            Some(i.to_string())
+        );
+    }
+    // Not applied twice.
+    assert_eq!(
+        bulk(&c.nodes[l].cmd(&["GET", "counter"])).as_deref(),
+        Some("5")
+    );
+    for n in &c.nodes {
+        wait_local(n, "k19", "19");
+    }
+}
+
+#[test]
+fn auto_ids_are_unique_and_remove_stops_the_node() {
+    let c = Cluster::new(3, &[]);
+    let ids: Vec<String> = c.nodes.iter().map(|n| n.info_field("node_id")).collect();
+    for id in &ids {
+        assert_ne!(id, "0");
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 3, "{ids:?}");
+
+    let l = c.wait_leader();
+    let victim = (l + 1) % 3;
+    let before: u64 = c.nodes[l].info_field("current_index").parse().unwrap();
+    let r = c.nodes[l].cmd(&["RAFT.NODE", "REMOVE", &ids[victim]]);
+    assert!(ok(&r), "{r:?}");
+    assert_eq!(
+        c.nodes[l]
+            .info_field("current_index")
+            .parse::<u64>()
+            .unwrap(),
+        before + 1
+    );
+    assert_eq!(c.nodes[l].info_field("num_voting_nodes"), "2");
+    wait_for(20, "removed node says so", || {
+        let r = c.nodes[victim].cmd(&["SET", "x", "1"]);
+        err_text(&r)
+            .is_some_and(|e| e.contains("removed"))
+            .then_some(())
+    });
+    // The two left still take writes.
+    assert!(ok(&c.nodes[l].cmd(&["SET", "after", "1"])));
+}
+
+#[test]
+fn join_to_an_unreachable_address_fails_clearly() {
+    let n = Node::start(&["--raft.join-timeout", "1500"]);
+    let dead = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let r = n.cmd(&["RAFT.CLUSTER", "JOIN", &dead]);
+    let e = err_text(&r).unwrap_or_else(|| panic!("{r:?}")).to_string();
+    assert!(e.contains("failed to join") && e.contains(&dead), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Still uninitialized, and a bad address is refused at once.
+    assert_eq!(n.info_field("state"), "uninitialized");
+    assert!(err_text(&n.cmd(&["RAFT.CLUSTER", "JOIN", "nohost"])).is_some());
+}
+
+#[test]
+fn garbage_to_appendentries_is_refused_and_the_node_keeps_serving() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let n = &c.nodes[(l + 1) % 3];
+    let dbid = n.info_field("dbid");
+    for args in [
+        vec!["RAFT.APPENDENTRIES"],
+        vec!["RAFT.APPENDENTRIES", "wrongdbid", "1", "xxx"],
+        vec!["RAFT.APPENDENTRIES", &dbid, "notanumber", "xxx"],
+        vec!["RAFT.APPENDENTRIES", &dbid, "1", "\u{1}\u{2}garbage\u{ff}"],
+        vec!["RAFT.REQUESTVOTE", &dbid, "1", "garbage"],
+    ] {
+        let r = n.cmd(&args);
+        assert!(err_text(&r).is_some(), "{args:?}: {r:?}");
+    }
+    assert!(ok(&c.nodes[l].cmd(&["SET", "still", "ok"])));
+    wait_local(n, "still", "ok");
+}
+
+#[test]
+fn bad_load_arguments_refuse_to_start_and_the_positional_form_loads() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+        .arg(dir.path())
+        .args(["--save", "", "--loadmodule"])
+        .arg(module_path())
+        .args(["bogus=1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("unknown argument 'bogus'"), "{text}");
+
+    // RedisRaft's older positional form.
+    let port = free_port();
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+        .arg(dir.path())
+        .args(["--save", "", "--loadmodule"])
+        .arg(module_path())
+        .args([
+            format!("id=5"),
+            format!("addr=127.0.0.1:{port}"),
+            "raftlog=pos.db".into(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let v = wait_for(20, "positional node answers", || {
+        let mut c =
+            Connection::connect(&addr, Duration::from_secs(1), Duration::from_secs(5), None)
+                .ok()?;
+        match c.call(&[b"CONFIG", b"GET", b"raft.id"]).ok()? {
+            RespValue::Array(Some(a)) => a.get(1).and_then(bulk),
+            _ => None,
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(v, "5");
+}

@@ -1,0 +1,320 @@
+//! Integration test harness: real `redis-server` processes with the built
+//! module, on free loopback ports, in temporary directories. Every process a
+//! test starts is killed when its `Node` is dropped, also on panic.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use redisraft::resp::{Connection, RespValue};
+
+/// The module under test: $REDISRAFT_MODULE, or ./redisraft.so, or the
+/// release/debug build output.
+pub fn module_path() -> PathBuf {
+    if let Ok(p) = std::env::var("REDISRAFT_MODULE") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for c in [
+        "redisraft.so",
+        "target/release/libredisraft.so",
+        "target/debug/libredisraft.so",
+    ] {
+        let p = root.join(c);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("redisraft.so not found: run `make build` or set REDISRAFT_MODULE");
+}
+
+pub fn free_port() -> u16 {
+    // Ports below 55536 so that port + 10000 (Redis's cluster bus) is valid.
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 55_000 {
+            return p;
+        }
+    }
+}
+
+pub struct Node {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub extra: Vec<String>,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Starts a node with its own temporary directory.
+    pub fn start(extra: &[&str]) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut n = Node {
+            port: free_port(),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            _tmp: Some(tmp),
+        };
+        n.launch();
+        n
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("redis.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts (or restarts) the process with the same port and directory.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = self.spawn_with(&self.extra.clone());
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    pub fn spawn_with(&self, extra: &[String]) -> Child {
+        let port = self.port.to_string();
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            port.clone(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            self.dir.to_string_lossy().into(),
+            "--logfile".into(),
+            self.log_path().to_string_lossy().into(),
+            "--dbfilename".into(),
+            "raft.rdb".into(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--loadmodule".into(),
+            module_path().to_string_lossy().into(),
+            "--raft.addr".into(),
+            self.addr(),
+            "--raft.log-filename".into(),
+            "raftlog.db".into(),
+            "--raft.election-timeout".into(),
+            "1000".into(),
+        ];
+        args.extend(extra.iter().cloned());
+        Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server")
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "redis-server exited ({status}) at start; log:\n{}",
+                        self.log()
+                    );
+                }
+            }
+            if let Ok(mut c) = self.try_conn() {
+                if let Ok(RespValue::Simple(s)) = c.call(&[b"PING"]) {
+                    if s == "PONG" {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "redis-server on port {} did not answer; log:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    pub fn try_conn(&self) -> Result<Connection, redisraft::resp::RespError> {
+        Connection::connect(
+            &self.addr(),
+            Duration::from_secs(2),
+            Duration::from_secs(30),
+            None,
+        )
+    }
+
+    pub fn conn(&self) -> Connection {
+        self.try_conn().expect("connect")
+    }
+
+    /// Runs one command and returns its reply.
+    pub fn cmd(&self, args: &[&str]) -> RespValue {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        self.conn().call(&a).expect("command")
+    }
+
+    pub fn info(&self) -> String {
+        match self.cmd(&["RAFT.INFO"]) {
+            RespValue::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+            other => panic!("RAFT.INFO: {other:?}"),
+        }
+    }
+
+    pub fn info_field(&self, name: &str) -> String {
+        let info = self.info();
+        info.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("raft_{name}:"))
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no raft_{name} in {info}"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // A stopped process must be resumed to die cleanly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn ok(v: &RespValue) -> bool {
+    matches!(v, RespValue::Simple(s) if s == "OK")
+}
+
+pub fn bulk(v: &RespValue) -> Option<String> {
+    match v {
+        RespValue::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+pub fn err_text(v: &RespValue) -> Option<&str> {
+    match v {
+        RespValue::Error(e) => Some(e.as_str()),
+        _ => None,
+    }
+}
+
+/// A cluster of nodes formed by INIT on the first and JOIN on the others.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+}
+
+impl Cluster {
+    pub fn new(n: usize, extra: &[&str]) -> Cluster {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(Node::start(extra));
+        }
+        let r = nodes[0].cmd(&["RAFT.CLUSTER", "INIT"]);
+        assert!(
+            matches!(&r, RespValue::Simple(s) if s.starts_with("OK ")),
+            "INIT: {r:?}"
+        );
+        let first = nodes[0].addr();
+        for node in nodes.iter().skip(1) {
+            let r = node.cmd(&["RAFT.CLUSTER", "JOIN", &first]);
+            assert!(ok(&r), "JOIN: {r:?}; log:\n{}", node.log());
+        }
+        let c = Cluster { nodes };
+        c.wait_leader();
+        c
+    }
+
+    /// Index of the node that is leader, with every running node agreeing.
+    pub fn wait_leader(&self) -> usize {
+        wait_for(30, "a leader all running nodes agree on", || self.leader())
+    }
+
+    pub fn leader(&self) -> Option<usize> {
+        let mut leader_id = None;
+        let mut leader_idx = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !n.is_running() {
+                continue;
+            }
+            let Ok(mut c) = n.try_conn() else { return None };
+            let info = match c.call(&[b"RAFT.INFO"]) {
+                Ok(RespValue::Bulk(Some(b))) => String::from_utf8_lossy(&b).into_owned(),
+                _ => return None,
+            };
+            let get = |k: &str| {
+                info.lines()
+                    .find_map(|l| {
+                        l.strip_prefix(&format!("raft_{k}:"))
+                            .map(|v| v.trim().to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            let lid = get("leader_id");
+            if lid == "-1" {
+                return None;
+            }
+            match &leader_id {
+                None => leader_id = Some(lid.clone()),
+                Some(l) if *l != lid => return None,
+                _ => {}
+            }
+            if get("role") == "leader" {
+                leader_idx = Some(i);
+            }
+        }
+        leader_idx
+    }
+}
