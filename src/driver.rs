@@ -162,7 +162,7 @@ pub fn start(
         dbid: dbid.clone(),
         logger: logger.clone(),
     };
-    let mut node: RaftNode<RedisClient> = RaftNode::new(
+    let node: RaftNode<RedisClient> = RaftNode::new(
         node_config(&s, id),
         store.clone(),
         status.clone(),
@@ -170,13 +170,10 @@ pub fn start(
         crate::logging::raft_logger(),
     )
     .map_err(|e| format!("cannot start Raft: {e}"))?;
-    if campaign {
-        node.campaign_if_alone();
-    }
     let (tx, rx) = crossbeam_channel::unbounded();
     let thread = std::thread::Builder::new()
         .name("raft".into())
-        .spawn(move || run(node, rx, net, logger))
+        .spawn(move || run(node, rx, net, logger, campaign))
         .map_err(|e| format!("cannot start the Raft thread: {e}"))?;
     let handle = Arc::new(NodeHandle {
         tx,
@@ -199,6 +196,7 @@ fn run(
     rx: Receiver<Request<RedisClient>>,
     net: Net,
     logger: Logger,
+    mut campaign: bool,
 ) {
     let mut applier = RedisApplier;
     let mut settings = Settings::current();
@@ -247,6 +245,12 @@ fn run(
             node.status().write().failed = Some(msg.clone());
             node.fail_all(Error::Unknown(msg));
             break;
+        }
+        if campaign {
+            // Right after INIT, once the first membership entry is applied,
+            // a lone voter need not wait for an election timeout.
+            campaign = false;
+            node.campaign_if_alone();
         }
     }
     node.fail_all(Error::Unknown("node is shutting down".into()));

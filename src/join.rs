@@ -38,6 +38,35 @@ fn info_field(info: &[u8], name: &str) -> Option<String> {
     })
 }
 
+/// The node that answered (its id, at the address we used) and the other
+/// nodes its RAFT.INFO lists.
+fn known_members(info: &[u8], addr: &str) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    if let Some(id) = info_field(info, "node_id").and_then(|v| v.parse().ok()) {
+        out.push((id, addr.to_string()));
+    }
+    let text = String::from_utf8_lossy(info);
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("raft_node") && l.contains("id="))
+    {
+        let kv: std::collections::HashMap<&str, &str> = line
+            .split_once(':')
+            .map_or("", |(_, v)| v)
+            .split(',')
+            .filter_map(|p| p.split_once('='))
+            .collect();
+        if let (Some(id), Some(a), Some(p)) = (
+            kv.get("id").and_then(|v| v.parse().ok()),
+            kv.get("addr"),
+            kv.get("port"),
+        ) {
+            out.push((id, format!("{a}:{p}")));
+        }
+    }
+    out
+}
+
 fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), String> {
     let s = Settings::current();
     let deadline = Instant::now() + s.join_timeout;
@@ -111,6 +140,17 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings) -> Attempt {
     };
     if let Err(e) = ensure_node(id, &dbid) {
         return Attempt::Failed(e);
+    }
+    // Until this node applies the membership entries it cannot answer the
+    // leader: teach its transport the members it can see now.
+    if let (Some(n), Ok(RespValue::Bulk(Some(info)))) =
+        (driver::node(), conn.call(&[b"RAFT.INFO".as_slice()]))
+    {
+        for (peer, peer_addr) in known_members(&info, addr) {
+            if peer != id {
+                n.transport.upsert_peer(peer, &peer_addr);
+            }
+        }
     }
     let id_s = id.to_string();
     // Adding waits for a commit: allow it the join budget, not one response.

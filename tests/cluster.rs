@@ -171,7 +171,7 @@ fn paused_leader_serves_no_stale_read_after_resume() {
     // A client already connected to the old leader sends a read while it is
     // paused; it is processed on resume.
     let mut conn = c.nodes[l].conn();
-    conn.send(&[b"GET", b"k"]).unwrap();
+    conn.send(&[b"GET".as_slice(), b"k"]).unwrap();
     c.nodes[l].signal("-CONT");
     let r = conn.recv().unwrap();
     match r {
@@ -327,7 +327,7 @@ fn bad_load_arguments_refuse_to_start_and_the_positional_form_loads() {
         let mut c =
             Connection::connect(&addr, Duration::from_secs(1), Duration::from_secs(5), None)
                 .ok()?;
-        match c.call(&[b"CONFIG", b"GET", b"raft.id"]).ok()? {
+        match c.call(&[b"CONFIG".as_slice(), b"GET", b"raft.id"]).ok()? {
             RespValue::Array(Some(a)) => a.get(1).and_then(bulk),
             _ => None,
         }
