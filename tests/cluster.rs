@@ -336,3 +336,80 @@ fn bad_load_arguments_refuse_to_start_and_the_positional_form_loads() {
     let _ = child.wait();
     assert_eq!(v, "5");
 }
+
+#[test]
+fn nodes_authenticate_with_cluster_password_and_unauthenticated_internal_commands_are_refused() {
+    let extra = [
+        "--requirepass",
+        "s3cret",
+        "--raft.cluster-password",
+        "s3cret",
+    ];
+    let mut nodes: Vec<Node> = Vec::new();
+    for _ in 0..3 {
+        let mut n = Node::start_with_auth(&extra, "s3cret");
+        n.password = Some("s3cret".into());
+        nodes.push(n);
+    }
+    let r = nodes[0].cmd(&["RAFT.CLUSTER", "INIT"]);
+    assert!(
+        matches!(&r, RespValue::Simple(s) if s.starts_with("OK ")),
+        "{r:?}"
+    );
+    for n in &nodes[1..] {
+        let r = n.cmd(&["RAFT.CLUSTER", "JOIN", &nodes[0].addr()]);
+        assert!(ok(&r), "JOIN: {r:?}\n{}", n.log());
+    }
+    let c = Cluster { nodes };
+    let l = c.wait_leader();
+    assert!(ok(&c.nodes[l].cmd(&["SET", "k", "v"])));
+    for n in &c.nodes {
+        wait_local(n, "k", "v");
+    }
+    // Without AUTH, an internal command changes nothing.
+    let f = &c.nodes[(l + 1) % 3];
+    let mut raw = Connection::connect(
+        &f.addr(),
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        None,
+    )
+    .unwrap();
+    let dbid = f.info_field("dbid");
+    let r = raw
+        .call(&[
+            b"RAFT.APPENDENTRIES".as_slice(),
+            dbid.as_bytes(),
+            b"1",
+            b"x",
+        ])
+        .unwrap();
+    assert!(
+        err_text(&r).is_some_and(|e| e.starts_with("NOAUTH")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn transfer_leader_and_timeout_now_move_leadership() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let target = (l + 1) % 3;
+    let target_id = c.nodes[target].info_field("node_id");
+    assert!(ok(&c.nodes[l].cmd(&["RAFT.TRANSFER_LEADER", &target_id])));
+    wait_for(20, "transfer", || {
+        (c.nodes[target].info_field("role") == "leader").then_some(())
+    });
+    // A follower asked for a transfer is redirected.
+    let r = c.nodes[l].cmd(&["RAFT.TRANSFER_LEADER"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.starts_with("MOVED")),
+        "{r:?}"
+    );
+    let third = 3 - l - target;
+    assert!(ok(&c.nodes[third].cmd(&["RAFT.TIMEOUT_NOW"])));
+    wait_for(20, "election on timeout-now", || {
+        (c.nodes[third].info_field("role") == "leader").then_some(())
+    });
+    assert!(ok(&c.nodes[third].cmd(&["SET", "k", "v"])));
+}

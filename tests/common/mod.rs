@@ -46,6 +46,8 @@ pub struct Node {
     pub port: u16,
     pub dir: PathBuf,
     pub extra: Vec<String>,
+    /// requirepass of the server, used by the harness's connections.
+    pub password: Option<String>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -53,12 +55,22 @@ pub struct Node {
 impl Node {
     /// Starts a node with its own temporary directory.
     pub fn start(extra: &[&str]) -> Node {
+        Self::start_inner(extra, None)
+    }
+
+    /// Starts a node whose server requires a password.
+    pub fn start_with_auth(extra: &[&str], password: &str) -> Node {
+        Self::start_inner(extra, Some(password.to_string()))
+    }
+
+    fn start_inner(extra: &[&str], password: Option<String>) -> Node {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let mut n = Node {
             port: free_port(),
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            password,
             child: None,
             _tmp: Some(tmp),
         };
@@ -149,11 +161,12 @@ impl Node {
     }
 
     pub fn try_conn(&self) -> Result<Connection, redisraft::resp::RespError> {
+        let auth = self.password.as_deref().map(|p| ("default", p));
         Connection::connect(
             &self.addr(),
             Duration::from_secs(2),
             Duration::from_secs(30),
-            None,
+            auth,
         )
     }
 
