@@ -1,0 +1,39 @@
+# redisraft: build the module, run the tests, run a local cluster.
+CARGO ?= cargo
+MODULE := redisraft.so
+
+.PHONY: all setup build test unit integration cluster cluster-stop cluster-status clean fmt lint
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release
+	cp target/release/libredisraft.so $(MODULE)
+
+# Unit tests (storage, config, Raft driver with in-memory nodes) and
+# integration tests against real redis-server processes.
+test: build
+	REDISRAFT_MODULE=$(CURDIR)/$(MODULE) $(CARGO) test --release -- --test-threads=2
+
+cluster: build
+	@scripts/cluster.sh start
+
+cluster-stop:
+	@scripts/cluster.sh stop
+
+cluster-status:
+	@scripts/cluster.sh status
+
+clean:
+	-@scripts/cluster.sh clean
+	$(CARGO) clean
+	rm -f $(MODULE)
+
+fmt:
+	$(CARGO) fmt
+
+lint:
+	$(CARGO) clippy --all-targets -- -D warnings

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Manages a local redisraft cluster: start|stop|status|killnode N|startnode N|clean
+#   NODES (3), BASE_PORT (5001), DATA_DIR (./data), MODULE (./redisraft.so)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NODES=${NODES:-3}
+BASE_PORT=${BASE_PORT:-5001}
+DATA_DIR=$(realpath -m "${DATA_DIR:-./data}")
+MODULE=$(realpath -m "${MODULE:-./redisraft.so}")
+
+port_of() { echo $((BASE_PORT + $1 - 1)); }
+dir_of() { echo "$DATA_DIR/node$1"; }
+pid_of() { cat "$(dir_of "$1")/redis.pid" 2>/dev/null || true; }
+running() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+cli() { local n=$1; shift; redis-cli -p "$(port_of "$n")" "$@"; }
+
+start_node() {
+    local n=$1 port dir
+    port=$(port_of "$n"); dir=$(dir_of "$n")
+    if running "$n"; then echo "node $n already running (pid $(pid_of "$n"))"; return; fi
+    [ -f "$MODULE" ] || { echo "module $MODULE not found: run 'make build' first" >&2; exit 1; }
+    mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
+        --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+        --dbfilename "raft$n.rdb" --save "" --appendonly no \
+        --loadmodule "$MODULE" --raft.addr "127.0.0.1:$port" \
+        --raft.log-filename "raftlog$n.db" --raft.id "$n"
+    for _ in $(seq 1 100); do
+        if cli "$n" PING >/dev/null 2>&1; then echo "node $n up on port $port"; return; fi
+        sleep 0.1
+    done
+    echo "node $n did not start; see $dir/redis.log" >&2
+    exit 1
+}
+
+stop_node() {
+    local n=$1 p
+    running "$n" || return 0
+    p=$(pid_of "$n")
+    cli "$n" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+}
+
+cmd=${1:-}
+case "$cmd" in
+start)
+    for n in $(seq 1 "$NODES"); do start_node "$n"; done
+    if [ ! -f "$DATA_DIR/.initialized" ]; then
+        echo "forming the cluster: INIT on node 1, JOIN on the others"
+        cli 1 RAFT.CLUSTER INIT
+        for n in $(seq 2 "$NODES"); do
+            out=$(timeout 130 redis-cli -p "$(port_of "$n")" RAFT.CLUSTER JOIN "127.0.0.1:$(port_of 1)")
+            echo "node $n: $out"
+            [ "$out" = "OK" ] || { echo "join of node $n failed; see $(dir_of "$n")/redis.log" >&2; exit 1; }
+        done
+        touch "$DATA_DIR/.initialized"
+    fi
+    echo
+    echo "Cluster running. Connect with:  redis-cli -p $(port_of 1)"
+    echo "Followers answer -MOVED with the leader's address; 'scripts/cluster.sh status' shows who leads."
+    ;;
+stop)
+    for n in $(seq 1 "$NODES"); do stop_node "$n"; done
+    ;;
+status)
+    for n in $(seq 1 "$NODES"); do
+        if running "$n"; then
+            info=$(cli "$n" RAFT.INFO 2>/dev/null | tr -d '\r')
+            f() { echo "$info" | sed -n "s/^raft_$1://p"; }
+            echo "node $n: running pid $(pid_of "$n") port $(port_of "$n") role=$(f role) leader=$(f leader_id) term=$(f current_term) commit=$(f commit_index)"
+        else
+            echo "node $n: not running"
+        fi
+    done
+    ;;
+killnode)
+    n=${2:?usage: killnode N}
+    running "$n" && kill -9 "$(pid_of "$n")" && echo "node $n killed"
+    ;;
+startnode)
+    start_node "${2:?usage: startnode N}"
+    ;;
+clean)
+    for n in $(seq 1 "$NODES"); do stop_node "$n"; done
+    rm -rf "$DATA_DIR"
+    ;;
+*)
+    echo "usage: $0 start|stop|status|killnode N|startnode N|clean" >&2
+    exit 2
+    ;;
+esac
