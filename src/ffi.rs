@@ -1,6 +1,10 @@
 //! Every raw Redis module API call the module makes that the redis-module
 //! crate does not wrap, in one place. Each `unsafe` block says why it holds.
 
+// Context pointers passed in here always come from Redis (a command, filter,
+// blocked-client or detached context), as in the redis-module crate itself.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 use std::ffi::{c_void, CString};
 use std::os::raw::{c_char, c_int};
 use std::ptr;

@@ -208,8 +208,11 @@ struct Proposal<C> {
     index: Option<u64>,
 }
 
+/// A waiting client and the read command it sent.
+type ReadRequest<C> = (C, Vec<Vec<u8>>);
+
 struct ReadBatch<C> {
-    requests: Vec<(C, Vec<Vec<u8>>)>,
+    requests: Vec<ReadRequest<C>>,
     started: Instant,
 }
 
@@ -232,7 +235,7 @@ pub struct RaftNode<C: Client> {
     read_queue: Vec<(C, Vec<Vec<u8>>, Instant)>,
     read_batches: HashMap<u64, ReadBatch<C>>,
     /// Confirmed reads waiting until their index reaches the state machine.
-    confirmed_reads: Vec<(u64, Vec<(C, Vec<Vec<u8>>)>)>,
+    confirmed_reads: Vec<(u64, Vec<ReadRequest<C>>)>,
     next_read_batch: u64,
 
     /// Highest committed index handed to the applier.
@@ -253,9 +256,11 @@ impl<C: Client> RaftNode<C> {
         e.index = 1;
         e.term = 1;
         e.data = cc.write_to_bytes().expect("encode ConfChange").into();
-        let mut hs = HardState::default();
-        hs.term = 1;
-        hs.commit = 1;
+        let hs = HardState {
+            term: 1,
+            commit: 1,
+            ..Default::default()
+        };
         let mut m = Membership::default();
         m.conf_state.voters = vec![id];
         m.addrs.insert(id, addr.to_string());

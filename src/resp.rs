@@ -282,7 +282,7 @@ mod tests {
                 n
             };
             // AUTH first, answered before the two pipelined commands arrive.
-            for (want, reply) in [(1, &b"+OK\r\n"[..]), (3, b"$3\r\na\r\nb\r\n-ERR nope\r\n")] {
+            for (want, reply) in [(1, &b"+OK\r\n"[..]), (3, b"$4\r\na\r\nb\r\n-ERR nope\r\n")] {
                 while count(&got) < want {
                     let n = s.read(&mut buf).unwrap();
                     got.extend_from_slice(&buf[..n]);

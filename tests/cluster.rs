@@ -315,7 +315,7 @@ fn bad_load_arguments_refuse_to_start_and_the_positional_form_loads() {
         .args(["--save", "", "--loadmodule"])
         .arg(module_path())
         .args([
-            format!("id=5"),
+            "id=5".to_string(),
             format!("addr=127.0.0.1:{port}"),
             "raftlog=pos.db".into(),
         ])
