@@ -413,3 +413,57 @@ fn transfer_leader_and_timeout_now_move_leadership() {
     });
     assert!(ok(&c.nodes[third].cmd(&["SET", "k", "v"])));
 }
+
+#[test]
+fn join_through_a_follower_follows_moved_to_the_leader() {
+    let c = Cluster::new(2, &[]);
+    let l = c.wait_leader();
+    let follower = &c.nodes[1 - l];
+    let n = Node::start(&[]);
+    // The first address is dead, the second a follower: JOIN skips the one
+    // and follows -MOVED from the other.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let r = n.cmd(&["RAFT.CLUSTER", "JOIN", &dead, &follower.addr()]);
+    assert!(ok(&r), "{r:?}\n{}", n.log());
+    assert_eq!(n.info_field("is_voting"), "yes");
+    assert_eq!(c.nodes[l].info_field("num_voting_nodes"), "3");
+    assert!(ok(&c.nodes[l].cmd(&["SET", "k", "v"])));
+    wait_local(&n, "k", "v");
+}
+
+#[test]
+fn corruption_in_the_middle_of_the_log_refuses_start_naming_the_file() {
+    let mut n = Node::start(&[]);
+    assert!(matches!(
+        n.cmd(&["RAFT.CLUSTER", "INIT"]),
+        RespValue::Simple(_)
+    ));
+    wait_for(10, "leader", || {
+        (n.info_field("role") == "leader").then_some(())
+    });
+    for i in 0..200 {
+        assert!(ok(&n.cmd(&["SET", &format!("key{i}"), &"x".repeat(100)])));
+    }
+    n.kill9();
+    let logdir = n.dir.join("raftlog.db");
+    let file = std::fs::read_dir(&logdir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "raftlog"))
+        .expect("a log file");
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Early in the file: inside the first records, with many valid ones
+    // after (the file's end may be preallocated zeros).
+    for b in &mut bytes[200..216] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let mut child = n.spawn_with(&n.extra.clone());
+    let status = wait_for(20, "the server to refuse to start", || {
+        child.try_wait().ok().flatten()
+    });
+    assert!(!status.success());
+    let log = n.log();
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(log.contains("corrupt") && log.contains(&name), "{log}");
+}
