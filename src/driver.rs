@@ -220,7 +220,7 @@ fn run(
             Err(RecvTimeoutError::Disconnected) => break,
         }
         if Instant::now() >= next_tick {
-            node.tick();
+            node.tick(&net);
             for id in net.transport.take_unreachable() {
                 node.report_unreachable(id);
             }

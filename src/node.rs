@@ -241,6 +241,10 @@ pub struct RaftNode<C: Client> {
     /// Highest committed index handed to the applier.
     sent_to_apply: u64,
     voter_waiters: Vec<C>,
+    /// Ticks left during which a removed leader keeps asking its best
+    /// follower to take over (the first request can arrive before the
+    /// follower has applied the removal, and raft-rs ignores it then).
+    handover_ticks: usize,
 }
 
 impl<C: Client> RaftNode<C> {
@@ -310,6 +314,7 @@ impl<C: Client> RaftNode<C> {
             next_read_batch: 1,
             sent_to_apply: snap_index,
             voter_waiters: Vec::new(),
+            handover_ticks: 0,
         };
         node.publish_status();
         Ok(node)
@@ -558,7 +563,15 @@ impl<C: Client> RaftNode<C> {
     }
 
     /// Called every tick interval.
-    pub fn tick(&mut self) {
+    pub fn tick(&mut self, net: &dyn Network) {
+        if self.removed {
+            // A removed node takes no part any more, except to hand over.
+            if self.handover_ticks > 0 {
+                self.handover_ticks -= 1;
+                self.send_timeout_now(net);
+            }
+            return;
+        }
         self.raw.tick();
         if self.is_leader() && !self.removed {
             self.promote_caught_up_learner();
@@ -929,14 +942,8 @@ impl<C: Client> RaftNode<C> {
         warn!(self.logger, "this node was removed from the cluster");
         self.removed = true;
         if self.is_leader() {
-            if let Some(t) = self.best_follower() {
-                let mut m = Message::default();
-                m.set_msg_type(MessageType::MsgTimeoutNow);
-                m.to = t;
-                m.from = self.cfg.id;
-                m.term = self.raw.raft.term;
-                net.send(m);
-            }
+            self.handover_ticks = self.cfg.election_ticks;
+            self.send_timeout_now(net);
         }
         let mut meta = self.store.meta();
         meta.removed = true;
@@ -954,6 +961,17 @@ impl<C: Client> RaftNode<C> {
             c.reply(Reply::Error(Error::Removed));
         }
         self.publish_status();
+    }
+
+    fn send_timeout_now(&self, net: &dyn Network) {
+        if let Some(t) = self.best_follower() {
+            let mut m = Message::default();
+            m.set_msg_type(MessageType::MsgTimeoutNow);
+            m.to = t;
+            m.from = self.cfg.id;
+            m.term = self.raw.raft.term;
+            net.send(m);
+        }
     }
 
     pub fn report_unreachable(&mut self, id: u64) {

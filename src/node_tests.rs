@@ -191,7 +191,7 @@ impl Cluster {
     fn tick(&mut self, times: usize) {
         for _ in 0..times {
             for n in self.nodes.values_mut() {
-                n.node.tick();
+                n.node.tick(&n.net);
             }
             self.pump();
         }
@@ -492,4 +492,26 @@ fn removing_a_node_stops_it_and_notifies_it() {
     let w = c.write(l, "k", "v");
     c.pump();
     assert!(w.try_recv().unwrap().is_ok());
+}
+
+#[test]
+fn a_leader_that_removes_itself_hands_over_to_a_follower() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let (cl, rx) = client();
+    let n = c.node(l);
+    n.node
+        .handle(Request::RemoveNode { id: l, client: cl }, &n.net);
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    assert!(c.nodes[&l].node.is_removed());
+    // Well before an election timeout (10 ticks), another node leads.
+    c.tick(3);
+    let others: Vec<u64> = c.leaders().into_iter().filter(|x| *x != l).collect();
+    assert_eq!(others.len(), 1, "a new leader among the others");
+    let w = c.write(others[0], "k", "v");
+    c.pump();
+    assert!(w.try_recv().unwrap().is_ok());
+    let rx = c.write(l, "k", "x");
+    assert_eq!(rx.try_recv().unwrap(), Err(Error::Removed));
 }

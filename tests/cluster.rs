@@ -467,3 +467,21 @@ fn corruption_in_the_middle_of_the_log_refuses_start_naming_the_file() {
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     assert!(log.contains("corrupt") && log.contains(&name), "{log}");
 }
+
+#[test]
+fn removing_the_leader_hands_over_leadership() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let id = c.nodes[l].info_field("node_id");
+    assert!(ok(&c.nodes[l].cmd(&["RAFT.NODE", "REMOVE", &id])));
+    assert_eq!(c.nodes[l].info_field("state"), "removed");
+    let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    let nl = wait_for(10, "a new leader among the others", || {
+        others
+            .iter()
+            .copied()
+            .find(|i| c.nodes[*i].info_field("role") == "leader")
+    });
+    assert!(ok(&c.nodes[nl].cmd(&["SET", "k", "v"])));
+    assert_eq!(c.nodes[nl].info_field("num_voting_nodes"), "2");
+}
