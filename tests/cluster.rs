@@ -485,3 +485,81 @@ fn removing_the_leader_hands_over_leadership() {
     assert!(ok(&c.nodes[nl].cmd(&["SET", "k", "v"])));
     assert_eq!(c.nodes[nl].info_field("num_voting_nodes"), "2");
 }
+
+fn config_get(n: &Node, name: &str) -> String {
+    match n.cmd(&["CONFIG", "GET", name]) {
+        RespValue::Array(Some(a)) => a.get(1).and_then(bulk).unwrap_or_default(),
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn configs_work_through_redis_conf_and_config_set_and_unsafe_redis_settings_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("redis.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nappendonly yes\nsave 60 1\nmaxmemory-policy allkeys-lru\n\
+             loadmodule {}\nraft.addr 127.0.0.1:{port}\nraft.election-timeout 1500\nraft.quorum-reads no\n",
+            dir.path().display(),
+            module_path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("redis-server")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let n = Node::attach(port);
+    wait_for(20, "server from redis.conf", || n.try_conn().ok());
+    assert_eq!(config_get(&n, "raft.election-timeout"), "1500");
+    assert_eq!(config_get(&n, "raft.quorum-reads"), "no");
+    // Overridden, with a warning, at load.
+    assert_eq!(config_get(&n, "appendonly"), "no");
+    assert_eq!(config_get(&n, "save"), "");
+    assert_eq!(config_get(&n, "maxmemory-policy"), "noeviction");
+    // Run-time changes, and refusals with a reason.
+    assert!(ok(&n.cmd(&[
+        "CONFIG",
+        "SET",
+        "raft.election-timeout",
+        "2000"
+    ])));
+    assert_eq!(config_get(&n, "raft.election-timeout"), "2000");
+    let r = n.cmd(&["CONFIG", "SET", "raft.tls-enabled", "yes"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.contains("not supported")),
+        "{r:?}"
+    );
+    let r = n.cmd(&["CONFIG", "SET", "raft.id", "9"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.contains("immutable")),
+        "{r:?}"
+    );
+    let r = n.cmd(&["CONFIG", "SET", "raft.trace", "bogus"]);
+    assert!(err_text(&r).is_some(), "{r:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Redis Cluster mode is refused at load.
+    let out = Command::new("redis-server")
+        .args([
+            "--port",
+            &free_port().to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .arg("--loadmodule")
+        .arg(module_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cluster-enabled"));
+}

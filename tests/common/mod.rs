@@ -78,6 +78,18 @@ impl Node {
         n
     }
 
+    /// A handle to a server started by the test itself (not killed on drop).
+    pub fn attach(port: u16) -> Node {
+        Node {
+            port,
+            dir: std::env::temp_dir(),
+            extra: Vec::new(),
+            password: None,
+            child: None,
+            _tmp: None,
+        }
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
