@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use raft::Storage as _;
-use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue, Status as RStatus};
+use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use crate::apply;
-use crate::config::{self, Settings};
+use crate::config;
 use crate::driver::{self, NodeHandle};
 use crate::error::Error;
 use crate::ffi::{self, RedisClient};
@@ -460,8 +460,7 @@ pub fn check_redis_settings(ctx: &Context) -> Result<(), String> {
     Ok(())
 }
 
-pub fn log_loaded(ctx: &Context) {
-    let _ = ctx;
+pub fn log_loaded() {
     crate::logging::notice(&format!(
         "RedisRaft {} loaded (raft-rs {}, RdbLoad API {})",
         env!("CARGO_PKG_VERSION"),
@@ -472,20 +471,4 @@ pub fn log_loaded(ctx: &Context) {
             "not available: Redis < 7.2"
         }
     ));
-}
-
-pub fn settings_summary() -> String {
-    let s = Settings::current();
-    format!(
-        "addr={} log-filename={} log-fsync={}",
-        s.addr, s.log_filename, s.log_fsync
-    )
-}
-
-pub fn ok_status(b: bool) -> RStatus {
-    if b {
-        RStatus::Ok
-    } else {
-        RStatus::Err
-    }
 }

@@ -37,7 +37,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
         return Status::Err;
     }
-    commands::log_loaded(ctx);
+    commands::log_loaded();
     if let Err(e) = commands::check_redis_settings(ctx) {
         ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
         return Status::Err;

@@ -23,7 +23,21 @@ impl Serializer for LineSerializer<'_> {
     }
 }
 
+/// Whether `raft.trace` turns on debug output for raft-rs (`raftlib`) or
+/// for the module itself (any other area).
+fn traced(raftlib: bool) -> bool {
+    let t = crate::config::TRACE.get();
+    t.split(',').map(str::trim).any(|a| {
+        a == "all"
+            || (raftlib && a == "raftlib")
+            || (!raftlib && matches!(a, "node" | "conn" | "raftlog" | "generic"))
+    })
+}
+
 fn redis_level(level: Level, raftlib: bool) -> Option<(&'static str, LogLevel)> {
+    if matches!(level, Level::Debug | Level::Trace | Level::Info) && traced(raftlib) {
+        return Some(("notice", LogLevel::notice));
+    }
     Some(match level {
         Level::Critical | Level::Error | Level::Warning => ("warning", LogLevel::warning),
         Level::Info if raftlib => ("verbose", LogLevel::verbose),
