@@ -397,6 +397,11 @@ pub fn start_existing(_ctx: &Context) -> Result<(), String> {
         meta.dbid,
         store.hard_state().commit
     ));
+    // INFO says "loading" until the recovered commit index is applied again.
+    crate::info::RECOVERY_TARGET.store(
+        store.hard_state().commit,
+        std::sync::atomic::Ordering::Release,
+    );
     driver::start(store, meta.node_id, meta.dbid, false)?;
     Ok(())
 }

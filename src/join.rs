@@ -166,10 +166,16 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings) -> Attempt {
             Some(leader) => Attempt::Moved(leader.to_string()),
             None => Attempt::Failed(e),
         },
+        // An earlier ADD of ours went through but its reply was lost.
+        Ok(RespValue::Error(e)) if e.contains("already exists") && is_member(id) => Attempt::Added,
         Ok(RespValue::Error(e)) => Attempt::Failed(e),
         Ok(other) => Attempt::Failed(format!("unexpected reply {other:?}")),
         Err(e) => Attempt::Failed(format!("RAFT.NODE ADD failed: {e}")),
     }
+}
+
+fn is_member(id: u64) -> bool {
+    driver::node().is_some_and(|n| n.status().membership.addrs.contains_key(&id))
 }
 
 /// Opens the log and starts the Raft thread of the joining node, once.

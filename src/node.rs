@@ -273,7 +273,7 @@ impl<C: Client> RaftNode<C> {
             entries: vec![e],
             hard_state: Some(hs),
             membership: Some(m),
-            meta: None,
+            ..Default::default()
         })
     }
 
@@ -700,7 +700,12 @@ impl<C: Client> RaftNode<C> {
         }
         // 7. Advance, then the light ready.
         let mut light = self.raw.advance(rd);
-        let mut write = LogWrite::default();
+        // Only the commit index and derived membership: both are recomputed
+        // from the fsynced log after a crash, so no second fsync per cycle.
+        let mut write = LogWrite {
+            no_sync: true,
+            ..Default::default()
+        };
         if let Some(commit) = light.commit_index() {
             let mut hs: HardState = self.store.hard_state();
             hs.commit = commit;

@@ -135,6 +135,11 @@ pub struct LogWrite {
     pub hard_state: Option<HardState>,
     pub membership: Option<Membership>,
     pub meta: Option<NodeMeta>,
+    /// Skip the fsync even when log-fsync is on: only for state that can be
+    /// recomputed from fsynced entries after a crash (the commit index, and
+    /// membership derived from committed entries). Later synced writes make
+    /// it durable too, in order.
+    pub no_sync: bool,
 }
 
 /// fsync latency counters (only writes that actually fsynced).
@@ -567,7 +572,7 @@ impl LogStore {
         }
         self.commit(
             &mut batch,
-            self.inner.fsync.load(Ordering::Relaxed),
+            self.inner.fsync.load(Ordering::Relaxed) && !w.no_sync,
             "write",
         )?;
 
