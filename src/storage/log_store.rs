@@ -1366,6 +1366,7 @@ mod tests {
                 hard_state: Some(hs.clone()),
                 membership: Some(m.clone()),
                 meta: Some(meta.clone()),
+                ..Default::default()
             })
             .unwrap();
             append(&s, ents[20..].to_vec());
@@ -1533,6 +1534,37 @@ mod tests {
             fs::read(&files[0]).unwrap().len(),
             offs[4] + (offs[4] - offs[3])
         );
+    }
+
+    #[test]
+    fn no_sync_writes_skip_the_fsync_but_are_durable_after_a_synced_one() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let s = LogStore::open(d.path(), true).unwrap();
+            let hs = HardState {
+                term: 3,
+                ..Default::default()
+            };
+            s.write(LogWrite {
+                hard_state: Some(hs),
+                no_sync: true,
+                ..Default::default()
+            })
+            .unwrap();
+            assert_eq!(s.fsync_stats().count, 0);
+            s.write(LogWrite {
+                meta: Some(NodeMeta {
+                    node_id: 1,
+                    dbid: "x".into(),
+                    removed: false,
+                }),
+                ..Default::default()
+            })
+            .unwrap();
+            assert_eq!(s.fsync_stats().count, 1);
+        }
+        let s = LogStore::open(d.path(), true).unwrap();
+        assert_eq!(s.hard_state().term, 3);
     }
 
     #[test]
