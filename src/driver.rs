@@ -199,8 +199,8 @@ fn run(
     mut campaign: bool,
 ) {
     let mut applier = RedisApplier;
-    let mut settings = Settings::current();
-    let mut next_tick = Instant::now() + settings.periodic_interval;
+    let tick = Settings::current().periodic_interval;
+    let mut next_tick = Instant::now() + tick;
     info!(logger, "Raft thread started"; "id" => node.id());
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
@@ -224,17 +224,11 @@ fn run(
             for id in net.transport.take_unreachable() {
                 node.report_unreachable(id);
             }
+            // Run-time settings; Raft's timing is load-time only (immutable).
             let fresh = Settings::current();
-            if fresh.periodic_interval != settings.periodic_interval
-                || fresh.election_timeout != settings.election_timeout
-                || fresh.request_timeout != settings.request_timeout
-            {
-                node.set_config(node_config(&fresh, node.id()));
-            }
             net.transport.set_config(transport_config(&fresh));
             node.store().set_fsync(fresh.log_fsync);
-            settings = fresh;
-            next_tick = Instant::now() + settings.periodic_interval;
+            next_tick = Instant::now() + tick;
         }
         node.issue_reads();
         if let Err(e) = node.process_ready(&net, &mut applier) {

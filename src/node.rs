@@ -328,12 +328,6 @@ impl<C: Client> RaftNode<C> {
         &self.raw
     }
 
-    pub fn set_config(&mut self, cfg: NodeConfig) {
-        // Timing changes apply to raft-rs at the next restart; the read
-        // timeout and tick interval take effect now.
-        self.cfg = cfg;
-    }
-
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }
@@ -742,13 +736,14 @@ impl<C: Client> RaftNode<C> {
         for (_, requests) in due {
             items.push(ApplyItem::Reads { requests });
         }
+        // Publish first: a client told +OK then reads INFO and must see it.
+        self.publish_status();
         if !items.is_empty() {
             applier.apply(items);
         }
         for (c, r) in replies {
             c.reply(r);
         }
-        self.publish_status();
         Ok(())
     }
 

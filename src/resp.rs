@@ -1,10 +1,14 @@
 //! A small blocking RESP2 client: node-to-node calls, JOIN, the follower
 //! proxy and the tests. No Redis module API in here.
+//!
+//! The parser is incremental (a reply may arrive in pieces) and also reads
+//! the simple RESP3 types, mapped to what RESP2 would have sent, so a
+//! connection that was switched to RESP3 still parses.
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum RespValue {
@@ -47,20 +51,42 @@ impl From<io::Error> for RespError {
     }
 }
 
+/// Largest bulk string accepted: Redis's default `proto-max-bulk-len`. A
+/// bigger length is a corrupt stream, not something to wait for.
+const MAX_BULK_LEN: i64 = 512 * 1024 * 1024;
+/// Nesting limit, so a hostile reply cannot overflow the stack.
+const MAX_DEPTH: usize = 128;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Appends `*N\r\n$len\r\narg\r\n...` (binary safe).
-pub fn encode_command<A: AsRef<[u8]>>(args: &[A], out: &mut Vec<u8>) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+pub fn encode_command(args: &[&[u8]], out: &mut Vec<u8>) {
+    encode_args(args, out);
+}
+
+fn encode_args<A: AsRef<[u8]>>(args: &[A], out: &mut Vec<u8>) {
+    let _ = write!(out, "*{}\r\n", args.len());
     for a in args {
         let a = a.as_ref();
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        let _ = write!(out, "${}\r\n", a.len());
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
     }
 }
 
+/// The line starting at `from`, without its CRLF, and the position after it.
 fn line(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
-    let rel = buf.get(from..)?.windows(2).position(|w| w == b"\r\n")?;
-    Some((&buf[from..from + rel], from + rel + 2))
+    let rest = buf.get(from..)?;
+    let mut i = 0;
+    while let Some(rel) = rest[i..].iter().position(|&b| b == b'\r') {
+        let cr = i + rel;
+        match rest.get(cr + 1) {
+            Some(b'\n') => return Some((&rest[..cr], from + cr + 2)),
+            Some(_) => i = cr + 1,
+            None => return None,
+        }
+    }
+    None
 }
 
 fn int_of(b: &[u8]) -> Result<i64, RespError> {
@@ -70,93 +96,253 @@ fn int_of(b: &[u8]) -> Result<i64, RespError> {
         .ok_or_else(|| RespError::Protocol(format!("bad integer {:?}", String::from_utf8_lossy(b))))
 }
 
-/// Parses one value at `pos`: Ok(None) when more bytes are needed.
-fn parse_at(buf: &[u8], pos: usize) -> Result<Option<(RespValue, usize)>, RespError> {
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// One value's header, decoded.
+enum Item<'a> {
+    /// `+ - : _ , # (`: everything is on the line.
+    Line(u8, &'a [u8]),
+    /// `$ = !`: a length-prefixed payload (`None`: null bulk).
+    Blob(u8, Option<&'a [u8]>),
+    /// `* ~ > %`: this many child values follow (`None`: null array).
+    Aggregate(Option<usize>),
+}
+
+/// Decodes the header at `pos` (for blobs, with their payload).
+/// `Ok(None)`: more bytes are needed.
+fn item(buf: &[u8], pos: usize) -> Result<Option<(Item<'_>, usize)>, RespError> {
     let Some(&t) = buf.get(pos) else {
         return Ok(None);
     };
+    if !b"+-:_,#($=!*~>%".contains(&t) {
+        return Err(RespError::Protocol(format!(
+            "unexpected type byte {t:#04x}"
+        )));
+    }
     let Some((l, next)) = line(buf, pos + 1) else {
         return Ok(None);
     };
-    let text = || String::from_utf8_lossy(l).into_owned();
     Ok(Some(match t {
-        b'+' => (RespValue::Simple(text()), next),
-        b'-' => (RespValue::Error(text()), next),
-        b':' => (RespValue::Integer(int_of(l)?), next),
-        b'$' => {
+        b'$' | b'=' | b'!' => {
             let n = int_of(l)?;
-            if n < 0 {
-                return Ok(Some((RespValue::Bulk(None), next)));
+            if n == -1 {
+                (Item::Blob(t, None), next)
+            } else if !(0..=MAX_BULK_LEN).contains(&n) {
+                return Err(RespError::Protocol(format!("bad bulk length {n}")));
+            } else {
+                let end = next + n as usize;
+                if buf.len() < end + 2 {
+                    return Ok(None);
+                }
+                if &buf[end..end + 2] != b"\r\n" {
+                    return Err(RespError::Protocol("bulk string not terminated".into()));
+                }
+                (Item::Blob(t, Some(&buf[next..end])), end + 2)
             }
-            let end = next + n as usize;
-            if buf.len() < end + 2 {
-                return Ok(None);
-            }
-            if &buf[end..end + 2] != b"\r\n" {
-                return Err(RespError::Protocol("bulk string not terminated".into()));
-            }
-            (RespValue::Bulk(Some(buf[next..end].to_vec())), end + 2)
         }
-        b'*' => {
+        b'*' | b'~' | b'>' | b'%' => {
             let n = int_of(l)?;
-            if n < 0 {
-                return Ok(Some((RespValue::Array(None), next)));
+            let count = match n {
+                -1 => None,
+                n if n < 0 => return Err(RespError::Protocol(format!("bad array length {n}"))),
+                n if t == b'%' => Some(
+                    usize::try_from(n)
+                        .ok()
+                        .and_then(|n| n.checked_mul(2))
+                        .ok_or_else(|| RespError::Protocol(format!("bad map length {n}")))?,
+                ),
+                n => Some(
+                    usize::try_from(n)
+                        .map_err(|_| RespError::Protocol(format!("bad array length {n}")))?,
+                ),
+            };
+            (Item::Aggregate(count), next)
+        }
+        _ => {
+            match t {
+                b':' => {
+                    int_of(l)?;
+                }
+                b'#' if l != b"t" && l != b"f" => {
+                    return Err(RespError::Protocol("bad boolean".into()))
+                }
+                b'_' if !l.is_empty() => return Err(RespError::Protocol("bad null".into())),
+                _ => {}
             }
-            let mut items = Vec::with_capacity(n.min(1024) as usize);
+            (Item::Line(t, l), next)
+        }
+    }))
+}
+
+/// Where a scan for one complete value stands, so that a value arriving in
+/// many reads is scanned once in total rather than once per read.
+#[derive(Default)]
+struct Scan {
+    pos: usize,
+    /// Children still expected by each open aggregate, innermost last.
+    open: Vec<usize>,
+}
+
+impl Scan {
+    /// Advances over `buf`: `Ok(Some(end))` once a whole value is there.
+    fn advance(&mut self, buf: &[u8]) -> Result<Option<usize>, RespError> {
+        loop {
+            let Some((it, next)) = item(buf, self.pos)? else {
+                return Ok(None);
+            };
+            self.pos = next;
+            if let Item::Aggregate(Some(n)) = it {
+                if n > 0 {
+                    if self.open.len() >= MAX_DEPTH {
+                        return Err(RespError::Protocol("nesting too deep".into()));
+                    }
+                    self.open.push(n);
+                    continue;
+                }
+            }
+            // One value complete: it may complete its parents too.
+            loop {
+                match self.open.last_mut() {
+                    None => return Ok(Some(self.pos)),
+                    Some(left) => {
+                        *left -= 1;
+                        if *left > 0 {
+                            break;
+                        }
+                        self.open.pop();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builds the value at `pos` of a buffer a [`Scan`] found complete.
+fn build(buf: &[u8], pos: usize) -> Result<(RespValue, usize), RespError> {
+    let (it, next) =
+        item(buf, pos)?.ok_or_else(|| RespError::Protocol("truncated value".into()))?;
+    Ok(match it {
+        Item::Line(t, l) => (
+            match t {
+                b'+' => RespValue::Simple(text(l)),
+                b'-' => RespValue::Error(text(l)),
+                b':' => RespValue::Integer(int_of(l)?),
+                b'_' => RespValue::Bulk(None),
+                b'#' => RespValue::Integer((l == b"t") as i64),
+                // Doubles and big numbers: RESP2 sends them as bulk strings.
+                _ => RespValue::Bulk(Some(l.to_vec())),
+            },
+            next,
+        ),
+        Item::Blob(b'!', Some(b)) => (RespValue::Error(text(b)), next),
+        // Verbatim strings start with a 3-letter format and a colon.
+        Item::Blob(b'=', Some(b)) => (
+            RespValue::Bulk(Some(b.get(4..).unwrap_or_default().to_vec())),
+            next,
+        ),
+        Item::Blob(_, b) => (RespValue::Bulk(b.map(<[u8]>::to_vec)), next),
+        Item::Aggregate(None) => (RespValue::Array(None), next),
+        // Maps come flat (key, value, key, value...), as RESP2 sends them.
+        Item::Aggregate(Some(n)) => {
+            let mut items = Vec::with_capacity(n.min(1024));
             let mut p = next;
             for _ in 0..n {
-                match parse_at(buf, p)? {
-                    Some((v, np)) => {
-                        items.push(v);
-                        p = np;
-                    }
-                    None => return Ok(None),
-                }
+                let (v, np) = build(buf, p)?;
+                items.push(v);
+                p = np;
             }
             (RespValue::Array(Some(items)), p)
         }
-        other => {
-            return Err(RespError::Protocol(format!(
-                "unexpected type byte {other:#x}"
-            )))
-        }
-    }))
+    })
 }
 
 /// Incremental parser: `Ok(Some((value, consumed)))`, or `Ok(None)` when
 /// the buffer holds only part of a value.
 pub fn parse(buf: &[u8]) -> Result<Option<(RespValue, usize)>, RespError> {
-    parse_at(buf, 0)
+    match Scan::default().advance(buf)? {
+        None => Ok(None),
+        Some(_) => build(buf, 0).map(Some),
+    }
+}
+
+/// Closes a [`Connection`] from another thread: its blocked `send` or
+/// `recv` returns at once (used to stop a peer's sender thread promptly).
+pub struct Closer(TcpStream);
+
+impl Closer {
+    pub fn close(&self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
 }
 
 /// One TCP connection to a Redis server.
+///
+/// After an error other than [`RespError::Timeout`] on `recv` the stream is
+/// out of step with the server: the connection refuses further use (it
+/// answers [`RespError::Closed`]) and is best dropped. A receive timeout
+/// keeps the bytes read so far, so `recv` may simply be called again.
 pub struct Connection {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// Start of the first reply not yet returned.
+    rpos: usize,
+    scan: Scan,
+    broken: bool,
 }
 
 impl Connection {
-    /// Connects with a timeout; `io_timeout` bounds every read and write.
-    /// With `auth`, sends AUTH first and fails unless it is accepted.
+    /// Connects with a timeout (shared by all the addresses `addr` resolves
+    /// to); `io_timeout` bounds every read and write. With `auth`, sends
+    /// AUTH first and fails unless it is accepted (an empty user sends the
+    /// one-argument AUTH of `requirepass`).
     pub fn connect(
         addr: &str,
         connect_timeout: Duration,
         io_timeout: Duration,
         auth: Option<(&str, &str)>,
     ) -> Result<Connection, RespError> {
-        let sa = addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| RespError::Protocol(format!("cannot resolve {addr}")))?;
-        let stream = TcpStream::connect_timeout(&sa, connect_timeout)?;
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        if addrs.is_empty() {
+            return Err(RespError::Protocol(format!("cannot resolve {addr}")));
+        }
+        let deadline = Instant::now() + connect_timeout;
+        let mut last_err = None;
+        let mut stream = None;
+        // "localhost" may resolve to ::1 and 127.0.0.1: try each.
+        for sa in &addrs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() && last_err.is_some() {
+                break;
+            }
+            match TcpStream::connect_timeout(sa, left.max(Duration::from_millis(1))) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let Some(stream) = stream else {
+            return Err(last_err.map(RespError::from).unwrap_or(RespError::Timeout));
+        };
         stream.set_nodelay(true)?;
         let mut c = Connection {
             stream,
-            buf: Vec::with_capacity(4096),
+            buf: Vec::new(),
+            rpos: 0,
+            scan: Scan::default(),
+            broken: false,
         };
         c.set_io_timeout(io_timeout);
         if let Some((user, pass)) = auth {
-            match c.call(&[b"AUTH".as_slice(), user.as_bytes(), pass.as_bytes()])? {
+            let reply = if user.is_empty() {
+                c.call(&[b"AUTH", pass.as_bytes()])?
+            } else {
+                c.call(&[b"AUTH", user.as_bytes(), pass.as_bytes()])?
+            };
+            match reply {
                 RespValue::Simple(s) if s == "OK" => {}
                 RespValue::Error(e) => return Err(RespError::Auth(e)),
                 other => return Err(RespError::Auth(format!("unexpected reply {other:?}"))),
@@ -165,46 +351,112 @@ impl Connection {
         Ok(c)
     }
 
+    /// Read and write timeout from now on (zero is taken as 1 ms: the
+    /// socket API has no zero timeout, and "forever" is never wanted here).
     pub fn set_io_timeout(&mut self, t: Duration) {
         let t = Some(t.max(Duration::from_millis(1)));
         let _ = self.stream.set_read_timeout(t);
         let _ = self.stream.set_write_timeout(t);
     }
 
-    pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<(), RespError> {
+    /// A handle that closes this connection from another thread.
+    pub fn closer(&self) -> Result<Closer, RespError> {
+        Ok(Closer(self.stream.try_clone()?))
+    }
+
+    /// Sends one command (one write).
+    pub fn send(&mut self, args: &[&[u8]]) -> Result<(), RespError> {
         let mut out = Vec::new();
         encode_command(args, &mut out);
-        self.stream.write_all(&out)?;
-        Ok(())
+        self.write(&out)
     }
 
     /// Several commands in one write (pipelining); read one reply each.
     pub fn send_many(&mut self, cmds: &[Vec<Vec<u8>>]) -> Result<(), RespError> {
         let mut out = Vec::new();
         for c in cmds {
-            encode_command(c, &mut out);
+            encode_args(c, &mut out);
         }
-        self.stream.write_all(&out)?;
-        Ok(())
+        self.write(&out)
+    }
+
+    fn write(&mut self, out: &[u8]) -> Result<(), RespError> {
+        if self.broken {
+            return Err(RespError::Closed);
+        }
+        // A partial write leaves the server with half a command.
+        self.stream
+            .write_all(out)
+            .map_err(|e| self.poison(RespError::from(e)))
+    }
+
+    fn poison(&mut self, e: RespError) -> RespError {
+        self.broken = true;
+        let _ = self.stream.shutdown(Shutdown::Both);
+        e
     }
 
     /// One reply; a server error is `Ok(RespValue::Error)`.
     pub fn recv(&mut self) -> Result<RespValue, RespError> {
+        if self.broken {
+            return Err(RespError::Closed);
+        }
         loop {
-            if let Some((v, used)) = parse(&self.buf)? {
-                self.buf.drain(..used);
+            let end = self.scan.advance(&self.buf).map_err(|e| self.poison(e))?;
+            if let Some(end) = end {
+                let (v, used) = build(&self.buf, self.rpos).map_err(|e| self.poison(e))?;
+                debug_assert_eq!(used, end);
+                self.rpos = end;
+                if self.rpos == self.buf.len() {
+                    self.buf.clear();
+                    self.rpos = 0;
+                }
+                self.scan = Scan {
+                    pos: self.rpos,
+                    open: std::mem::take(&mut self.scan.open),
+                };
                 return Ok(v);
             }
-            let mut chunk = [0u8; 16384];
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(RespError::Closed);
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.fill()?;
         }
     }
 
-    pub fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<RespValue, RespError> {
+    /// Reads more bytes, first dropping the replies already returned.
+    fn fill(&mut self) -> Result<(), RespError> {
+        if self.rpos > 0 {
+            self.buf.drain(..self.rpos);
+            self.scan.pos -= self.rpos;
+            self.rpos = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + READ_CHUNK, 0);
+        let r = loop {
+            match self.stream.read(&mut self.buf[len..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        match r {
+            Ok(0) => {
+                self.buf.truncate(len);
+                Err(self.poison(RespError::Closed))
+            }
+            Ok(n) => {
+                self.buf.truncate(len + n);
+                Ok(())
+            }
+            Err(e) => {
+                self.buf.truncate(len);
+                match RespError::from(e) {
+                    RespError::Timeout => Err(RespError::Timeout),
+                    e => Err(self.poison(e)),
+                }
+            }
+        }
+    }
+
+    /// Sends one command and reads its reply.
+    pub fn call(&mut self, args: &[&[u8]]) -> Result<RespValue, RespError> {
         self.send(args)?;
         self.recv()
     }
@@ -213,97 +465,352 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn bulk(b: &[u8]) -> RespValue {
+        RespValue::Bulk(Some(b.to_vec()))
+    }
+
+    fn arr(v: Vec<RespValue>) -> RespValue {
+        RespValue::Array(Some(v))
+    }
 
     #[test]
-    fn round_trip_of_binary_commands() {
+    fn encode_then_parse_round_trips_binary_arguments() {
+        let args: [&[u8]; 4] = [b"SET", b"k\r\n", b"\0\xff\r\n$3\r\n*1\r\n", b""];
         let mut out = Vec::new();
-        encode_command(&[b"SET".as_slice(), b"k\r\n", b"\0\xff"], &mut out);
+        encode_command(&args, &mut out);
+        assert!(out.starts_with(b"*4\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n"));
         let (v, used) = parse(&out).unwrap().unwrap();
         assert_eq!(used, out.len());
+        assert_eq!(v, arr(args.iter().map(|a| bulk(a)).collect()));
+        // Two commands back to back: each parse takes exactly one.
+        let first = out.len();
+        encode_command(&[b"PING"], &mut out);
+        let (v, used) = parse(&out[first..]).unwrap().unwrap();
+        assert_eq!((v, used), (arr(vec![bulk(b"PING")]), out.len() - first));
+    }
+
+    #[test]
+    fn parses_every_resp2_type_nested_and_null() {
+        let input =
+            b"*6\r\n+OK\r\n-ERR bad thing\r\n:-42\r\n$-1\r\n*-1\r\n*2\r\n*1\r\n$0\r\n\r\n*0\r\n";
+        let (v, used) = parse(input).unwrap().unwrap();
+        assert_eq!(used, input.len());
         assert_eq!(
             v,
-            RespValue::Array(Some(vec![
-                RespValue::Bulk(Some(b"SET".to_vec())),
-                RespValue::Bulk(Some(b"k\r\n".to_vec())),
-                RespValue::Bulk(Some(b"\0\xff".to_vec())),
-            ]))
+            arr(vec![
+                RespValue::Simple("OK".into()),
+                RespValue::Error("ERR bad thing".into()),
+                RespValue::Integer(-42),
+                RespValue::Bulk(None),
+                RespValue::Array(None),
+                arr(vec![arr(vec![bulk(b"")]), arr(vec![])]),
+            ])
+        );
+        // Trailing bytes of the next reply are not consumed.
+        let (v, used) = parse(b"+a\r\n:1\r\n").unwrap().unwrap();
+        assert_eq!((v, used), (RespValue::Simple("a".into()), 4));
+    }
+
+    #[test]
+    fn every_proper_prefix_needs_more_bytes() {
+        let mut input = b"*4\r\n$5\r\na\r\nbc\r\n*2\r\n:1\r\n-E\r\n+x\r\n".to_vec();
+        input.extend_from_slice(b"$2\r\n\r\n\r\n");
+        for cut in 0..input.len() {
+            let r = parse(&input[..cut]);
+            assert!(matches!(r, Ok(None)), "cut at {cut}: {r:?}");
+        }
+        assert!(parse(&input).unwrap().is_some());
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        for bad in [
+            &b"?what\r\n"[..],
+            b":notanumber\r\n",
+            b"$3\r\nabcXY",
+            b"$-2\r\n",
+            b"*-5\r\n",
+            b"$99999999999\r\n",
+            b"*x\r\n",
+            b"*1\r\n&\r\n",
+            b"#x\r\n",
+        ] {
+            assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let deep = "*1\r\n".repeat(MAX_DEPTH + 1);
+        assert!(parse(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn resp3_types_read_as_their_resp2_forms() {
+        let input = b"*6\r\n_\r\n,3.5\r\n#t\r\n%1\r\n+k\r\n:1\r\n=7\r\ntxt:abc\r\n!3\r\nERR\r\n";
+        let (v, used) = parse(input).unwrap().unwrap();
+        assert_eq!(used, input.len());
+        assert_eq!(
+            v,
+            arr(vec![
+                RespValue::Bulk(None),
+                bulk(b"3.5"),
+                RespValue::Integer(1),
+                arr(vec![RespValue::Simple("k".into()), RespValue::Integer(1)]),
+                bulk(b"abc"),
+                RespValue::Error("ERR".into()),
+            ])
         );
     }
 
     #[test]
-    fn parses_every_type_and_waits_for_partial_input() {
-        let input = b"*5\r\n+OK\r\n-ERR bad\r\n:42\r\n$-1\r\n*-1\r\n";
-        let (v, _) = parse(input).unwrap().unwrap();
-        assert_eq!(
-            v,
-            RespValue::Array(Some(vec![
-                RespValue::Simple("OK".into()),
-                RespValue::Error("ERR bad".into()),
-                RespValue::Integer(42),
-                RespValue::Bulk(None),
-                RespValue::Array(None),
-            ]))
-        );
-        for cut in 0..input.len() {
-            assert!(parse(&input[..cut]).unwrap().is_none(), "cut at {cut}");
+    fn errors_display_on_one_line() {
+        for e in [
+            RespError::Io(io::Error::other("x")),
+            RespError::Protocol("p".into()),
+            RespError::Timeout,
+            RespError::Closed,
+            RespError::Auth("WRONGPASS".into()),
+        ] {
+            let s = e.to_string();
+            assert!(!s.is_empty() && !s.contains('\n'), "{s:?}");
         }
-        assert!(parse(b"?what\r\n").is_err());
-        assert!(parse(b":notanumber\r\n").is_err());
-        assert!(parse(b"$3\r\nabcXY").is_err());
+    }
+
+    /// A `redis-server` on a free port in its own directory, killed on drop
+    /// (also when the test panics).
+    struct Server {
+        child: Child,
+        dir: std::path::PathBuf,
+        addr: String,
+    }
+
+    impl Server {
+        fn start(extra: &[&str]) -> Server {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "resp-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed for these tests");
+            let s = Server {
+                child,
+                dir,
+                addr: format!("127.0.0.1:{port}"),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(&s.addr).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            s
+        }
+
+        fn conn(&self, auth: Option<(&str, &str)>) -> Result<Connection, RespError> {
+            Connection::connect(
+                &self.addr,
+                Duration::from_secs(2),
+                Duration::from_secs(5),
+                auth,
+            )
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[test]
+    fn redis_ping_set_get_binary_and_errors() {
+        let srv = Server::start(&[]);
+        let mut c = srv.conn(None).unwrap();
+        assert_eq!(
+            c.call(&[b"PING"]).unwrap(),
+            RespValue::Simple("PONG".into())
+        );
+        let value: &[u8] = b"a\r\nb\0\xff$5\r\n*2\r\nend";
+        assert_eq!(
+            c.call(&[b"SET", b"k\r\n", value]).unwrap(),
+            RespValue::Simple("OK".into())
+        );
+        assert_eq!(c.call(&[b"GET", b"k\r\n"]).unwrap(), bulk(value));
+        assert_eq!(
+            c.call(&[b"GET", b"missing"]).unwrap(),
+            RespValue::Bulk(None)
+        );
+        match c.call(&[b"NOSUCHCOMMAND"]).unwrap() {
+            RespValue::Error(e) => assert!(e.starts_with("ERR unknown command"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // The connection stays usable after an error reply.
+        assert_eq!(
+            c.call(&[b"INCRBY", b"n", b"5"]).unwrap(),
+            RespValue::Integer(5)
+        );
+        // A reply much bigger than one read arrives whole.
+        let big = vec![7u8; 3 * READ_CHUNK + 11];
+        c.call(&[b"SET", b"big", &big]).unwrap();
+        assert_eq!(c.call(&[b"GET", b"big"]).unwrap(), bulk(&big));
+    }
+
+    #[test]
+    fn redis_pipelined_replies_come_back_in_order() {
+        let srv = Server::start(&[]);
+        let mut c = srv.conn(None).unwrap();
+        let cmds: Vec<Vec<Vec<u8>>> = (0..500)
+            .map(|i| {
+                vec![
+                    b"RPUSH".to_vec(),
+                    b"l".to_vec(),
+                    format!("v{i}").into_bytes(),
+                ]
+            })
+            .chain(std::iter::once(vec![
+                b"LRANGE".to_vec(),
+                b"l".to_vec(),
+                b"0".to_vec(),
+                b"-1".to_vec(),
+            ]))
+            .collect();
+        c.send_many(&cmds).unwrap();
+        for i in 0..500 {
+            assert_eq!(c.recv().unwrap(), RespValue::Integer(i + 1));
+        }
+        let want: Vec<RespValue> = (0..500).map(|i| bulk(format!("v{i}").as_bytes())).collect();
+        assert_eq!(c.recv().unwrap(), arr(want));
+    }
+
+    #[test]
+    fn redis_auth_with_requirepass() {
+        let srv = Server::start(&["--requirepass", "s3cret"]);
+        let mut c = srv.conn(Some(("default", "s3cret"))).unwrap();
+        assert_eq!(
+            c.call(&[b"PING"]).unwrap(),
+            RespValue::Simple("PONG".into())
+        );
+        let mut legacy = srv.conn(Some(("", "s3cret"))).unwrap();
+        assert_eq!(
+            legacy.call(&[b"PING"]).unwrap(),
+            RespValue::Simple("PONG".into())
+        );
+        match srv.conn(Some(("default", "wrong"))) {
+            Err(RespError::Auth(e)) => assert!(e.starts_with("WRONGPASS"), "{e}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a wrong password was accepted"),
+        }
+        // Without AUTH the server refuses commands (and that is a reply).
+        let mut anon = srv.conn(None).unwrap();
+        match anon.call(&[b"PING"]).unwrap() {
+            RespValue::Error(e) => assert!(e.starts_with("NOAUTH"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn redis_killing_the_client_fails_the_connection() {
+        let srv = Server::start(&[]);
+        let mut c = srv.conn(None).unwrap();
+        let RespValue::Integer(id) = c.call(&[b"CLIENT", b"ID"]).unwrap() else {
+            panic!("no client id");
+        };
+        let mut admin = srv.conn(None).unwrap();
+        let id = id.to_string();
+        assert_eq!(
+            admin
+                .call(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()])
+                .unwrap(),
+            RespValue::Integer(1)
+        );
+        assert!(c.call(&[b"PING"]).is_err());
+        // And it stays failed rather than reading garbage.
+        assert!(matches!(c.call(&[b"PING"]), Err(RespError::Closed)));
     }
 
     #[test]
     fn connecting_to_a_closed_port_fails_quickly() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        drop(l);
-        let t = std::time::Instant::now();
-        assert!(
-            Connection::connect(&addr, Duration::from_secs(1), Duration::from_secs(1), None)
-                .is_err()
+        let port = free_port();
+        let t = Instant::now();
+        let r = Connection::connect(
+            &format!("127.0.0.1:{port}"),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            None,
         );
-        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(matches!(r, Err(RespError::Io(_))), "{:?}", r.err());
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 
     #[test]
-    fn talks_to_a_peer_and_sees_it_close() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    fn peer_closing_mid_reply_is_closed_and_silence_is_a_timeout() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let server = std::thread::spawn(move || {
+            // First connection: half a reply, then close.
             let (mut s, _) = l.accept().unwrap();
-            let mut buf = vec![0u8; 1024];
-            let mut got = Vec::new();
-            let count = |got: &[u8]| {
-                let (mut n, mut p) = (0, 0);
-                while let Ok(Some((_, used))) = parse_at(got, p) {
-                    p = used;
-                    n += 1;
-                }
-                n
-            };
-            // AUTH first, answered before the two pipelined commands arrive.
-            for (want, reply) in [(1, &b"+OK\r\n"[..]), (3, b"$4\r\na\r\nb\r\n-ERR nope\r\n")] {
-                while count(&got) < want {
-                    let n = s.read(&mut buf).unwrap();
-                    got.extend_from_slice(&buf[..n]);
-                }
-                s.write_all(reply).unwrap();
-            }
-            got
+            let mut b = [0u8; 64];
+            let _ = s.read(&mut b).unwrap();
+            s.write_all(b"$10\r\nabc").unwrap();
+            drop(s);
+            // Second: the reply comes in two parts, later than the timeout.
+            let (mut s, _) = l.accept().unwrap();
+            let _ = s.read(&mut b).unwrap();
+            s.write_all(b"$4\r\nab").unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            s.write_all(b"cd\r\n").unwrap();
+            let _ = s.read(&mut b);
         });
-        let mut c = Connection::connect(
-            &addr,
-            Duration::from_secs(1),
-            Duration::from_secs(2),
-            Some(("u", "p")),
-        )
-        .unwrap();
-        c.send_many(&[vec![b"GET".to_vec(), b"k".to_vec()], vec![b"X".to_vec()]])
-            .unwrap();
-        assert_eq!(c.recv().unwrap(), RespValue::Bulk(Some(b"a\r\nb".to_vec())));
-        assert_eq!(c.recv().unwrap(), RespValue::Error("ERR nope".into()));
-        let got = server.join().unwrap();
-        assert!(got.starts_with(b"*3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$1\r\np\r\n"));
-        assert!(matches!(c.recv(), Err(RespError::Closed)));
+        let ms = Duration::from_millis;
+        let mut c = Connection::connect(&addr, ms(1000), ms(1000), None).unwrap();
+        assert!(matches!(c.call(&[b"GET", b"k"]), Err(RespError::Closed)));
+        let mut c = Connection::connect(&addr, ms(1000), ms(150), None).unwrap();
+        assert!(matches!(c.call(&[b"GET", b"k"]), Err(RespError::Timeout)));
+        // The bytes read before the timeout were kept: waiting longer works.
+        c.set_io_timeout(ms(2000));
+        assert_eq!(c.recv().unwrap(), bulk(b"abcd"));
+        drop(c);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn closer_unblocks_a_waiting_recv() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let keep = std::thread::spawn(move || l.accept().map(|(s, _)| s));
+        let mut c =
+            Connection::connect(&addr, Duration::from_secs(1), Duration::from_secs(30), None)
+                .unwrap();
+        let closer = c.closer().unwrap();
+        let t = Instant::now();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            closer.close();
+        });
+        assert!(c.recv().is_err());
+        assert!(t.elapsed() < Duration::from_secs(5));
+        drop(keep.join());
     }
 }

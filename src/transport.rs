@@ -3,13 +3,21 @@
 //! Raft messages travel as module commands over the peer's Redis port:
 //! `RAFT.APPENDENTRIES <dbid> <from> <msg>...` (votes: RAFT.REQUESTVOTE),
 //! each `<msg>` one protobuf-encoded message. Messages are one-way: answers
-//! come back as commands from the peer. While a batch waits for its `+OK`s,
-//! new messages queue up and go in the next batch: that is the batching.
-//! A connection failure drops what is queued (Raft resends) and reconnects
-//! after `reconnect-interval`.
+//! come back as commands from the peer, so a `+OK` only says "queued there".
+//!
+//! Batching: the thread takes everything queued (up to `max_batch_bytes`),
+//! packs consecutive messages of one kind into one command, writes all the
+//! commands in one write and reads their `+OK`s. Whatever Raft produces in
+//! the meantime waits in the queue and goes in the next batch, so the busier
+//! the node, the bigger the batches, with no added delay when idle.
+//!
+//! Failures: a message that cannot go out now is dropped (Raft resends, and
+//! a stale message is worth nothing) and the peer is reported unreachable
+//! so Raft slows down to probing. The thread keeps a connection open to its
+//! peer, retrying every `reconnect_interval` while the peer is down.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,9 +26,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
-use slog::{info, Logger};
+use slog::{debug, info, warn, Logger};
 
-use crate::resp::{Connection, RespValue};
+use crate::resp::{Closer, Connection, RespValue};
 
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
@@ -28,7 +36,8 @@ pub struct TransportConfig {
     pub io_timeout: Duration,
     pub reconnect_interval: Duration,
     pub auth: Option<(String, String)>,
-    /// append-req-max-size: bytes of messages per command.
+    /// append-req-max-size: bytes of encoded messages per batch (one
+    /// message bigger than this still goes, alone).
     pub max_batch_bytes: usize,
 }
 
@@ -42,13 +51,43 @@ pub struct PeerStats {
     pub conn_oks: u64,
 }
 
-/// Bound of each peer's queue: a peer that is down must not make us grow.
+/// Bound of each peer's queue: a peer that is down or slow must not make
+/// this node's memory grow; Raft copes with the loss.
 const QUEUE_BOUND: usize = 4096;
+/// Most messages in one batch, whatever their size (heartbeats are tiny).
+const MAX_BATCH_MSGS: usize = 1024;
+/// How often an idle thread looks at its stop flag and address.
+const POLL: Duration = Duration::from_millis(100);
+/// Floor of the reconnect interval, so a zero setting cannot spin.
+const MIN_RECONNECT: Duration = Duration::from_millis(10);
+/// The same peer error is logged at warning level at most this often.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
+const APPEND_CMD: &[u8] = b"RAFT.APPENDENTRIES";
+const VOTE_CMD: &[u8] = b"RAFT.REQUESTVOTE";
+
+/// What the peer's thread and the Transport share.
 struct PeerShared {
-    addr: RwLock<String>,
+    addr: Mutex<String>,
     stop: AtomicBool,
-    stats: Mutex<(PeerStats, Option<Instant>)>,
+    stats: Mutex<PeerStats>,
+    last_conn: Mutex<Option<Instant>>,
+    /// Closes the live connection, so `remove_peer` and `shutdown` need
+    /// not wait for a reply timeout.
+    closer: Mutex<Option<Closer>>,
+}
+
+impl PeerShared {
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(c) = self.closer.lock().as_ref() {
+            c.close();
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
 }
 
 struct Peer {
@@ -61,23 +100,36 @@ struct Common {
     local_id: u64,
     dbid: RwLock<String>,
     cfg: RwLock<TransportConfig>,
-    unreachable: Mutex<Vec<u64>>,
+    unreachable: Mutex<BTreeSet<u64>>,
+    dropped: AtomicU64,
     logger: Logger,
 }
 
+impl Common {
+    fn mark_unreachable(&self, id: u64) {
+        self.unreachable.lock().insert(id);
+    }
+}
+
+/// Sends Raft messages to the peers. All methods take `&self` and none
+/// blocks on the network, except `shutdown` (and so Drop), which waits for
+/// the peer threads to end.
 pub struct Transport {
     common: Arc<Common>,
     peers: Mutex<HashMap<u64, Peer>>,
+    /// Threads of removed peers: told to stop, joined by `shutdown`.
+    retired: Mutex<Vec<JoinHandle<()>>>,
+    down: AtomicBool,
 }
 
-fn command_for(t: MessageType) -> &'static [u8] {
-    match t {
+fn is_vote(t: MessageType) -> bool {
+    matches!(
+        t,
         MessageType::MsgRequestVote
-        | MessageType::MsgRequestVoteResponse
-        | MessageType::MsgRequestPreVote
-        | MessageType::MsgRequestPreVoteResponse => b"RAFT.REQUESTVOTE",
-        _ => b"RAFT.APPENDENTRIES",
-    }
+            | MessageType::MsgRequestVoteResponse
+            | MessageType::MsgRequestPreVote
+            | MessageType::MsgRequestPreVoteResponse
+    )
 }
 
 impl Transport {
@@ -87,65 +139,102 @@ impl Transport {
                 local_id,
                 dbid: RwLock::new(dbid),
                 cfg: RwLock::new(cfg),
-                unreachable: Mutex::new(Vec::new()),
+                unreachable: Mutex::new(BTreeSet::new()),
+                dropped: AtomicU64::new(0),
                 logger,
             }),
             peers: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
+            down: AtomicBool::new(false),
         }
     }
 
+    /// The dbid sent with every message from the next batch on.
     pub fn set_dbid(&self, dbid: String) {
         *self.common.dbid.write() = dbid;
     }
 
+    /// Run-time settings: used from the next connect or batch on. Cheap,
+    /// so it can be called on every tick.
     pub fn set_config(&self, cfg: TransportConfig) {
         *self.common.cfg.write() = cfg;
     }
 
-    /// Adds a peer (spawning its sender thread) or updates its address.
+    /// Adds a peer (spawning its sender thread) or updates its address
+    /// (the thread then reconnects). Ignored after `shutdown`.
     pub fn upsert_peer(&self, id: u64, addr: &str) {
+        if self.down.load(Ordering::Acquire) {
+            return;
+        }
         let mut peers = self.peers.lock();
         if let Some(p) = peers.get(&id) {
-            *p.shared.addr.write() = addr.to_string();
+            let mut a = p.shared.addr.lock();
+            if *a != addr {
+                *a = addr.to_string();
+                p.shared.stats.lock().addr = addr.to_string();
+            }
             return;
         }
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_BOUND);
         let shared = Arc::new(PeerShared {
-            addr: RwLock::new(addr.to_string()),
+            addr: Mutex::new(addr.to_string()),
             stop: AtomicBool::new(false),
-            stats: Mutex::new((
-                PeerStats {
-                    addr: addr.to_string(),
-                    ..Default::default()
-                },
-                None,
-            )),
+            stats: Mutex::new(PeerStats {
+                addr: addr.to_string(),
+                ..Default::default()
+            }),
+            last_conn: Mutex::new(None),
+            closer: Mutex::new(None),
         });
-        let (c, s) = (self.common.clone(), shared.clone());
+        let worker = Worker {
+            id,
+            rx,
+            common: self.common.clone(),
+            shared: shared.clone(),
+            conn: None,
+            retry_at: Instant::now(),
+            failures: 0,
+            carry: None,
+            last_error_log: None,
+            io_timeout: None,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("raft-peer-{id}"))
-            .spawn(move || peer_loop(id, rx, c, s))
-            .ok();
+            .spawn(move || worker.run());
+        let thread = match thread {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // Its queue fills and send() reports the loss.
+                slog::error!(self.common.logger, "cannot start the sender thread";
+                    "id" => id, "error" => %e);
+                None
+            }
+        };
         peers.insert(id, Peer { tx, shared, thread });
     }
 
+    /// Forgets a peer. Its thread stops without sending anything further;
+    /// this does not wait for it (it runs on the Raft thread).
     pub fn remove_peer(&self, id: u64) {
         let p = self.peers.lock().remove(&id);
-        if let Some(mut p) = p {
-            p.shared.stop.store(true, Ordering::Release);
-            drop(p.tx);
-            if let Some(t) = p.thread.take() {
-                let _ = t.join();
-            }
-        }
+        let Some(p) = p else { return };
+        p.shared.stop();
+        drop(p.tx);
+        self.common.unreachable.lock().remove(&id);
+        let mut retired = self.retired.lock();
+        retired.retain(|t| !t.is_finished());
+        retired.extend(p.thread);
     }
 
     pub fn peer_ids(&self) -> Vec<u64> {
-        self.peers.lock().keys().copied().collect()
+        let mut ids: Vec<u64> = self.peers.lock().keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
-    /// Queues a message; never blocks. False if the peer is unknown or its
-    /// queue is full (Raft tolerates the loss).
+    /// Queues a message for its peer (`msg.to`); never blocks. False when
+    /// it was dropped: unknown peer, or the peer's queue is full (then the
+    /// peer is also reported unreachable, so Raft sends less).
     pub fn send(&self, msg: Message) -> bool {
         let peers = self.peers.lock();
         let Some(p) = peers.get(&msg.to) else {
@@ -153,16 +242,25 @@ impl Transport {
         };
         match p.tx.try_send(msg) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(m)) => {
+                let n = self.common.dropped.fetch_add(1, Ordering::Relaxed);
+                self.common.mark_unreachable(m.to);
+                if n.is_multiple_of(1024) {
+                    warn!(self.common.logger, "queue to node full, dropping messages";
+                        "id" => m.to, "dropped_total" => n + 1);
+                }
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
         }
     }
 
-    /// Peers whose connection failed since the last call.
+    /// Peers whose connection failed, or whose messages were dropped,
+    /// since the last call (for `report_unreachable`). Drains.
     pub fn take_unreachable(&self) -> Vec<u64> {
-        let mut v = std::mem::take(&mut *self.common.unreachable.lock());
-        v.sort_unstable();
-        v.dedup();
-        v
+        std::mem::take(&mut *self.common.unreachable.lock())
+            .into_iter()
+            .collect()
     }
 
     pub fn stats(&self) -> BTreeMap<u64, PeerStats> {
@@ -170,19 +268,38 @@ impl Transport {
             .lock()
             .iter()
             .map(|(id, p)| {
-                let (mut s, last) = p.shared.stats.lock().clone();
-                s.addr = p.shared.addr.read().clone();
-                s.last_conn_secs = last.map_or(0, |t| t.elapsed().as_secs());
+                let mut s = p.shared.stats.lock().clone();
+                s.last_conn_secs = p
+                    .shared
+                    .last_conn
+                    .lock()
+                    .map_or(0, |t| t.elapsed().as_secs());
                 (*id, s)
             })
             .collect()
     }
 
+    /// Messages dropped since start because a queue was full or a peer
+    /// could not be reached.
+    pub fn dropped_messages(&self) -> u64 {
+        self.common.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stops every peer thread and waits for them (a connect in progress
+    /// can take up to `connect_timeout`). Later `upsert_peer`s are ignored.
     pub fn shutdown(&self) {
-        let ids = self.peer_ids();
-        for id in ids {
-            self.remove_peer(id);
+        self.down.store(true, Ordering::Release);
+        let peers: Vec<Peer> = self.peers.lock().drain().map(|(_, p)| p).collect();
+        let mut threads = std::mem::take(&mut *self.retired.lock());
+        for p in peers {
+            p.shared.stop();
+            drop(p.tx);
+            threads.extend(p.thread);
         }
+        for t in threads {
+            let _ = t.join();
+        }
+        self.common.unreachable.lock().clear();
     }
 }
 
@@ -192,106 +309,256 @@ impl Drop for Transport {
     }
 }
 
-fn peer_loop(id: u64, rx: Receiver<Message>, c: Arc<Common>, s: Arc<PeerShared>) {
-    let mut conn: Option<(String, Connection)> = None;
-    let mut retry_at = Instant::now();
-    while !s.stop.load(Ordering::Acquire) {
-        let first = match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
+/// One message, encoded once, with the command it goes in.
+struct Encoded {
+    vote: bool,
+    body: Vec<u8>,
+}
+
+/// The state of one peer's sender thread.
+struct Worker {
+    id: u64,
+    rx: Receiver<Message>,
+    common: Arc<Common>,
+    shared: Arc<PeerShared>,
+    /// The connection and the address it goes to.
+    conn: Option<(String, Connection)>,
+    /// No connect attempt before this.
+    retry_at: Instant,
+    /// Failures in a row: the first is logged at info, the rest at debug.
+    failures: u64,
+    /// A message taken from the queue that did not fit in the last batch.
+    carry: Option<Encoded>,
+    last_error_log: Option<(String, Instant)>,
+    /// The I/O timeout set on the connection (saves two syscalls a batch).
+    io_timeout: Option<Duration>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        debug!(self.common.logger, "sender thread started"; "id" => self.id);
+        while !self.shared.stopped() {
+            self.follow_address();
+            if self.conn.is_none() && Instant::now() >= self.retry_at {
+                self.connect();
+                continue;
+            }
+            let first = match self.carry.take() {
+                Some(e) => e,
+                None => {
+                    let wait = if self.conn.is_some() {
+                        POLL
+                    } else {
+                        self.retry_at
+                            .saturating_duration_since(Instant::now())
+                            .min(POLL)
+                    };
+                    match self.rx.recv_timeout(wait) {
+                        Ok(m) => match self.encode(&m) {
+                            Some(e) => e,
+                            None => continue,
+                        },
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            };
+            if self.shared.stopped() {
+                break;
+            }
+            if self.conn.is_none() {
+                self.drop_queued(1);
+                continue;
+            }
+            let batch = self.collect(first);
+            self.send_batch(batch);
+        }
+        if let Some((addr, _)) = self.conn.take() {
+            debug!(self.common.logger, "closed connection to node";
+                "id" => self.id, "addr" => addr);
+        }
+        *self.shared.closer.lock() = None;
+        debug!(self.common.logger, "sender thread stopped"; "id" => self.id);
+    }
+
+    /// Drops the connection if the peer's address changed.
+    fn follow_address(&mut self) {
+        let addr = self.shared.addr.lock().clone();
+        if self.conn.as_ref().is_some_and(|(a, _)| *a != addr) {
+            info!(self.common.logger, "node address changed, reconnecting";
+                "id" => self.id, "addr" => &addr);
+            self.disconnect();
+            self.retry_at = Instant::now();
+        }
+    }
+
+    fn disconnect(&mut self) {
+        self.conn = None;
+        *self.shared.closer.lock() = None;
+        self.shared.stats.lock().connected = false;
+    }
+
+    fn connect(&mut self) {
+        let addr = self.shared.addr.lock().clone();
+        let cfg = self.common.cfg.read().clone();
+        let auth = cfg.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        match Connection::connect(&addr, cfg.connect_timeout, cfg.io_timeout, auth) {
+            Ok(c) => {
+                // Registered before the stop check, so stop() either sees
+                // the closer or this thread sees the stop flag.
+                *self.shared.closer.lock() = c.closer().ok();
+                if self.shared.stopped() {
+                    return;
+                }
+                {
+                    let mut st = self.shared.stats.lock();
+                    st.conn_oks += 1;
+                    st.connected = true;
+                }
+                *self.shared.last_conn.lock() = Some(Instant::now());
+                info!(self.common.logger, "connected to node";
+                    "id" => self.id, "addr" => &addr, "failed_attempts" => self.failures);
+                self.failures = 0;
+                self.io_timeout = Some(cfg.io_timeout);
+                self.conn = Some((addr, c));
+            }
+            Err(e) => {
+                self.fail(format!("cannot connect to {addr}: {e}"));
+                self.retry_at = Instant::now() + cfg.reconnect_interval.max(MIN_RECONNECT);
+                // What was queued meanwhile is stale by the next attempt.
+                self.drop_queued(0);
+            }
+        }
+    }
+
+    /// Counts a connection failure and reports the peer unreachable.
+    fn fail(&mut self, why: String) {
+        if self.shared.stopped() {
+            return;
+        }
+        self.shared.stats.lock().conn_errors += 1;
+        self.common.mark_unreachable(self.id);
+        self.failures += 1;
+        if self.failures == 1 {
+            info!(self.common.logger, "connection to node failed";
+                "id" => self.id, "reason" => why);
+        } else {
+            debug!(self.common.logger, "node still unreachable";
+                "id" => self.id, "reason" => why, "attempts" => self.failures);
+        }
+    }
+
+    /// Drops everything queued (plus `already` taken out by the caller).
+    fn drop_queued(&mut self, already: u64) {
+        let n = already + self.carry.take().map_or(0, |_| 1) + self.rx.try_iter().count() as u64;
+        if n > 0 {
+            self.common.dropped.fetch_add(n, Ordering::Relaxed);
+            self.common.mark_unreachable(self.id);
+        }
+    }
+
+    fn encode(&self, m: &Message) -> Option<Encoded> {
+        match m.write_to_bytes() {
+            Ok(body) => Some(Encoded {
+                vote: is_vote(m.get_msg_type()),
+                body,
+            }),
+            Err(e) => {
+                warn!(self.common.logger, "cannot encode a Raft message"; "id" => self.id, "error" => %e);
+                None
+            }
+        }
+    }
+
+    /// `first` plus whatever is queued, up to the batch bounds.
+    fn collect(&mut self, first: Encoded) -> Vec<Encoded> {
+        let max = self.common.cfg.read().max_batch_bytes.max(1);
+        let mut total = first.body.len();
         let mut batch = vec![first];
-        batch.extend(rx.try_iter().take(QUEUE_BOUND));
-        let addr = s.addr.read().clone();
-        let cfg = c.cfg.read().clone();
-        if conn.as_ref().is_some_and(|(a, _)| *a != addr) {
-            conn = None;
-        }
-        if conn.is_none() {
-            if Instant::now() < retry_at {
-                continue; // still backing off: drop, Raft resends
+        while total < max && batch.len() < MAX_BATCH_MSGS {
+            let Ok(m) = self.rx.try_recv() else { break };
+            let Some(e) = self.encode(&m) else { continue };
+            if total + e.body.len() > max {
+                self.carry = Some(e);
+                break;
             }
-            let auth = cfg.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-            match Connection::connect(&addr, cfg.connect_timeout, cfg.io_timeout, auth) {
-                Ok(cn) => {
-                    info!(c.logger, "connected to node"; "id" => id, "addr" => &addr);
-                    let mut st = s.stats.lock();
-                    st.0.conn_oks += 1;
-                    st.0.connected = true;
-                    st.1 = Some(Instant::now());
-                    conn = Some((addr.clone(), cn));
-                }
-                Err(e) => {
-                    fail(id, &c, &s, &format!("cannot connect to {addr}: {e}"));
-                    retry_at = Instant::now() + cfg.reconnect_interval;
-                    continue;
-                }
-            }
+            total += e.body.len();
+            batch.push(e);
         }
-        let Some((_, cn)) = conn.as_mut() else {
-            continue;
+        batch
+    }
+
+    fn send_batch(&mut self, batch: Vec<Encoded>) {
+        let cmds = commands(batch, &self.common.dbid.read(), self.common.local_id);
+        let io_timeout = self.common.cfg.read().io_timeout;
+        let Some((addr, cn)) = self.conn.as_mut() else {
+            return;
         };
-        cn.set_io_timeout(cfg.io_timeout);
-        let cmds = encode_batch(&batch, &c.dbid.read(), c.local_id, cfg.max_batch_bytes);
+        if self.io_timeout != Some(io_timeout) {
+            cn.set_io_timeout(io_timeout);
+            self.io_timeout = Some(io_timeout);
+        }
+        let mut refused = Vec::new();
         let result = cn.send_many(&cmds).and_then(|_| {
             for _ in 0..cmds.len() {
-                if let RespValue::Error(e) = cn.recv()? {
-                    slog::warn!(c.logger, "node refused a message"; "id" => id, "error" => e);
+                match cn.recv()? {
+                    RespValue::Simple(_) => {}
+                    RespValue::Error(e) => refused.push(e),
+                    other => refused.push(format!("unexpected reply {other:?}")),
                 }
             }
             Ok(())
         });
-        if let Err(e) = result {
-            fail(id, &c, &s, &format!("connection to {addr} failed: {e}"));
-            conn = None;
-            retry_at = Instant::now() + cfg.reconnect_interval;
+        match result {
+            Ok(()) => {
+                for e in refused {
+                    self.refused(e);
+                }
+            }
+            Err(e) => {
+                let why = format!("connection to {addr} failed: {e}");
+                self.disconnect();
+                self.fail(why);
+                // Likely a stale connection to a restarted peer: try again
+                // at once; a failed connect then backs off.
+                self.retry_at = Instant::now();
+            }
+        }
+    }
+
+    /// The peer answered an error (dbid mismatch, not ready...): its
+    /// messages were lost but the connection is fine, so keep it.
+    fn refused(&mut self, e: String) {
+        self.shared.stats.lock().conn_errors += 1;
+        self.common.mark_unreachable(self.id);
+        let now = Instant::now();
+        let repeat = self
+            .last_error_log
+            .as_ref()
+            .is_some_and(|(last, at)| *last == e && now.duration_since(*at) < ERROR_LOG_EVERY);
+        if repeat {
+            debug!(self.common.logger, "node refused messages"; "id" => self.id, "error" => e);
+        } else {
+            warn!(self.common.logger, "node refused messages"; "id" => self.id, "error" => &e);
+            self.last_error_log = Some((e, now));
         }
     }
 }
 
-fn fail(id: u64, c: &Common, s: &PeerShared, why: &str) {
-    let was_connected = {
-        let mut st = s.stats.lock();
-        st.0.conn_errors += 1;
-        std::mem::replace(&mut st.0.connected, false)
-    };
-    if was_connected {
-        info!(c.logger, "lost connection to node"; "id" => id, "reason" => why);
-    } else {
-        slog::debug!(c.logger, "node unreachable"; "id" => id, "reason" => why);
-    }
-    c.unreachable.lock().push(id);
-}
-
-/// Groups consecutive messages of one command kind into commands of at most
-/// `max_bytes` of payload (always at least one message per command).
-pub fn encode_batch(
-    batch: &[Message],
-    dbid: &str,
-    from: u64,
-    max_bytes: usize,
-) -> Vec<Vec<Vec<u8>>> {
-    let from_s = from.to_string().into_bytes();
+/// Packs consecutive messages of one kind into one command each.
+fn commands(batch: Vec<Encoded>, dbid: &str, from: u64) -> Vec<Vec<Vec<u8>>> {
+    let from = from.to_string().into_bytes();
     let mut cmds: Vec<Vec<Vec<u8>>> = Vec::new();
-    let mut cur_kind: &[u8] = b"";
-    let mut cur_bytes = 0usize;
+    let mut cur_vote = None;
     for m in batch {
-        let kind = command_for(m.get_msg_type());
-        let body = m.write_to_bytes().unwrap_or_default();
-        let start_new =
-            cmds.is_empty() || kind != cur_kind || cur_bytes + body.len() > max_bytes.max(1);
-        if start_new {
-            cmds.push(vec![
-                kind.to_vec(),
-                dbid.as_bytes().to_vec(),
-                from_s.clone(),
-            ]);
-            cur_kind = kind;
-            cur_bytes = 0;
+        if cur_vote != Some(m.vote) {
+            let name = if m.vote { VOTE_CMD } else { APPEND_CMD };
+            cmds.push(vec![name.to_vec(), dbid.as_bytes().to_vec(), from.clone()]);
+            cur_vote = Some(m.vote);
         }
-        cur_bytes += body.len();
-        cmds.last_mut().expect("a command").push(body);
+        if let Some(c) = cmds.last_mut() {
+            c.push(m.body);
+        }
     }
     cmds
 }
@@ -299,15 +566,30 @@ pub fn encode_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resp::parse;
     use std::io::{Read, Write};
     use std::net::TcpListener;
+    use std::sync::mpsc;
 
     fn msg(t: MessageType, to: u64, index: u64) -> Message {
         let mut m = Message::default();
         m.set_msg_type(t);
         m.from = 1;
         m.to = to;
+        m.term = 3;
         m.index = index;
+        m
+    }
+
+    fn append(to: u64, index: u64) -> Message {
+        let mut m = msg(MessageType::MsgAppend, to, index);
+        let e = raft::eraftpb::Entry {
+            index: index + 1,
+            term: 3,
+            data: format!("SET k{index} \r\n\0 v").into_bytes().into(),
+            ..Default::default()
+        };
+        m.entries = vec![e].into();
         m
     }
 
@@ -320,147 +602,501 @@ mod tests {
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(2),
             reconnect_interval: Duration::from_millis(50),
-            auth: Some(("default".into(), "secret".into())),
+            auth: None,
             max_batch_bytes: 1 << 20,
         }
     }
 
-    #[test]
-    fn batches_group_by_kind_and_respect_the_size_bound() {
-        let b = vec![
-            msg(MessageType::MsgAppend, 2, 1),
-            msg(MessageType::MsgHeartbeat, 2, 2),
-            msg(MessageType::MsgRequestVote, 2, 3),
-            msg(MessageType::MsgAppend, 2, 4),
-        ];
-        let cmds = encode_batch(&b, "db", 1, 1 << 20);
-        assert_eq!(cmds.len(), 3);
-        assert_eq!(cmds[0][0], b"RAFT.APPENDENTRIES");
-        assert_eq!(cmds[0].len(), 5);
-        assert_eq!(cmds[1][0], b"RAFT.REQUESTVOTE");
-        assert_eq!(&cmds[1][1..3], &[b"db".to_vec(), b"1".to_vec()]);
-        let back = Message::parse_from_bytes(&cmds[2][3]).unwrap();
-        assert_eq!(back, b[3]);
-        assert_eq!(encode_batch(&b[..2], "db", 1, 1).len(), 2);
+    #[derive(Debug)]
+    enum Event {
+        /// A command on connection number `conn`.
+        Cmd {
+            conn: usize,
+            args: Vec<Vec<u8>>,
+        },
+        Closed {
+            conn: usize,
+        },
     }
 
-    /// A fake peer: accepts connections, answers +OK to every command, and
-    /// reports the commands it got.
-    fn fake_peer(l: TcpListener, tx: std::sync::mpsc::Sender<Vec<Vec<u8>>>) {
+    /// How the fake peer answers one command.
+    type Answer = Box<dyn Fn(usize, &[Vec<u8>]) -> Reply + Send + Sync>;
+
+    enum Reply {
+        Ok,
+        Raw(&'static [u8]),
+        /// Answer after the test sends on the gate.
+        Gated,
+        /// Close the connection without answering.
+        Hangup,
+        Silence,
+    }
+
+    /// A fake peer on `l`: parses RESP commands, reports them, answers as
+    /// `answer` says. Connections are numbered from 0.
+    struct FakePeer {
+        events: mpsc::Receiver<Event>,
+        gate: mpsc::Sender<()>,
+    }
+
+    fn fake_peer(l: TcpListener, answer: Answer) -> FakePeer {
+        let (tx, events) = mpsc::channel();
+        let (gate, gate_rx) = mpsc::channel::<()>();
+        let gate_rx = Arc::new(std::sync::Mutex::new(gate_rx));
+        let answer = Arc::new(answer);
         std::thread::spawn(move || {
-            for s in l.incoming() {
+            for (conn, s) in l.incoming().enumerate() {
                 let Ok(mut s) = s else { return };
-                let tx = tx.clone();
+                let (tx, gate_rx, answer) = (tx.clone(), gate_rx.clone(), answer.clone());
                 std::thread::spawn(move || {
                     let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
+                    let mut chunk = [0u8; 65536];
                     loop {
-                        while let Ok(Some((v, used))) = crate::resp::parse(&buf) {
+                        while let Ok(Some((v, used))) = parse(&buf) {
                             buf.drain(..used);
-                            if let RespValue::Array(Some(items)) = v {
-                                let args: Vec<Vec<u8>> = items
+                            let args = match v {
+                                RespValue::Array(Some(items)) => items
                                     .into_iter()
-                                    .filter_map(|i| {
-                                        if let RespValue::Bulk(Some(b)) = i {
-                                            Some(b)
-                                        } else {
-                                            None
-                                        }
+                                    .map(|i| match i {
+                                        RespValue::Bulk(Some(b)) => b,
+                                        other => panic!("not a bulk: {other:?}"),
                                     })
-                                    .collect();
-                                if tx.send(args).is_err() {
-                                    return;
-                                }
+                                    .collect::<Vec<_>>(),
+                                other => panic!("not a command: {other:?}"),
+                            };
+                            let reply = answer(conn, &args);
+                            if tx.send(Event::Cmd { conn, args }).is_err() {
+                                return;
                             }
-                            if s.write_all(b"+OK\r\n").is_err() {
+                            let out: &[u8] = match reply {
+                                Reply::Ok => b"+OK\r\n",
+                                Reply::Raw(r) => r,
+                                Reply::Gated => {
+                                    let _ = gate_rx.lock().unwrap().recv();
+                                    b"+OK\r\n"
+                                }
+                                Reply::Hangup => return,
+                                Reply::Silence => continue,
+                            };
+                            if s.write_all(out).is_err() {
                                 return;
                             }
                         }
                         match s.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
+                            Ok(0) | Err(_) => {
+                                let _ = tx.send(Event::Closed { conn });
+                                return;
+                            }
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     }
                 });
             }
         });
+        FakePeer { events, gate }
     }
 
-    #[test]
-    fn messages_arrive_in_order_after_auth_and_a_down_peer_is_reported() {
+    fn listener() -> (TcpListener, String) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
-        let dead = {
-            let d = TcpListener::bind("127.0.0.1:0").unwrap();
-            d.local_addr().unwrap().to_string()
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        fake_peer(l, tx);
-        let t = Transport::new(1, "db".into(), cfg(), logger());
-        assert!(!t.send(msg(MessageType::MsgAppend, 2, 1)), "unknown peer");
-        t.upsert_peer(2, &addr);
-        for i in 0..100 {
-            assert!(t.send(msg(MessageType::MsgAppend, 2, i)));
+        (l, addr)
+    }
+
+    /// An address where nothing listens (for now).
+    fn dead_addr() -> String {
+        listener().1
+    }
+
+    impl FakePeer {
+        fn next(&self) -> Event {
+            self.events
+                .recv_timeout(Duration::from_secs(10))
+                .expect("no event from the fake peer")
         }
-        let auth = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(
-            auth,
-            vec![b"AUTH".to_vec(), b"default".to_vec(), b"secret".to_vec()]
-        );
-        let mut got = Vec::new();
-        while got.len() < 100 {
-            let cmd = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-            assert_eq!(cmd[0], b"RAFT.APPENDENTRIES");
-            assert_eq!(cmd[1], b"db");
-            assert_eq!(cmd[2], b"1");
-            for body in &cmd[3..] {
-                got.push(Message::parse_from_bytes(body).unwrap().index);
+
+        /// The next command (skipping nothing: closes are a failure).
+        fn cmd(&self) -> (usize, Vec<Vec<u8>>) {
+            match self.next() {
+                Event::Cmd { conn, args } => (conn, args),
+                e => panic!("expected a command, got {e:?}"),
             }
         }
-        assert_eq!(got, (0..100).collect::<Vec<_>>());
-        assert!(t.stats()[&2].connected);
 
-        t.upsert_peer(3, &dead);
-        t.send(msg(MessageType::MsgAppend, 3, 1));
-        wait(|| t.stats()[&3].conn_errors > 0);
-        assert!(t.take_unreachable().contains(&3));
-        t.remove_peer(3);
-        assert!(!t.peer_ids().contains(&3));
+        /// The next Raft command, checked, with its messages decoded.
+        fn raft_cmd(&self, name: &[u8]) -> Vec<Message> {
+            let (_, args) = self.cmd();
+            assert_eq!(args[0], name, "{}", String::from_utf8_lossy(&args[0]));
+            assert_eq!(args[1], b"the-dbid");
+            assert_eq!(args[2], b"1");
+            assert!(args.len() > 3);
+            args[3..]
+                .iter()
+                .map(|b| Message::parse_from_bytes(b).unwrap())
+                .collect()
+        }
+    }
+
+    fn wait(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn transport(c: TransportConfig) -> Transport {
+        Transport::new(1, "the-dbid".into(), c, logger())
     }
 
     #[test]
-    fn reconnects_when_the_peer_comes_up() {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let addr = format!("127.0.0.1:{port}");
-        let mut c = cfg();
-        c.auth = None;
-        let t = Transport::new(1, "db".into(), c, logger());
-        t.upsert_peer(2, &addr);
-        t.send(msg(MessageType::MsgHeartbeat, 2, 1));
-        wait(|| t.stats()[&2].conn_errors > 0);
-        let l = TcpListener::bind(&addr).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        fake_peer(l, tx);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            t.send(msg(MessageType::MsgHeartbeat, 2, 7));
-            if let Ok(cmd) = rx.recv_timeout(Duration::from_millis(200)) {
-                assert_eq!(cmd[0], b"RAFT.APPENDENTRIES");
-                break;
-            }
-            assert!(Instant::now() < deadline, "never reconnected");
-        }
-        assert!(t.stats()[&2].conn_oks >= 1);
+    fn transport_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Transport>();
     }
 
-    fn wait(mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !f() {
-            assert!(Instant::now() < deadline, "condition not reached");
-            std::thread::sleep(Duration::from_millis(20));
+    #[test]
+    fn send_to_an_unknown_peer_is_dropped() {
+        let t = transport(cfg());
+        assert!(!t.send(append(2, 1)));
+        assert!(t.peer_ids().is_empty());
+        assert!(t.stats().is_empty());
+    }
+
+    #[test]
+    fn messages_arrive_in_order_with_the_exact_wire_format() {
+        let (l, addr) = listener();
+        let peer = fake_peer(l, Box::new(|_, _| Reply::Ok));
+        let t = transport(cfg());
+        t.upsert_peer(2, &addr);
+        let sent: Vec<Message> = (0..300).map(|i| append(2, i)).collect();
+        for m in &sent {
+            assert!(t.send(m.clone()));
         }
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            got.extend(peer.raft_cmd(APPEND_CMD));
+        }
+        assert_eq!(got, sent);
+        assert_eq!(t.peer_ids(), vec![2]);
+        let st = &t.stats()[&2];
+        assert!(
+            st.connected && st.conn_oks == 1 && st.conn_errors == 0,
+            "{st:?}"
+        );
+        assert_eq!(st.addr, addr);
+        assert!(t.take_unreachable().is_empty());
+    }
+
+    #[test]
+    fn a_burst_is_batched_and_votes_go_to_requestvote() {
+        let (l, addr) = listener();
+        // The first command's reply waits for the gate: meanwhile the
+        // burst queues up and must then go out as few commands.
+        let first = Arc::new(AtomicBool::new(true));
+        let peer = fake_peer(
+            l,
+            Box::new(move |_, _| {
+                if first.swap(false, Ordering::SeqCst) {
+                    Reply::Gated
+                } else {
+                    Reply::Ok
+                }
+            }),
+        );
+        let t = transport(cfg());
+        t.upsert_peer(2, &addr);
+        assert!(t.send(msg(MessageType::MsgHeartbeat, 2, 0)));
+        assert_eq!(peer.raft_cmd(APPEND_CMD).len(), 1);
+        let mut burst: Vec<Message> = (1..=50).map(|i| append(2, i)).collect();
+        burst.push(msg(MessageType::MsgRequestVote, 2, 51));
+        burst.push(msg(MessageType::MsgRequestPreVoteResponse, 2, 52));
+        burst.push(msg(MessageType::MsgRequestVoteResponse, 2, 53));
+        burst.push(msg(MessageType::MsgRequestPreVote, 2, 54));
+        burst.push(msg(MessageType::MsgAppendResponse, 2, 55));
+        burst.push(msg(MessageType::MsgHeartbeatResponse, 2, 56));
+        for m in &burst {
+            assert!(t.send(m.clone()));
+        }
+        peer.gate.send(()).unwrap();
+        assert_eq!(peer.raft_cmd(APPEND_CMD), burst[..50]);
+        assert_eq!(peer.raft_cmd(VOTE_CMD), burst[50..54]);
+        assert_eq!(peer.raft_cmd(APPEND_CMD), burst[54..]);
+    }
+
+    #[test]
+    fn batches_respect_max_batch_bytes() {
+        let (l, addr) = listener();
+        let first = Arc::new(AtomicBool::new(true));
+        let peer = fake_peer(
+            l,
+            Box::new(move |_, _| {
+                if first.swap(false, Ordering::SeqCst) {
+                    Reply::Gated
+                } else {
+                    Reply::Ok
+                }
+            }),
+        );
+        let one = append(2, 10).write_to_bytes().unwrap().len();
+        let mut c = cfg();
+        c.max_batch_bytes = 3 * one;
+        let t = transport(c);
+        t.upsert_peer(2, &addr);
+        t.send(append(2, 0));
+        peer.raft_cmd(APPEND_CMD);
+        let burst: Vec<Message> = (10..30).map(|i| append(2, i)).collect();
+        for m in &burst {
+            t.send(m.clone());
+        }
+        peer.gate.send(()).unwrap();
+        let mut got = Vec::new();
+        while got.len() < burst.len() {
+            let c = peer.raft_cmd(APPEND_CMD);
+            assert!(!c.is_empty() && c.len() <= 3, "{} messages", c.len());
+            got.extend(c);
+        }
+        assert_eq!(got, burst);
+    }
+
+    #[test]
+    fn auth_goes_first_on_every_connection() {
+        let (l, addr) = listener();
+        let peer = fake_peer(l, Box::new(|_, _| Reply::Ok));
+        let mut c = cfg();
+        c.auth = Some(("raftuser".into(), "pa ss".into()));
+        let t = transport(c);
+        t.upsert_peer(2, &addr);
+        t.send(append(2, 1));
+        let (conn, args) = peer.cmd();
+        assert_eq!(conn, 0);
+        assert_eq!(
+            args,
+            vec![b"AUTH".to_vec(), b"raftuser".to_vec(), b"pa ss".to_vec()]
+        );
+        assert_eq!(peer.raft_cmd(APPEND_CMD), vec![append(2, 1)]);
+    }
+
+    #[test]
+    fn rejected_auth_is_a_connection_error() {
+        let (l, addr) = listener();
+        let peer = fake_peer(l, Box::new(|_, _| Reply::Raw(b"-WRONGPASS nope\r\n")));
+        let mut c = cfg();
+        c.auth = Some(("u".into(), "bad".into()));
+        let t = transport(c);
+        t.upsert_peer(2, &addr);
+        wait("auth failures", || t.stats()[&2].conn_errors >= 2);
+        assert!(t.take_unreachable().contains(&2));
+        let st = &t.stats()[&2];
+        assert!(!st.connected && st.conn_oks == 0, "{st:?}");
+        while let Ok(e) = peer.events.try_recv() {
+            if let Event::Cmd { args, .. } = e {
+                assert_eq!(args[0], b"AUTH");
+            }
+        }
+    }
+
+    #[test]
+    fn down_peer_is_reported_then_reconnected_when_it_comes_up() {
+        let addr = dead_addr();
+        let t = transport(cfg());
+        t.upsert_peer(2, &addr);
+        assert!(t.send(append(2, 1)));
+        wait("connect errors", || t.stats()[&2].conn_errors >= 2);
+        assert_eq!(t.take_unreachable(), vec![2]);
+        let st = &t.stats()[&2];
+        assert!(
+            !st.connected && st.conn_oks == 0 && st.last_conn_secs == 0,
+            "{st:?}"
+        );
+        assert!(t.dropped_messages() >= 1);
+
+        let peer = fake_peer(
+            TcpListener::bind(&addr).unwrap(),
+            Box::new(|_, _| Reply::Ok),
+        );
+        wait("reconnect", || t.stats()[&2].connected);
+        assert!(t.send(append(2, 7)));
+        // What was queued while down was dropped: 7 comes first.
+        assert_eq!(peer.raft_cmd(APPEND_CMD), vec![append(2, 7)]);
+        assert_eq!(t.stats()[&2].conn_oks, 1);
+    }
+
+    #[test]
+    fn broken_connection_reconnects_and_later_messages_arrive() {
+        let (l, addr) = listener();
+        // The first connection hangs up on its first command.
+        let peer = fake_peer(
+            l,
+            Box::new(|conn, _| if conn == 0 { Reply::Hangup } else { Reply::Ok }),
+        );
+        let t = transport(cfg());
+        t.upsert_peer(2, &addr);
+        t.send(append(2, 1));
+        let (conn, _) = peer.cmd();
+        assert_eq!(conn, 0);
+        wait("error counted", || t.stats()[&2].conn_errors == 1);
+        assert_eq!(t.take_unreachable(), vec![2]);
+        wait("reconnected", || t.stats()[&2].conn_oks == 2);
+        t.send(append(2, 2));
+        loop {
+            match peer.next() {
+                Event::Closed { conn: 0 } => continue,
+                Event::Cmd { conn, args } => {
+                    assert_eq!(conn, 1);
+                    assert_eq!(Message::parse_from_bytes(&args[3]).unwrap(), append(2, 2));
+                    break;
+                }
+                e => panic!("{e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn silent_peer_times_out() {
+        let (l, addr) = listener();
+        let _peer = fake_peer(l, Box::new(|_, _| Reply::Silence));
+        let mut c = cfg();
+        c.io_timeout = Duration::from_millis(100);
+        let t = transport(c);
+        t.upsert_peer(2, &addr);
+        t.send(append(2, 1));
+        wait("timeout counted", || t.stats()[&2].conn_errors >= 1);
+        assert!(t.take_unreachable().contains(&2));
+    }
+
+    #[test]
+    fn error_reply_is_counted_but_keeps_the_connection() {
+        let (l, addr) = listener();
+        let peer = fake_peer(
+            l,
+            Box::new(|_, a| {
+                if Message::parse_from_bytes(&a[3]).unwrap().index == 1 {
+                    Reply::Raw(b"-ERR dbid mismatch\r\n")
+                } else {
+                    Reply::Ok
+                }
+            }),
+        );
+        let t = transport(cfg());
+        t.upsert_peer(2, &addr);
+        t.send(append(2, 1));
+        peer.raft_cmd(APPEND_CMD);
+        wait("error counted", || t.stats()[&2].conn_errors == 1);
+        assert_eq!(t.take_unreachable(), vec![2]);
+        t.send(append(2, 2));
+        let (conn, _) = peer.cmd();
+        assert_eq!(conn, 0, "no reconnect for an error reply");
+        let st = &t.stats()[&2];
+        assert!(st.connected && st.conn_oks == 1, "{st:?}");
+    }
+
+    #[test]
+    fn address_change_moves_the_connection() {
+        let (l1, a1) = listener();
+        let (l2, a2) = listener();
+        let p1 = fake_peer(l1, Box::new(|_, _| Reply::Ok));
+        let p2 = fake_peer(l2, Box::new(|_, _| Reply::Ok));
+        let t = transport(cfg());
+        t.upsert_peer(2, &a1);
+        t.send(append(2, 1));
+        assert_eq!(p1.raft_cmd(APPEND_CMD), vec![append(2, 1)]);
+        t.upsert_peer(2, &a2);
+        assert_eq!(t.stats()[&2].addr, a2);
+        assert!(matches!(p1.next(), Event::Closed { conn: 0 }));
+        t.send(append(2, 2));
+        assert_eq!(p2.raft_cmd(APPEND_CMD), vec![append(2, 2)]);
+    }
+
+    #[test]
+    fn remove_peer_stops_its_thread_and_connection() {
+        let (l, addr) = listener();
+        // Silence: the thread is blocked waiting for a reply when removed.
+        let peer = fake_peer(l, Box::new(|_, _| Reply::Silence));
+        let mut c = cfg();
+        c.io_timeout = Duration::from_secs(60);
+        let t = transport(c);
+        t.upsert_peer(2, &addr);
+        t.send(append(2, 1));
+        peer.cmd();
+        let start = Instant::now();
+        t.remove_peer(2);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "remove_peer blocked"
+        );
+        assert!(matches!(peer.next(), Event::Closed { conn: 0 }));
+        wait("thread ended", || {
+            t.retired.lock().iter().all(|h| h.is_finished())
+        });
+        assert_eq!(t.retired.lock().len(), 1);
+        assert!(!t.send(append(2, 2)));
+        assert!(t.peer_ids().is_empty());
+        assert!(peer
+            .events
+            .recv_timeout(Duration::from_millis(200))
+            .is_err());
+    }
+
+    #[test]
+    fn full_queue_drops_without_blocking() {
+        let (l, addr) = listener();
+        let peer = fake_peer(l, Box::new(|_, _| Reply::Silence));
+        let mut c = cfg();
+        c.io_timeout = Duration::from_secs(60);
+        let t = transport(c);
+        t.upsert_peer(2, &addr);
+        t.send(append(2, 0));
+        peer.cmd(); // the thread now waits for a reply that never comes
+        let start = Instant::now();
+        let accepted = (0..QUEUE_BOUND + 100)
+            .filter(|&i| t.send(append(2, i as u64)))
+            .count();
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(accepted, QUEUE_BOUND);
+        assert_eq!(t.dropped_messages(), 100);
+        assert_eq!(t.take_unreachable(), vec![2]);
+        // Shutdown does not wait for the 60 s reply timeout.
+        let start = Instant::now();
+        t.shutdown();
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert!(!t.send(append(2, 1)));
+        t.upsert_peer(3, &addr);
+        assert!(t.peer_ids().is_empty());
+    }
+
+    #[test]
+    fn commands_group_consecutive_kinds() {
+        let e = |vote: bool, b: u8| Encoded {
+            vote,
+            body: vec![b],
+        };
+        let cmds = commands(
+            vec![e(false, 1), e(false, 2), e(true, 3), e(false, 4)],
+            "db",
+            42,
+        );
+        let a = |x: &[u8]| x.to_vec();
+        assert_eq!(
+            cmds,
+            vec![
+                vec![a(APPEND_CMD), a(b"db"), a(b"42"), a(&[1]), a(&[2])],
+                vec![a(VOTE_CMD), a(b"db"), a(b"42"), a(&[3])],
+                vec![a(APPEND_CMD), a(b"db"), a(b"42"), a(&[4])],
+            ]
+        );
+    }
+
+    #[test]
+    fn dbid_change_applies_to_later_batches() {
+        let (l, addr) = listener();
+        let peer = fake_peer(l, Box::new(|_, _| Reply::Ok));
+        let t = transport(cfg());
+        t.upsert_peer(2, &addr);
+        t.send(append(2, 1));
+        peer.raft_cmd(APPEND_CMD);
+        t.set_dbid("other".into());
+        t.send(append(2, 2));
+        let (_, args) = peer.cmd();
+        assert_eq!(args[1], b"other");
     }
 }

@@ -525,10 +525,16 @@ fn configs_work_through_redis_conf_and_config_set_and_unsafe_redis_settings_are_
     assert!(ok(&n.cmd(&[
         "CONFIG",
         "SET",
-        "raft.election-timeout",
+        "raft.response-timeout",
         "2000"
     ])));
-    assert_eq!(config_get(&n, "raft.election-timeout"), "2000");
+    assert_eq!(config_get(&n, "raft.response-timeout"), "2000");
+    // Raft's timing is fixed when the Raft node starts: CONFIG SET says so.
+    let r = n.cmd(&["CONFIG", "SET", "raft.election-timeout", "2000"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.contains("immutable")),
+        "{r:?}"
+    );
     let r = n.cmd(&["CONFIG", "SET", "raft.tls-enabled", "yes"]);
     assert!(
         err_text(&r).is_some_and(|e| e.contains("not supported")),
