@@ -744,6 +744,11 @@ impl<C: Client> RaftNode<C> {
         for (c, r) in replies {
             c.reply(r);
         }
+        if self.membership.conf_state.voters.contains(&self.cfg.id) {
+            for c in self.voter_waiters.drain(..) {
+                c.reply(Reply::Ok);
+            }
+        }
         Ok(())
     }
 
@@ -923,11 +928,6 @@ impl<C: Client> RaftNode<C> {
               "voters" => ?m.conf_state.voters, "learners" => ?m.conf_state.learners);
         self.membership = m.clone();
         write.membership = Some(m);
-        if self.membership.conf_state.voters.contains(&self.cfg.id) {
-            for c in self.voter_waiters.drain(..) {
-                c.reply(Reply::Ok);
-            }
-        }
         if cc.get_change_type() == ConfChangeType::RemoveNode && id == self.cfg.id {
             self.mark_removed(net);
         }
