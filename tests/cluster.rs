@@ -309,19 +309,21 @@ fn bad_load_arguments_refuse_to_start_and_the_positional_form_loads() {
 
     // RedisRaft's older positional form.
     let port = free_port();
-    let mut child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
-        .arg(dir.path())
-        .args(["--save", "", "--loadmodule"])
-        .arg(module_path())
-        .args([
-            "id=5".to_string(),
-            format!("addr=127.0.0.1:{port}"),
-            "raftlog=pos.db".into(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = ChildGuard(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+            .arg(dir.path())
+            .args(["--save", "", "--loadmodule"])
+            .arg(module_path())
+            .args([
+                "id=5".to_string(),
+                format!("addr=127.0.0.1:{port}"),
+                "raftlog=pos.db".into(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let addr = format!("127.0.0.1:{port}");
     let v = wait_for(20, "positional node answers", || {
         let mut c =
@@ -332,8 +334,7 @@ fn bad_load_arguments_refuse_to_start_and_the_positional_form_loads() {
             _ => None,
         }
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert_eq!(v, "5");
 }
 
@@ -458,9 +459,9 @@ fn corruption_in_the_middle_of_the_log_refuses_start_naming_the_file() {
         *b ^= 0xff;
     }
     std::fs::write(&file, &bytes).unwrap();
-    let mut child = n.spawn_with(&n.extra.clone());
+    let mut child = ChildGuard(n.spawn_with(&n.extra.clone()));
     let status = wait_for(20, "the server to refuse to start", || {
-        child.try_wait().ok().flatten()
+        child.0.try_wait().ok().flatten()
     });
     assert!(!status.success());
     let log = n.log();
@@ -508,11 +509,13 @@ fn configs_work_through_redis_conf_and_config_set_and_unsafe_redis_settings_are_
         ),
     )
     .unwrap();
-    let mut child = Command::new("redis-server")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = ChildGuard(
+        Command::new("redis-server")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let n = Node::attach(port);
     wait_for(20, "server from redis.conf", || n.try_conn().ok());
     assert_eq!(config_get(&n, "raft.election-timeout"), "1500");
@@ -547,8 +550,7 @@ fn configs_work_through_redis_conf_and_config_set_and_unsafe_redis_settings_are_
     );
     let r = n.cmd(&["CONFIG", "SET", "raft.trace", "bogus"]);
     assert!(err_text(&r).is_some(), "{r:?}");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 
     // Redis Cluster mode is refused at load.
     let out = Command::new("redis-server")
