@@ -17,7 +17,8 @@ use parking_lot::Mutex;
 use crate::config;
 use crate::entry::Payload;
 use crate::ffi::{self, CallContext, RedisClient};
-use crate::node::{Applier, ApplyItem};
+use crate::node::{Applier, ApplyItem, ConfUpdate};
+use crate::storage::Membership;
 
 static QUEUE: Mutex<VecDeque<ApplyItem<RedisClient>>> = Mutex::new(VecDeque::new());
 static SCHEDULED: AtomicBool = AtomicBool::new(false);
@@ -27,6 +28,57 @@ pub static APPLIED_INDEX: AtomicU64 = AtomicU64::new(0);
 pub static APPLIED_TERM: AtomicU64 = AtomicU64::new(0);
 /// Set once the dataset has been checked at the first apply after start.
 static DATASET_CHECKED: AtomicBool = AtomicBool::new(false);
+/// Membership as of APPLIED_INDEX (None: the empty one, before any
+/// entry). Main thread only, so a fork child can read it without fear of a
+/// lock held by another thread.
+static APPLIED_MEMBERSHIP: Mutex<Option<Membership>> = Mutex::new(None);
+/// The membership at APPLIED_INDEX is not known exactly (replaying
+/// superseded changes at start-up): no snapshot can be taken now.
+static MEMBERSHIP_UNKNOWN: AtomicBool = AtomicBool::new(false);
+/// The cluster's dbid, as the dataset records it (main thread only).
+static DBID: Mutex<String> = Mutex::new(String::new());
+/// Retry pending while snapshot-disable-load holds a snapshot back.
+static RETRY_SCHEDULED: AtomicBool = AtomicBool::new(false);
+
+/// The applied state a snapshot of the dataset now would carry; None when
+/// it cannot be one (nothing applied, or membership not known exactly).
+pub fn applied_meta() -> Option<crate::snapshot::RdbMeta> {
+    let index = APPLIED_INDEX.load(Ordering::Acquire);
+    if index == 0 {
+        return None;
+    }
+    if MEMBERSHIP_UNKNOWN.load(Ordering::Acquire) {
+        return None;
+    }
+    let membership = APPLIED_MEMBERSHIP.lock().clone().unwrap_or_default();
+    Some(crate::snapshot::RdbMeta {
+        index,
+        term: APPLIED_TERM.load(Ordering::Acquire),
+        dbid: DBID.lock().clone(),
+        membership,
+    })
+}
+
+/// At start, after the dataset was loaded from a snapshot (main thread).
+pub fn resume_from_snapshot(meta: &crate::snapshot::RdbMeta) {
+    APPLIED_INDEX.store(meta.index, Ordering::Release);
+    APPLIED_TERM.store(meta.term, Ordering::Release);
+    set_membership(Some(meta.membership.clone()));
+    *DBID.lock() = meta.dbid.clone();
+    DATASET_CHECKED.store(true, Ordering::Release);
+}
+
+/// Some: the membership from now on; None: not known exactly.
+fn set_membership(m: Option<Membership>) {
+    MEMBERSHIP_UNKNOWN.store(m.is_none(), Ordering::Release);
+    if m.is_some() {
+        *APPLIED_MEMBERSHIP.lock() = m;
+    }
+}
+
+pub fn set_dbid(dbid: &str) {
+    *DBID.lock() = dbid.to_string();
+}
 
 /// Called once at load with the module's context.
 pub fn init(ctx: *mut redis_module::raw::RedisModuleCtx) {
@@ -44,6 +96,10 @@ impl Applier<RedisClient> for RedisApplier {
     fn apply(&mut self, items: Vec<ApplyItem<RedisClient>>) {
         QUEUE.lock().extend(items);
         schedule();
+    }
+
+    fn persist_received_snapshot(&mut self, index: u64, term: u64) -> Result<(), String> {
+        crate::snapshot::persist_received(index, term)
     }
 }
 
@@ -70,17 +126,60 @@ extern "C" fn drain(_: *mut c_void) {
         return;
     }
     let ctx = call_ctx();
+    if DBID.lock().is_empty() {
+        if let Some(n) = crate::driver::node() {
+            set_dbid(&n.dbid);
+        }
+    }
     if !DATASET_CHECKED.swap(true, Ordering::AcqRel) {
         replace_unreplicated_dataset(ctx);
     }
-    for item in items {
+    let mut items = items.into_iter();
+    while let Some(item) = items.next() {
         match item {
+            ApplyItem::Snapshot {
+                index,
+                term,
+                membership,
+            } => {
+                if config::SNAPSHOT_DISABLE_LOAD.get() {
+                    // Test knob: hold the snapshot and what follows it.
+                    let mut q = QUEUE.lock();
+                    let rest: Vec<_> = items.collect();
+                    for it in rest.into_iter().rev() {
+                        q.push_front(it);
+                    }
+                    q.push_front(ApplyItem::Snapshot {
+                        index,
+                        term,
+                        membership,
+                    });
+                    drop(q);
+                    retry_later();
+                    return;
+                }
+                load_snapshot(ctx, index, term, membership);
+            }
+            ApplyItem::Entry { index, client, .. }
+                if index <= APPLIED_INDEX.load(Ordering::Acquire) =>
+            {
+                // Already in the dataset through a snapshot loaded meanwhile.
+                if let Some(c) = client {
+                    c.reply_error_text("TIMEOUT replaced by a snapshot; the outcome is unknown");
+                }
+            }
             ApplyItem::Entry {
                 index,
                 term,
                 payload,
                 client,
+                conf,
             } => {
+                match conf {
+                    Some(ConfUpdate::Known(m)) => set_membership(Some(m)),
+                    Some(ConfUpdate::Superseded) => set_membership(None),
+                    None => {}
+                }
                 if let Some(Payload::Command(argv)) = payload {
                     let result = ffi::call(ctx, &argv);
                     if let Some(c) = client {
@@ -99,6 +198,60 @@ extern "C" fn drain(_: *mut c_void) {
             }
         }
     }
+}
+
+/// Replaces the dataset with a snapshot received from the leader.
+fn load_snapshot(
+    ctx: *mut redis_module::raw::RedisModuleCtx,
+    index: u64,
+    term: u64,
+    membership: Membership,
+) {
+    let started = std::time::Instant::now();
+    match crate::snapshot::load_into_dataset(ctx) {
+        Ok(meta) => {
+            if meta.index < index {
+                fail_node(format!(
+                    "loaded snapshot holds index {} but {index} was expected",
+                    meta.index
+                ));
+                return;
+            }
+            APPLIED_INDEX.store(meta.index, Ordering::Release);
+            APPLIED_TERM.store(meta.term, Ordering::Release);
+            set_membership(Some(if meta.index == index {
+                membership
+            } else {
+                meta.membership
+            }));
+            DATASET_CHECKED.store(true, Ordering::Release);
+            crate::snapshot::RECEIVED.fetch_add(1, Ordering::Relaxed);
+            crate::logging::notice(&format!(
+                "loaded the snapshot at index {index} (term {term}) in {} ms",
+                started.elapsed().as_millis()
+            ));
+        }
+        Err(e) => fail_node(format!("loading the snapshot at index {index} failed: {e}")),
+    }
+}
+
+/// The dataset can no longer be trusted: stop serving, loudly.
+fn fail_node(msg: String) {
+    crate::logging::warning(&format!("{msg}; this node stops serving"));
+    if let Some(n) = crate::driver::node() {
+        n.status.write().failed = Some(msg);
+    }
+}
+
+fn retry_later() {
+    if RETRY_SCHEDULED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(100));
+        RETRY_SCHEDULED.store(false, Ordering::Release);
+        schedule();
+    });
 }
 
 fn answer(client: RedisClient, result: Result<ffi::CallReply, String>) {

@@ -33,7 +33,13 @@ fn no_reply() -> RedisResult {
 
 /// The running node, or the contract's error for a node that has none.
 fn running_node() -> Result<std::sync::Arc<NodeHandle>, RedisError> {
-    driver::node().ok_or_else(|| err(Error::NoCluster))
+    driver::node().ok_or_else(|| {
+        if starting() {
+            RedisError::Str("LOADING the Raft node is starting")
+        } else {
+            err(Error::NoCluster)
+        }
+    })
 }
 
 fn check_serving(n: &NodeHandle) -> Result<(), RedisError> {
@@ -140,9 +146,18 @@ pub fn self_addr(ctx: &Context) -> Result<String, RedisError> {
 }
 
 fn open_store() -> Result<LogStore, RedisError> {
+    open_log().map_err(|e| RedisError::String(format!("ERR cannot open the Raft log: {e}")))
+}
+
+/// Opens the Raft log named by log-filename, its file size scaled to the
+/// compaction threshold.
+pub fn open_log() -> Result<LogStore, crate::storage::StorageError> {
     let path = config::LOG_FILENAME.get();
-    LogStore::open(std::path::Path::new(&path), config::LOG_FSYNC.get())
-        .map_err(|e| RedisError::String(format!("ERR cannot open the Raft log: {e}")))
+    LogStore::open_sized(
+        std::path::Path::new(&path),
+        config::LOG_FSYNC.get(),
+        config::get(&config::LOG_MAX_FILE_SIZE).max(0) as u64,
+    )
 }
 
 /// RAFT.CLUSTER INIT [dbid] | JOIN addr [addr ...]
@@ -307,9 +322,20 @@ pub fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 Err(text) => Err(RedisError::String(text)),
             }
         }
-        "COMPACT" => Err(RedisError::Str(
-            "ERR RAFT.DEBUG COMPACT needs snapshots, which this build does not have yet",
-        )),
+        "COMPACT" => {
+            running_node()?;
+            if config::SNAPSHOT_DISABLE.get() {
+                return Err(RedisError::Str(
+                    "ERR snapshots are disabled (raft.snapshot-disable)",
+                ));
+            }
+            let client = RedisClient::block(ctx.ctx).map_err(err)?;
+            // On success the client is answered once the log is compacted.
+            match crate::snapshot::start(Some(client)) {
+                Ok(_) => no_reply(),
+                Err(e) => Err(RedisError::String(format!("ERR {e}"))),
+            }
+        }
         _ => Err(RedisError::String(format!(
             "ERR unknown RAFT.DEBUG subcommand '{sub}'"
         ))),
@@ -349,9 +375,46 @@ pub fn peer_messages(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 "ERR Raft message addressed to another node",
             ));
         }
+        if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+            // The data came in RAFT.LOADSNAPSHOT chunks: step the message
+            // only if the whole file arrived intact.
+            let meta = m.get_snapshot().get_metadata();
+            let desc = crate::storage::SnapshotDescriptor::decode(&m.get_snapshot().data)
+                .map_err(|e| RedisError::String(format!("ERR bad snapshot descriptor: {e}")))?;
+            crate::snapshot::accept_received(meta.index, meta.term, &desc)
+                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+        }
         msgs.push(m);
     }
     n.send(Request::Messages(msgs));
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// RAFT.LOADSNAPSHOT <dbid> <from> <index> <term> <offset> <total> <crc32> <chunk>:
+/// one chunk of a snapshot file streamed by the leader.
+pub fn load_snapshot(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 9 {
+        return Err(RedisError::WrongArity);
+    }
+    let n = running_node()?;
+    if args[1].as_slice() != n.dbid.as_bytes() {
+        return Err(RedisError::Str(
+            "ERR dbid mismatch: the sender belongs to another cluster",
+        ));
+    }
+    let index = parse_u64(&args[3], "index")?;
+    let term = parse_u64(&args[4], "term")?;
+    let num = |a: &RedisString, what: &str| {
+        a.to_string_lossy()
+            .parse::<u64>()
+            .map_err(|_| RedisError::String(format!("ERR invalid {what}")))
+    };
+    let offset = num(&args[5], "offset")?;
+    let total = num(&args[6], "size")?;
+    let crc =
+        u32::try_from(num(&args[7], "crc")?).map_err(|_| RedisError::Str("ERR invalid crc"))?;
+    crate::snapshot::receive_chunk(index, term, offset, total, crc, args[8].as_slice())
+        .map_err(|e| RedisError::String(format!("ERR {e}")))?;
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
@@ -378,8 +441,7 @@ pub fn start_existing(_ctx: &Context) -> Result<(), String> {
     if !std::path::Path::new(&path).exists() {
         return Ok(());
     }
-    let store = LogStore::open(std::path::Path::new(&path), config::LOG_FSYNC.get())
-        .map_err(|e| e.to_string())?;
+    let store = open_log().map_err(|e| e.to_string())?;
     let meta = store.meta();
     if meta.dbid.is_empty() || meta.node_id == 0 {
         return Ok(()); // an empty log (e.g. an aborted join): start uninitialized
@@ -397,28 +459,63 @@ pub fn start_existing(_ctx: &Context) -> Result<(), String> {
         meta.dbid,
         store.hard_state().commit
     ));
+    // A damaged or missing snapshot refuses the load now, before Redis
+    // tries to load it.
+    crate::snapshot::check_before_load(&store)?;
     // INFO says "loading" until the recovered commit index is applied again.
     crate::info::RECOVERY_TARGET.store(
         store.hard_state().commit,
         std::sync::atomic::Ordering::Release,
     );
-    driver::start(store, meta.node_id, meta.dbid, false)?;
+    // The Raft thread starts once Redis has loaded the RDB: only then is it
+    // known which index the dataset holds.
+    *PENDING_START.lock() = Some((store, meta));
+    extern "C" fn finish_start(_: *mut std::ffi::c_void) {
+        let Some((store, meta)) = PENDING_START.lock().take() else {
+            return;
+        };
+        let started = crate::snapshot::reconcile_at_start(&store, &meta.dbid)
+            .and_then(|_| driver::start(store, meta.node_id, meta.dbid.clone(), false).map(|_| ()));
+        match started {
+            Ok(()) => crate::snapshot::publish_source_at_start(),
+            Err(e) => {
+                // Serving without a consistent dataset is never an option.
+                crate::logging::warning(&format!("RedisRaft: refusing to start: {e}"));
+                std::process::exit(1);
+            }
+        }
+    }
+    if !ffi::run_on_main_thread(finish_start, std::ptr::null_mut()) {
+        return Err("cannot schedule the start of the Raft node".into());
+    }
     Ok(())
+}
+
+/// A recovered log waiting for Redis to finish loading the RDB.
+static PENDING_START: parking_lot::Mutex<Option<(LogStore, NodeMeta)>> =
+    parking_lot::Mutex::new(None);
+
+/// True between load and the start of a recovered node.
+pub fn starting() -> bool {
+    PENDING_START.lock().is_some()
+}
+
+/// A Redis setting's value through CONFIG GET ("" if unknown).
+pub fn redis_config(ctx: &Context, name: &str) -> String {
+    match ctx.call("CONFIG", &["GET", name]) {
+        Ok(RedisValue::Array(v)) if v.len() == 2 => match &v[1] {
+            RedisValue::SimpleString(s) | RedisValue::BulkString(s) => s.clone(),
+            RedisValue::StringBuffer(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    }
 }
 
 /// Settings check at load: refuse or override Redis settings that would
 /// break consistency, with a logged reason.
 pub fn check_redis_settings(ctx: &Context) -> Result<(), String> {
-    let get = |name: &str| -> String {
-        match ctx.call("CONFIG", &["GET", name]) {
-            Ok(RedisValue::Array(v)) if v.len() == 2 => match &v[1] {
-                RedisValue::SimpleString(s) | RedisValue::BulkString(s) => s.clone(),
-                RedisValue::StringBuffer(b) => String::from_utf8_lossy(b).into_owned(),
-                _ => String::new(),
-            },
-            _ => String::new(),
-        }
-    };
+    let get = |name: &str| redis_config(ctx, name);
     if get("cluster-enabled") == "yes" {
         return Err(
             "cluster-enabled yes is not compatible with RedisRaft: disable Redis Cluster".into(),

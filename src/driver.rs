@@ -84,6 +84,10 @@ pub fn transport_config(s: &Settings) -> TransportConfig {
         reconnect_interval: s.reconnect_interval,
         auth: s.auth(),
         max_batch_bytes: s.append_req_max_size as usize,
+        snapshot_chunk_bytes: crate::config::get(&crate::config::SNAPSHOT_REQ_MAX_SIZE)
+            .clamp(1, 512 << 20) as usize,
+        snapshot_chunks_in_flight: crate::config::get(&crate::config::SNAPSHOT_REQ_MAX_COUNT)
+            .clamp(1, 1 << 16) as usize,
     }
 }
 
@@ -223,6 +227,15 @@ fn run(
             node.tick(&net);
             for id in net.transport.take_unreachable() {
                 node.report_unreachable(id);
+            }
+            for (id, delivered) in net.transport.take_snapshot_reports() {
+                node.report_snapshot(id, delivered);
+            }
+            // Compaction: a snapshot once the log outgrows log-max-file-size.
+            let max = crate::config::get(&crate::config::LOG_MAX_FILE_SIZE).max(0) as u64;
+            let wanted = node.store().take_snapshot_wanted();
+            if (wanted || node.store().log_bytes() > max) && !node.is_removed() {
+                crate::snapshot::request();
             }
             // Run-time settings; Raft's timing is load-time only (immutable).
             let fresh = Settings::current();

@@ -345,3 +345,35 @@ pub fn has_rdb_load() -> bool {
     let f = unsafe { raw::RedisModule_RdbLoad };
     f.is_some()
 }
+
+/// Loads an RDB file into the dataset with RM_RdbLoad (Redis 7.2+),
+/// replacing what is there.
+pub fn rdb_load_file(ctx: *mut raw::RedisModuleCtx, path: &std::path::Path) -> Result<(), String> {
+    // SAFETY: reading function pointers set at init.
+    let (create, load, free) = unsafe {
+        (
+            raw::RedisModule_RdbStreamCreateFromFile,
+            raw::RedisModule_RdbLoad,
+            raw::RedisModule_RdbStreamFree,
+        )
+    };
+    let (Some(create), Some(load), Some(free)) = (create, load, free) else {
+        return Err("RedisModule_RdbLoad is not available".into());
+    };
+    let name =
+        CString::new(path.to_string_lossy().into_owned()).map_err(|_| "path contains NUL")?;
+    // SAFETY: valid NUL-terminated file name; the stream is freed below.
+    let stream = unsafe { create(name.as_ptr()) };
+    if stream.is_null() {
+        return Err(format!("cannot open {} as an RDB stream", path.display()));
+    }
+    // SAFETY: ctx is a valid context on the main thread; stream is live.
+    let rc = unsafe { load(ctx, stream, 0) };
+    // SAFETY: created above, not used afterwards.
+    unsafe { free(stream) };
+    if rc == raw::REDISMODULE_OK as c_int {
+        Ok(())
+    } else {
+        Err("RedisModule_RdbLoad failed; see the Redis log".into())
+    }
+}

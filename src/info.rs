@@ -117,10 +117,26 @@ pub fn fields() -> Vec<(String, String)> {
     put("dbid", n.dbid.clone());
     put("snapshot_last_idx", snap_idx.to_string());
     put("snapshot_last_term", snap_term.to_string());
-    put("snapshot_size", "0".into());
-    put("snapshot_in_progress", "no".into());
-    put("snapshots_created", "0".into());
-    put("snapshots_received", "0".into());
+    {
+        use crate::snapshot as snap;
+        put(
+            "snapshot_size",
+            snap::SIZE.load(Ordering::Relaxed).to_string(),
+        );
+        let busy = snap::IN_PROGRESS.load(Ordering::Relaxed);
+        put(
+            "snapshot_in_progress",
+            if busy { "yes" } else { "no" }.into(),
+        );
+        put(
+            "snapshots_created",
+            snap::CREATED.load(Ordering::Relaxed).to_string(),
+        );
+        put(
+            "snapshots_received",
+            snap::RECEIVED.load(Ordering::Relaxed).to_string(),
+        );
+    }
     let fs = n.store.fsync_stats();
     put("fsync_count", fs.count.to_string());
     put(

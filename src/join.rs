@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::ffi::RedisClient;
 use crate::node::{Client, Reply, Request};
 use crate::resp::{Connection, RespValue};
-use crate::storage::{LogStore, LogWrite, NodeMeta};
+use crate::storage::{LogWrite, NodeMeta};
 
 pub fn start(targets: Vec<String>, my_addr: String, client: RedisClient) {
     std::thread::Builder::new()
@@ -146,10 +146,21 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings) -> Attempt {
     if let (Some(n), Ok(RespValue::Bulk(Some(info)))) =
         (driver::node(), conn.call(&[b"RAFT.INFO".as_slice()]))
     {
+        let mut learned = n.store.membership();
         for (peer, peer_addr) in known_members(&info, addr) {
             if peer != id {
                 n.transport.upsert_peer(peer, &peer_addr);
+                learned.addrs.insert(peer, peer_addr);
             }
+        }
+        // Kept, so that a restart before the first membership entry still
+        // knows whom to answer (the leader waits for replies before it
+        // sends a snapshot).
+        if learned.index == 0 && learned != n.store.membership() {
+            let _ = n.store.write(LogWrite {
+                membership: Some(learned),
+                ..Default::default()
+            });
         }
     }
     let id_s = id.to_string();
@@ -189,9 +200,8 @@ fn ensure_node(id: u64, dbid: &str) -> Result<(), String> {
         }
         return Ok(());
     }
-    let path = config::LOG_FILENAME.get();
-    let store = LogStore::open(std::path::Path::new(&path), config::LOG_FSYNC.get())
-        .map_err(|e| format!("cannot open the Raft log: {e}"))?;
+    let store =
+        crate::commands::open_log().map_err(|e| format!("cannot open the Raft log: {e}"))?;
     store
         .write(LogWrite {
             meta: Some(NodeMeta {

@@ -25,11 +25,13 @@ pub mod netif;
 pub mod node;
 pub mod proxy;
 pub mod resp;
+pub mod snapshot;
 pub mod storage;
 pub mod transport;
 
 use redis_module::configuration::ConfigurationFlags as F;
 use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
+use snapshot::META_TYPE;
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
@@ -43,6 +45,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     apply::init(ctx.ctx);
+    snapshot::init(&commands::redis_config(ctx, "dbfilename"));
     if let Err(e) = intercept::build_table(ctx) {
         ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
         return Status::Err;
@@ -82,7 +85,9 @@ redis_module! {
     // The system allocator: the Raft thread allocates outside Redis, and
     // unit and integration tests link this crate without a Redis.
     allocator: (std::alloc::System, std::alloc::System),
-    data_types: [],
+    // Aux data only: the snapshot's index, term and membership, saved
+    // inside the RDB with the dataset they describe.
+    data_types: [META_TYPE],
     init: init,
     deinit: deinit,
     info: raft_info,
@@ -97,6 +102,7 @@ redis_module! {
         ["raft.appendentries", commands::peer_messages, "", 0, 0, 0, ""],
         ["raft.requestvote", commands::peer_messages, "", 0, 0, 0, ""],
         ["raft.nodeshutdown", commands::node_shutdown, "", 0, 0, 0, ""],
+        ["raft.loadsnapshot", commands::load_snapshot, "", 0, 0, 0, ""],
     ],
     configurations: [
         i64: [

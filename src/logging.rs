@@ -87,3 +87,9 @@ pub fn notice(msg: &str) {
 pub fn warning(msg: &str) {
     crate::ffi::log("warning", msg);
 }
+
+pub fn verbose(msg: &str) {
+    if (loglevel() as i32) <= LogLevel::verbose as i32 {
+        crate::ffi::log("verbose", msg);
+    }
+}

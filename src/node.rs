@@ -21,7 +21,7 @@ use slog::{info, warn, Logger};
 
 use crate::entry::{Payload, ProposalId};
 use crate::error::Error;
-use crate::storage::{LogStore, LogWrite, Membership, StorageError};
+use crate::storage::{LogStore, LogWrite, Membership, SnapshotDescriptor, StorageError};
 
 /// A client waiting for an answer. For Redis this wraps a blocked client.
 pub trait Client: Send + 'static {
@@ -44,14 +44,47 @@ pub enum ApplyItem<C> {
         term: u64,
         payload: Option<Payload>,
         client: Option<C>,
+        /// For membership changes: the membership from this entry on.
+        conf: Option<ConfUpdate>,
     },
     /// Reads confirmed by ReadIndex; every entry they must see came before.
     Reads { requests: Vec<(C, Vec<Vec<u8>>)> },
+    /// A received snapshot, already durable: replace the dataset with it.
+    Snapshot {
+        index: u64,
+        term: u64,
+        membership: Membership,
+    },
+}
+
+/// What a membership-change entry tells the state machine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConfUpdate {
+    /// The membership as of this entry.
+    Known(Membership),
+    /// An older change replayed at start-up, already superseded by the
+    /// recovered membership: the exact membership at it is not known.
+    Superseded,
+}
+
+/// A snapshot this node has taken and made durable (RDB file in place).
+#[derive(Clone, Debug)]
+pub struct TakenSnapshot {
+    pub index: u64,
+    pub term: u64,
+    pub membership: Membership,
+    /// Opaque descriptor sent to followers as the snapshot's `data`.
+    pub descriptor: Vec<u8>,
 }
 
 /// The state machine side: gets batches in commit order.
 pub trait Applier<C> {
     fn apply(&mut self, items: Vec<ApplyItem<C>>);
+    /// A snapshot arrived from the leader: make its data durable as this
+    /// node's snapshot before the log is reset to it.
+    fn persist_received_snapshot(&mut self, _index: u64, _term: u64) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The transport side.
@@ -94,6 +127,11 @@ pub enum Request<C> {
     /// Answer this client once this node is a voter (a joining node).
     WaitVoter {
         client: C,
+    },
+    /// A snapshot was taken and is durable: compact the log up to it.
+    SnapshotTaken {
+        snapshot: TakenSnapshot,
+        clients: Vec<C>,
     },
     Shutdown,
 }
@@ -360,6 +398,11 @@ impl<C: Client> RaftNode<C> {
                 | Request::RemoveNode { client, .. }
                 | Request::TransferLeader { client, .. }
                 | Request::WaitVoter { client } => client.reply(Reply::Error(Error::Removed)),
+                Request::SnapshotTaken { clients, .. } => {
+                    for c in clients {
+                        c.reply(Reply::Error(Error::Removed));
+                    }
+                }
             }
             return;
         }
@@ -401,8 +444,39 @@ impl<C: Client> RaftNode<C> {
                     self.voter_waiters.push(client);
                 }
             }
+            Request::SnapshotTaken { snapshot, clients } => {
+                let reply = match self.compact_to(&snapshot) {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => Reply::Error(Error::Other(format!("log compaction failed: {e}"))),
+                };
+                for c in clients {
+                    c.reply(reply.clone());
+                }
+            }
             Request::Shutdown => {}
         }
+    }
+
+    /// Offers `snap` to followers from now on and drops the log entries it
+    /// covers. The snapshot is durable before this is called, so a crash
+    /// in between only leaves entries the restart skips.
+    fn compact_to(&mut self, snap: &TakenSnapshot) -> Result<(), StorageError> {
+        let (current, _) = self.store.snapshot_point();
+        if snap.index <= current {
+            return Ok(());
+        }
+        let mut s = raft::eraftpb::Snapshot::default();
+        s.mut_metadata().index = snap.index;
+        s.mut_metadata().term = snap.term;
+        s.mut_metadata()
+            .set_conf_state(snap.membership.conf_state.clone());
+        s.data = snap.descriptor.clone().into();
+        self.store.set_snapshot(Some(s));
+        self.store.compact(snap.index, snap.term)?;
+        info!(self.logger, "log compacted"; "index" => snap.index, "term" => snap.term,
+              "entries_left" => self.store.entry_count());
+        self.publish_status();
+        Ok(())
     }
 
     fn next_proposal_id(&mut self) -> ProposalId {
@@ -668,10 +742,18 @@ impl<C: Client> RaftNode<C> {
         for m in rd.take_messages() {
             net.send(m);
         }
-        // 2. Snapshots arrive with the snapshot feature; until then none is
-        // ever produced (Storage::snapshot refuses).
+        // 2. A snapshot from the leader: durable data first, then the log
+        // restarts after it, then the dataset is replaced (in apply order).
         if !rd.snapshot().is_empty() {
-            warn!(self.logger, "ignoring a snapshot: not supported yet"; "index" => rd.snapshot().get_metadata().index);
+            let snap = rd.snapshot().clone();
+            self.install_snapshot(
+                &snap,
+                rd.hs().cloned(),
+                net,
+                applier,
+                &mut items,
+                &mut replies,
+            )?;
         }
         if let Some(ss) = rd.ss() {
             self.on_soft_state(ss.raft_state, ss.leader_id);
@@ -749,6 +831,76 @@ impl<C: Client> RaftNode<C> {
                 c.reply(Reply::Ok);
             }
         }
+        Ok(())
+    }
+
+    /// Installs a snapshot received from the leader (raft-rs accepted it).
+    fn install_snapshot(
+        &mut self,
+        snap: &raft::eraftpb::Snapshot,
+        hs: Option<HardState>,
+        net: &dyn Network,
+        applier: &mut dyn Applier<C>,
+        items: &mut Vec<ApplyItem<C>>,
+        replies: &mut Vec<(C, Reply)>,
+    ) -> Result<(), StorageError> {
+        let meta = snap.get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let mut membership = match SnapshotDescriptor::decode(&snap.data) {
+            Ok(d) => d.membership,
+            Err(e) => {
+                warn!(self.logger, "snapshot descriptor unreadable, keeping known addresses"; "error" => %e);
+                let mut m = self.membership.clone();
+                m.index = index;
+                m
+            }
+        };
+        membership.conf_state = meta.get_conf_state().clone();
+        info!(self.logger, "installing a snapshot from the leader"; "index" => index, "term" => term,
+              "voters" => ?membership.conf_state.voters);
+        applier
+            .persist_received_snapshot(index, term)
+            .map_err(|e| {
+                StorageError::Invalid(format!("cannot keep the received snapshot: {e}"))
+            })?;
+        let mut hs = hs.unwrap_or_else(|| self.store.hard_state());
+        hs.commit = hs.commit.max(index);
+        self.store
+            .install_snapshot(index, term, membership.clone(), hs)?;
+        self.store.set_snapshot(Some(snap.clone()));
+        // Our proposals the snapshot covers committed or were overwritten;
+        // which one cannot be told any more.
+        let covered: Vec<u64> = self.by_index.range(..=index).map(|(_, s)| *s).collect();
+        for seq in covered {
+            if let Some(p) = self.proposals.remove(&seq) {
+                if let Some(i) = p.index {
+                    self.by_index.remove(&i);
+                }
+                replies.push((
+                    p.client,
+                    Reply::Error(Error::Unknown(
+                        "replaced by a snapshot from the leader; the outcome is unknown".into(),
+                    )),
+                ));
+            }
+        }
+        for (id, addr) in &membership.addrs {
+            if *id != self.cfg.id && !self.membership.addrs.contains_key(id) {
+                net.upsert_peer(*id, addr);
+            }
+        }
+        for id in self.membership.addrs.keys() {
+            if *id != self.cfg.id && !membership.addrs.contains_key(id) {
+                net.remove_peer(*id);
+            }
+        }
+        self.membership = membership.clone();
+        self.sent_to_apply = index;
+        items.push(ApplyItem::Snapshot {
+            index,
+            term,
+            membership,
+        });
         Ok(())
     }
 
@@ -850,15 +1002,22 @@ impl<C: Client> RaftNode<C> {
                         term: e.term,
                         payload,
                         client,
+                        conf: None,
                     });
                 }
                 EntryType::EntryConfChange => {
                     self.apply_conf_change(&e, write, net);
+                    let conf = if e.index == self.membership.index {
+                        ConfUpdate::Known(self.membership.clone())
+                    } else {
+                        ConfUpdate::Superseded
+                    };
                     items.push(ApplyItem::Entry {
                         index: e.index,
                         term: e.term,
                         payload: None,
                         client: None,
+                        conf: Some(conf),
                     });
                     if let Some(c) = client {
                         replies.push((c, Reply::Ok));
@@ -871,6 +1030,7 @@ impl<C: Client> RaftNode<C> {
                         term: e.term,
                         payload: None,
                         client: None,
+                        conf: None,
                     });
                 }
             }
@@ -976,6 +1136,16 @@ impl<C: Client> RaftNode<C> {
 
     pub fn report_unreachable(&mut self, id: u64) {
         self.raw.report_unreachable(id);
+    }
+
+    /// The transport finished sending a snapshot to `id`.
+    pub fn report_snapshot(&mut self, id: u64, delivered: bool) {
+        let status = if delivered {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(id, status);
     }
 
     pub fn store(&self) -> &LogStore {

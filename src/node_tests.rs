@@ -82,6 +82,7 @@ impl Applier<TestClient> for TestApplier {
                         let _ = c.0.send(Ok(v));
                     }
                 }
+                ApplyItem::Snapshot { index, .. } => self.applied.borrow_mut().push(index),
             }
         }
     }

@@ -39,6 +39,10 @@ pub struct TransportConfig {
     /// append-req-max-size: bytes of encoded messages per batch (one
     /// message bigger than this still goes, alone).
     pub max_batch_bytes: usize,
+    /// snapshot-req-max-size: bytes per RAFT.LOADSNAPSHOT chunk.
+    pub snapshot_chunk_bytes: usize,
+    /// snapshot-req-max-count: chunks in flight per follower.
+    pub snapshot_chunks_in_flight: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -103,6 +107,11 @@ struct Common {
     unreachable: Mutex<BTreeSet<u64>>,
     dropped: AtomicU64,
     logger: Logger,
+    /// The snapshot file followers are sent: its index and an open handle
+    /// (a newer file renamed over it does not disturb a transfer).
+    snapshot: Mutex<Option<(u64, Arc<std::fs::File>)>>,
+    /// Outcomes of snapshot transfers (peer, delivered) for raft-rs.
+    snapshot_reports: Mutex<Vec<(u64, bool)>>,
 }
 
 impl Common {
@@ -142,6 +151,8 @@ impl Transport {
                 unreachable: Mutex::new(BTreeSet::new()),
                 dropped: AtomicU64::new(0),
                 logger,
+                snapshot: Mutex::new(None),
+                snapshot_reports: Mutex::new(Vec::new()),
             }),
             peers: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
@@ -255,6 +266,16 @@ impl Transport {
         }
     }
 
+    /// The snapshot file to stream to followers that need it.
+    pub fn set_snapshot_source(&self, index: u64, file: std::fs::File) {
+        *self.common.snapshot.lock() = Some((index, Arc::new(file)));
+    }
+
+    /// Snapshot transfers finished since the last call: (peer, delivered).
+    pub fn take_snapshot_reports(&self) -> Vec<(u64, bool)> {
+        std::mem::take(&mut *self.common.snapshot_reports.lock())
+    }
+
     /// Peers whose connection failed, or whose messages were dropped,
     /// since the last call (for `report_unreachable`). Drains.
     pub fn take_unreachable(&self) -> Vec<u64> {
@@ -354,6 +375,10 @@ impl Worker {
                             .min(POLL)
                     };
                     match self.rx.recv_timeout(wait) {
+                        Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
+                            self.send_snapshot(m);
+                            continue;
+                        }
                         Ok(m) => match self.encode(&m) {
                             Some(e) => e,
                             None => continue,
@@ -526,6 +551,113 @@ impl Worker {
         }
     }
 
+    /// Streams the snapshot file as RAFT.LOADSNAPSHOT chunks, up to
+    /// `snapshot_chunks_in_flight` pipelined, then sends the MsgSnapshot
+    /// itself; the receiver checks the whole file against the descriptor
+    /// the message carries. The outcome goes to raft-rs either way.
+    fn send_snapshot(&mut self, msg: Message) {
+        let ok = match self.stream_snapshot(&msg) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(self.common.logger, "snapshot transfer failed"; "id" => self.id, "error" => &e);
+                false
+            }
+        };
+        if ok {
+            info!(self.common.logger, "snapshot sent"; "id" => self.id,
+                "index" => msg.get_snapshot().get_metadata().index);
+        }
+        self.common.snapshot_reports.lock().push((self.id, ok));
+    }
+
+    fn stream_snapshot(&mut self, msg: &Message) -> Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        let meta = msg.get_snapshot().get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let file = match &*self.common.snapshot.lock() {
+            Some((i, f)) if *i == index => f.clone(),
+            _ => return Err(format!("no snapshot file for index {index}")),
+        };
+        let total = file.metadata().map_err(|e| e.to_string())?.len();
+        if self.conn.is_none() {
+            self.connect();
+        }
+        let cfg = self.common.cfg.read().clone();
+        let dbid = self.common.dbid.read().clone();
+        let from = self.common.local_id.to_string();
+        let chunk = cfg.snapshot_chunk_bytes.max(1);
+        let window = cfg.snapshot_chunks_in_flight.max(1);
+        let Some((_, cn)) = self.conn.as_mut() else {
+            return Err("not connected".into());
+        };
+        let header = |offset: u64, data: &[u8]| -> Vec<Vec<u8>> {
+            vec![
+                b"RAFT.LOADSNAPSHOT".to_vec(),
+                dbid.as_bytes().to_vec(),
+                from.as_bytes().to_vec(),
+                index.to_string().into_bytes(),
+                term.to_string().into_bytes(),
+                offset.to_string().into_bytes(),
+                total.to_string().into_bytes(),
+                crc32fast::hash(data).to_string().into_bytes(),
+                data.to_vec(),
+            ]
+        };
+        let mut offset = 0u64;
+        let mut buf = vec![0u8; chunk];
+        let mut first = true;
+        while first || offset < total {
+            let mut cmds = Vec::with_capacity(window);
+            while cmds.len() < window && (first || offset < total) {
+                first = false;
+                let n = ((total - offset) as usize).min(chunk);
+                file.read_exact_at(&mut buf[..n], offset)
+                    .map_err(|e| format!("cannot read the snapshot file: {e}"))?;
+                cmds.push(header(offset, &buf[..n]));
+                offset += n as u64;
+            }
+            let sent = cn.send_many(&cmds).and_then(|_| {
+                let mut err = None;
+                for _ in 0..cmds.len() {
+                    if let RespValue::Error(e) = cn.recv()? {
+                        err.get_or_insert(e);
+                    }
+                }
+                Ok(err)
+            });
+            match sent {
+                Ok(None) => {}
+                Ok(Some(e)) => return Err(format!("refused: {e}")),
+                Err(e) => {
+                    let why = format!("connection failed: {e}");
+                    self.disconnect();
+                    return Err(why);
+                }
+            }
+            if self.shared.stopped() {
+                return Err("stopped".into());
+            }
+        }
+        let body = msg.write_to_bytes().map_err(|e| e.to_string())?;
+        let cmd = vec![
+            APPEND_CMD.to_vec(),
+            dbid.into_bytes(),
+            from.into_bytes(),
+            body,
+        ];
+        let result = cn.send_many(&[cmd]).and_then(|_| cn.recv());
+        match result {
+            Ok(RespValue::Simple(_)) => Ok(()),
+            Ok(RespValue::Error(e)) => Err(format!("snapshot refused: {e}")),
+            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Err(e) => {
+                let why = format!("connection failed: {e}");
+                self.disconnect();
+                Err(why)
+            }
+        }
+    }
+
     /// The peer answered an error (dbid mismatch, not ready...): its
     /// messages were lost but the connection is fine, so keep it.
     fn refused(&mut self, e: String) {
@@ -604,6 +736,8 @@ mod tests {
             reconnect_interval: Duration::from_millis(50),
             auth: None,
             max_batch_bytes: 1 << 20,
+            snapshot_chunk_bytes: 1 << 16,
+            snapshot_chunks_in_flight: 4,
         }
     }
 

@@ -306,6 +306,15 @@ struct State {
     /// Terms of entries `snap_index+1 ..= last_index` as runs `(first index of run, term)`,
     /// ascending. raft-rs asks for terms constantly; this avoids reading entry bodies for it.
     term_runs: Vec<(u64, u64)>,
+    /// Approximate stored size of each kept entry, oldest first (drives compaction).
+    entry_sizes: std::collections::VecDeque<u32>,
+    /// Sum of `entry_sizes`.
+    entry_bytes: u64,
+}
+
+/// Approximate bytes an entry takes in the log (payload plus fixed overhead).
+fn entry_size(e: &Entry) -> u32 {
+    (e.data.len() + e.context.len() + 24).min(u32::MAX as usize) as u32
 }
 
 impl State {
@@ -324,11 +333,19 @@ impl State {
     fn truncate_from(&mut self, idx: u64) {
         let pos = self.term_runs.partition_point(|r| r.0 < idx);
         self.term_runs.truncate(pos);
+        while self.last_index >= idx && self.last_index > self.snap_index {
+            if let Some(sz) = self.entry_sizes.pop_back() {
+                self.entry_bytes -= sz as u64;
+            }
+            self.last_index -= 1;
+        }
         self.last_index = self.last_index.min(idx - 1);
     }
 
-    fn push(&mut self, index: u64, term: u64) {
+    fn push(&mut self, index: u64, term: u64, size: u32) {
         debug_assert_eq!(index, self.last_index + 1);
+        self.entry_sizes.push_back(size);
+        self.entry_bytes += size as u64;
         if self.term_runs.last().map(|r| r.1) != Some(term) {
             self.term_runs.push((index, term));
         }
@@ -339,8 +356,15 @@ impl State {
     fn set_snapshot(&mut self, index: u64, term: u64, drop_all: bool) {
         if drop_all || index >= self.last_index {
             self.term_runs.clear();
+            self.entry_sizes.clear();
+            self.entry_bytes = 0;
             self.last_index = index;
         } else {
+            for _ in self.snap_index..index {
+                if let Some(sz) = self.entry_sizes.pop_front() {
+                    self.entry_bytes -= sz as u64;
+                }
+            }
             let keep_from = self.term_runs.partition_point(|r| r.0 <= index + 1) - 1;
             self.term_runs.drain(..keep_from);
             self.term_runs[0].0 = index + 1;
@@ -360,6 +384,11 @@ struct Inner {
     write_lock: Mutex<()>,
     state: RwLock<State>,
     stats: Mutex<FsyncStats>,
+    /// The snapshot offered to followers that need compacted entries (set by the owner of the
+    /// snapshot files; metadata plus a small descriptor, never the dataset itself).
+    snapshot: RwLock<Option<Snapshot>>,
+    /// raft-rs asked for a snapshot that the current one cannot serve.
+    snapshot_wanted: AtomicBool,
 }
 
 /// The durable Raft log of this node. Cheap to clone; all clones share one open log.
@@ -390,6 +419,25 @@ impl LogStore {
     /// Corruption before the tail refuses to open with an error naming the file.
     pub fn open(dir: &Path, fsync: bool) -> Result<LogStore, StorageError> {
         Self::open_tuned(dir, fsync, Tuning::default())
+    }
+
+    /// Like [`LogStore::open`], with raft-engine's file size scaled to `max_log_bytes` (the
+    /// compaction threshold), so that a small threshold also keeps the files on disk small:
+    /// compacted entries are freed a whole file at a time.
+    pub fn open_sized(
+        dir: &Path,
+        fsync: bool,
+        max_log_bytes: u64,
+    ) -> Result<LogStore, StorageError> {
+        let target = (max_log_bytes / 2).clamp(256 << 10, 32 << 20);
+        Self::open_tuned(
+            dir,
+            fsync,
+            Tuning {
+                target_file_size: target,
+                purge_threshold: target * 2,
+            },
+        )
     }
 
     fn open_tuned(dir: &Path, fsync: bool, tuning: Tuning) -> Result<LogStore, StorageError> {
@@ -475,7 +523,7 @@ impl LogStore {
                     .fetch_entries_to::<EntryExt>(GROUP, next, last + 1, Some(4 << 20), &mut chunk)
                     .map_err(|e| engine_err("read entries", e))?;
                 for e in &chunk {
-                    st.push(e.index, e.term);
+                    st.push(e.index, e.term, entry_size(e));
                 }
                 next += chunk.len() as u64;
             }
@@ -490,6 +538,8 @@ impl LogStore {
                 write_lock: Mutex::new(()),
                 state: RwLock::new(st),
                 stats: Mutex::new(FsyncStats::default()),
+                snapshot: RwLock::new(None),
+                snapshot_wanted: AtomicBool::new(false),
             }),
         })
     }
@@ -580,7 +630,7 @@ impl LogStore {
         if let Some(first) = w.entries.first() {
             st.truncate_from(first.index);
             for e in &w.entries {
-                st.push(e.index, e.term);
+                st.push(e.index, e.term, entry_size(e));
             }
         }
         if let Some(hs) = w.hard_state {
@@ -675,6 +725,72 @@ impl LogStore {
             .purge_expired_files()
             .map_err(self.engine_err("purge"))?;
         Ok(())
+    }
+
+    /// Installs a received snapshot: the log restarts right after `(index, term)`, with the
+    /// snapshot's membership and a hard state whose commit covers it, all in ONE fsynced record
+    /// (as separate records, a crash between them would leave a commit index outside the log).
+    pub fn install_snapshot(
+        &self,
+        index: u64,
+        term: u64,
+        membership: Membership,
+        hard_state: HardState,
+    ) -> Result<(), StorageError> {
+        let _writer = self.inner.write_lock.lock();
+        let engine_last = self.inner.engine.last_index(GROUP).unwrap_or(0);
+        let mut batch = LogBatch::default();
+        batch.add_command(
+            GROUP,
+            Command::Compact {
+                index: index.max(engine_last) + 1,
+            },
+        );
+        batch
+            .put(
+                GROUP,
+                KEY_SNAPSHOT.to_vec(),
+                encode_snapshot_point(index, term),
+            )
+            .map_err(self.engine_err("encode snapshot point"))?;
+        batch
+            .put(GROUP, KEY_MEMBERSHIP.to_vec(), membership.encode())
+            .map_err(self.engine_err("encode membership"))?;
+        batch
+            .put_message(GROUP, KEY_HARD_STATE.to_vec(), &hard_state)
+            .map_err(self.engine_err("encode hard state"))?;
+        self.commit(&mut batch, true, "install snapshot")?;
+        {
+            let mut st = self.inner.state.write();
+            st.set_snapshot(index, term, true);
+            st.membership = membership;
+            st.hard_state = hard_state;
+        }
+        self.inner
+            .engine
+            .purge_expired_files()
+            .map_err(self.engine_err("purge"))?;
+        Ok(())
+    }
+
+    /// Sets the snapshot that `raft::Storage::snapshot` hands to raft-rs.
+    pub fn set_snapshot(&self, snap: Option<Snapshot>) {
+        *self.inner.snapshot.write() = snap;
+    }
+
+    /// Whether raft-rs needed a newer snapshot than the one offered (clears the flag).
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.inner.snapshot_wanted.swap(false, Ordering::AcqRel)
+    }
+
+    /// The snapshot currently offered, if any.
+    pub fn current_snapshot(&self) -> Option<Snapshot> {
+        self.inner.snapshot.read().clone()
+    }
+
+    /// Approximate bytes of the entries kept (payloads plus a fixed overhead each).
+    pub fn log_bytes(&self) -> u64 {
+        self.inner.state.read().entry_bytes
     }
 
     /// `(index, term)` of the snapshot point; `(0, 0)` initially.
@@ -779,9 +895,21 @@ impl raft::Storage for LogStore {
         Ok(self.inner.state.read().last_index)
     }
 
-    /// Snapshots are not implemented yet (next issue): always "temporarily unavailable", which
-    /// makes raft-rs retry later instead of failing.
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    /// The snapshot set with [`LogStore::set_snapshot`]; "temporarily unavailable" (raft-rs
+    /// retries later) while there is none, or none as recent as `request_index`.
+    ///
+    /// A snapshot older than the membership that added `to` is of no use to it (raft-rs on the
+    /// receiving side refuses a snapshot whose members do not include itself): then a newer one
+    /// is asked for through [`LogStore::take_snapshot_wanted`].
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        if let Some(s) = &*self.inner.snapshot.read() {
+            let cs = s.get_metadata().get_conf_state();
+            let member = cs.voters.contains(&to) || cs.learners.contains(&to);
+            if s.get_metadata().index >= request_index && member {
+                return Ok(s.clone());
+            }
+        }
+        self.inner.snapshot_wanted.store(true, Ordering::Release);
         Err(raft::Error::Store(
             raft::StorageError::SnapshotTemporarilyUnavailable,
         ))

@@ -1,7 +1,9 @@
 //! Durable Raft log: entries, hard state, membership and node meta in one raft-engine directory.
 
+mod descriptor;
 mod log_store;
 mod membership;
 
+pub use descriptor::SnapshotDescriptor;
 pub use log_store::{FsyncStats, LogStore, LogWrite, NodeMeta, StorageError};
 pub use membership::Membership;
