@@ -441,7 +441,19 @@ pub fn start_existing(_ctx: &Context) -> Result<(), String> {
     if !std::path::Path::new(&path).exists() {
         return Ok(());
     }
-    let store = open_log().map_err(|e| e.to_string())?;
+    // A snapshot child of a killed predecessor may hold the log's lock for
+    // a moment longer (it dies with its parent).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let store = loop {
+        match open_log() {
+            Err(crate::storage::StorageError::Locked { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => break other.map_err(|e| e.to_string())?,
+        }
+    };
     let meta = store.meta();
     if meta.dbid.is_empty() || meta.node_id == 0 {
         return Ok(()); // an empty log (e.g. an aborted join): start uninitialized

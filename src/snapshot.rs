@@ -412,6 +412,21 @@ fn child_main(tmp: &Path, delay_ms: u64, fail: bool) -> ! {
         }
         std::process::exit(code)
     };
+    // Die with the parent: an orphaned child would keep the Raft log's
+    // lock (inherited) and stop a restarted server from opening it.
+    extern "C" {
+        fn prctl(option: c_int, ...) -> c_int;
+        fn getppid() -> c_int;
+    }
+    const PR_SET_PDEATHSIG: c_int = 1;
+    const SIGKILL: c_int = 9;
+    // SAFETY: plain syscalls with constant arguments.
+    unsafe {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if getppid() == 1 {
+            exit(1);
+        }
+    }
     if delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(delay_ms));
     }
