@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MODULE := redisraft.so
 
-.PHONY: all setup build test unit integration cluster cluster-stop cluster-status clean fmt lint
+.PHONY: all setup build test unit integration cluster cluster-stop cluster-status clean fmt lint bench bench-quick
 
 all: build
 
@@ -17,6 +17,13 @@ build: setup
 # integration tests against real redis-server processes.
 test: build
 	REDISRAFT_MODULE=$(CURDIR)/$(MODULE) $(CARGO) test --release -- --test-threads=2
+
+# Side-by-side benchmark against plain Redis (10-15 min); bench-quick ~1 min.
+bench: build
+	MODULE=$(CURDIR)/$(MODULE) scripts/bench.sh
+
+bench-quick: build
+	QUICK=1 MODULE=$(CURDIR)/$(MODULE) scripts/bench.sh
 
 cluster: build
 	@scripts/cluster.sh start
