@@ -190,6 +190,7 @@ extern "C" fn drain(_: *mut c_void) {
                 }
                 APPLIED_INDEX.store(index, Ordering::Release);
                 APPLIED_TERM.store(term, Ordering::Release);
+                crate::failpoint::hit("apply-middle");
             }
             ApplyItem::Reads { requests } => {
                 for (client, argv) in requests {

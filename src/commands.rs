@@ -303,7 +303,7 @@ pub fn timeout_now(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-/// RAFT.DEBUG EXEC <command...> | COMPACT
+/// RAFT.DEBUG EXEC <command...> | COMPACT | FAILPOINT <name> crash|off
 pub fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if args.len() < 2 {
         return Err(RedisError::WrongArity);
@@ -335,6 +335,13 @@ pub fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 Ok(_) => no_reply(),
                 Err(e) => Err(RedisError::String(format!("ERR {e}"))),
             }
+        }
+        "FAILPOINT" if args.len() == 4 => {
+            let name = args[2].to_string_lossy();
+            let action = args[3].to_string_lossy().to_ascii_lowercase();
+            crate::failpoint::configure(&name, &action)
+                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            Ok(RedisValue::SimpleStringStatic("OK"))
         }
         _ => Err(RedisError::String(format!(
             "ERR unknown RAFT.DEBUG subcommand '{sub}'"

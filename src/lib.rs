@@ -16,6 +16,7 @@ pub mod config;
 pub mod driver;
 pub mod entry;
 pub mod error;
+pub mod failpoint;
 pub mod ffi;
 pub mod info;
 pub mod intercept;

@@ -766,6 +766,17 @@ impl<C: Client> RaftNode<C> {
         self.note_proposal_indexes(rd.entries());
         write.entries = rd.take_entries();
         write.hard_state = rd.hs().cloned();
+        // A hard state that only moves the commit index needs no fsync of
+        // its own: the commit index is recomputed from the replicated log
+        // after a crash (term and vote changes are always synced).
+        if write.entries.is_empty() && write.membership.is_none() {
+            if let Some(hs) = &write.hard_state {
+                let old = self.store.hard_state();
+                if hs.term == old.term && hs.vote == old.vote {
+                    write.no_sync = true;
+                }
+            }
+        }
         let read_states = rd.take_read_states();
         if !write.entries.is_empty() || write.hard_state.is_some() || write.membership.is_some() {
             self.store.write(write)?;

@@ -501,6 +501,7 @@ fn finish(p: &Pending) -> Result<Option<TakenSnapshot>, String> {
     let written = p.tmp_dir.join(rdb_path());
     let (size, crc32) =
         file_crc32(&written).map_err(|e| format!("cannot read {}: {e}", written.display()))?;
+    crate::failpoint::hit("snapshot-write");
     if !move_into_place(&written, p.meta.index)
         .map_err(|e| format!("cannot move the snapshot into place: {e}"))?
     {

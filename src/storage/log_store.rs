@@ -556,6 +556,9 @@ impl LogStore {
         sync: bool,
         op: &'static str,
     ) -> Result<(), StorageError> {
+        if sync {
+            crate::failpoint::hit("log-before-fsync");
+        }
         let start = Instant::now();
         // Note: raft-engine panics if the fsync itself fails; after a failed fsync the page cache
         // state is unknowable, so crashing is the only safe answer anyway.
@@ -564,6 +567,7 @@ impl LogStore {
             .write(batch, sync)
             .map_err(self.engine_err(op))?;
         if sync {
+            crate::failpoint::hit("log-after-fsync");
             // A real fsync never takes 0 us; rounding up keeps count > 0 => total > 0.
             let us = (start.elapsed().as_micros() as u64).max(1);
             let mut s = self.inner.stats.lock();

@@ -1,0 +1,68 @@
+//! Crash points for fault injection (the Jepsen suite's `crash` nemesis).
+//! Compiled in only with the `failpoints` cargo feature; otherwise every
+//! point is a no-op and RAFT.DEBUG FAILPOINT says it is not available.
+//!
+//! Points: `log-before-fsync`, `log-after-fsync` (a synced log write),
+//! `apply-middle` (between two applied entries), `snapshot-write` (a taken
+//! snapshot, written but not yet in place).
+
+/// Armed points (a handful at most: a linear search is fine).
+#[cfg(feature = "failpoints")]
+static ARMED: parking_lot::Mutex<Vec<&'static str>> = parking_lot::Mutex::new(Vec::new());
+
+/// The names RAFT.DEBUG FAILPOINT accepts.
+pub const POINTS: &[&str] = &[
+    "log-before-fsync",
+    "log-after-fsync",
+    "apply-middle",
+    "snapshot-write",
+];
+
+/// Kills the process at once when the point is armed with `crash`.
+#[inline]
+pub fn hit(name: &'static str) {
+    #[cfg(feature = "failpoints")]
+    if ARMED.lock().contains(&name) {
+        crate::logging::warning(&format!("failpoint {name}: crashing now"));
+        // SIGKILL, like kill -9 at exactly this point (abort would run
+        // Redis's slow crash report first, holding the port and files).
+        extern "C" {
+            fn kill(pid: i32, sig: i32) -> i32;
+        }
+        // SAFETY: a plain syscall on our own pid.
+        unsafe { kill(std::process::id() as i32, 9) };
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
+
+/// Arms (`crash`) or disarms (`off`) a point.
+pub fn configure(name: &str, action: &str) -> Result<(), String> {
+    if !POINTS.contains(&name) {
+        return Err(format!(
+            "unknown failpoint '{name}'; known: {}",
+            POINTS.join(", ")
+        ));
+    }
+    #[cfg(feature = "failpoints")]
+    {
+        let name = POINTS
+            .iter()
+            .copied()
+            .find(|p| *p == name)
+            .unwrap_or_default();
+        let mut armed = ARMED.lock();
+        armed.retain(|p| *p != name);
+        match action {
+            "crash" => armed.push(name),
+            "off" => {}
+            _ => return Err(format!("unknown action '{action}': crash or off")),
+        }
+        Ok(())
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = action;
+        Err("failpoints are not compiled in (build with --features failpoints)".into())
+    }
+}
