@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MODULE := redisraft.so
 
-.PHONY: all setup build test unit integration cluster cluster-stop cluster-status clean fmt lint bench bench-quick
+.PHONY: all setup build test unit integration cluster cluster-stop cluster-status clean fmt lint bench bench-quick bench-snapshot
 
 all: build
 
@@ -24,6 +24,11 @@ bench: build
 
 bench-quick: build
 	QUICK=1 MODULE=$(CURDIR)/$(MODULE) scripts/bench.sh
+
+# Snapshot benchmark (~2 min): snapshot size and time, catch-up of a new node,
+# peak RSS, SET throughput while a snapshot is taken; QUICK=1 ~15 s.
+bench-snapshot: build
+	MODULE=$(CURDIR)/$(MODULE) scripts/bench-snapshot.sh
 
 cluster: build
 	@scripts/cluster.sh start

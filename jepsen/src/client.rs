@@ -1,0 +1,388 @@
+//! A minimal RESP2 client over a std `TcpStream`, with connect and
+//! per-operation timeouts, and the reply classification the workloads use
+//! (ok / fail / info, following `-MOVED` to the leader for a few hops).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// A RESP2 reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// The reply as text, for simple and bulk strings.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Reply::Simple(s) => Some(s.clone()),
+            Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// One connection to one server.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+    /// `host:port` it was opened to.
+    pub addr: String,
+}
+
+impl Conn {
+    /// Opens a connection; `op_timeout` bounds every later read and write.
+    pub fn connect(
+        addr: &str,
+        connect_timeout: Duration,
+        op_timeout: Duration,
+    ) -> io::Result<Conn> {
+        let mut last = io::Error::other(format!("cannot resolve {addr}"));
+        for sa in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&sa, connect_timeout) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(op_timeout))?;
+                    s.set_write_timeout(Some(op_timeout))?;
+                    s.set_nodelay(true)?;
+                    return Ok(Conn {
+                        reader: BufReader::new(s),
+                        addr: addr.to_string(),
+                    });
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Changes the timeout of later reads and writes.
+    pub fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.reader.get_ref().set_read_timeout(Some(t))?;
+        self.reader.get_ref().set_write_timeout(Some(t))
+    }
+
+    /// Sends one command and reads its reply. An `Err` means the outcome is
+    /// unknown (the command may have been received): drop the connection.
+    pub fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> io::Result<Reply> {
+        self.send(args)?;
+        self.read_reply()
+    }
+
+    /// Sends a command without reading its reply.
+    pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            let a = a.as_ref();
+            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            buf.extend_from_slice(a);
+            buf.extend_from_slice(b"\r\n");
+        }
+        let s = self.reader.get_mut();
+        s.write_all(&buf)?;
+        s.flush()
+    }
+
+    fn line(&mut self) -> io::Result<String> {
+        let mut l = Vec::new();
+        let n = self.reader.read_until(b'\n', &mut l)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        if !l.ends_with(b"\r\n") {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "truncated reply",
+            ));
+        }
+        l.truncate(l.len() - 2);
+        Ok(String::from_utf8_lossy(&l).into_owned())
+    }
+
+    /// Reads one reply.
+    pub fn read_reply(&mut self) -> io::Result<Reply> {
+        let l = self.line()?;
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed RESP reply");
+        let (t, rest) = l.split_at(l.len().min(1));
+        match t {
+            "+" => Ok(Reply::Simple(rest.to_string())),
+            "-" => Ok(Reply::Error(rest.to_string())),
+            ":" => rest.parse().map(Reply::Int).map_err(|_| bad()),
+            "$" => {
+                let n: i64 = rest.parse().map_err(|_| bad())?;
+                if n < 0 {
+                    return Ok(Reply::Bulk(None));
+                }
+                let mut b = vec![0u8; n as usize + 2];
+                self.reader.read_exact(&mut b)?;
+                b.truncate(n as usize);
+                Ok(Reply::Bulk(Some(b)))
+            }
+            "*" => {
+                let n: i64 = rest.parse().map_err(|_| bad())?;
+                if n < 0 {
+                    return Ok(Reply::Array(None));
+                }
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    v.push(self.read_reply()?);
+                }
+                Ok(Reply::Array(Some(v)))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// How an operation ended, Jepsen-style.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Certainly not applied (`:fail`).
+    Fail(String),
+    /// May or may not have been applied (`:info`).
+    Info(String),
+}
+
+impl Failure {
+    pub fn text(&self) -> &str {
+        match self {
+            Failure::Fail(s) | Failure::Info(s) => s,
+        }
+    }
+}
+
+/// Where the nodes are, for clients: names and `ip:port` addresses.
+#[derive(Clone, Debug)]
+pub struct Directory {
+    pub names: Vec<String>,
+    pub addrs: Vec<String>,
+    pub connect_timeout: Duration,
+    pub op_timeout: Duration,
+}
+
+impl Directory {
+    pub fn by_addr(&self, addr: &str) -> Option<usize> {
+        self.addrs.iter().position(|a| a == addr)
+    }
+}
+
+/// How many `-MOVED` redirections one operation follows.
+pub const MAX_HOPS: usize = 3;
+
+/// The client of one logical process: one connection at a time, to its
+/// current node; it follows `-MOVED` to the leader.
+pub struct NodeClient {
+    dir: std::sync::Arc<Directory>,
+    pub node: usize,
+    conn: Option<Conn>,
+}
+
+impl NodeClient {
+    pub fn new(dir: std::sync::Arc<Directory>, node: usize) -> NodeClient {
+        let node = node % dir.names.len().max(1);
+        NodeClient {
+            dir,
+            node,
+            conn: None,
+        }
+    }
+
+    pub fn node_name(&self) -> String {
+        self.dir.names[self.node].clone()
+    }
+
+    /// Drops the connection; the next command connects anew.
+    pub fn reset(&mut self) {
+        self.conn = None;
+    }
+
+    fn switch(&mut self, node: usize) {
+        if node != self.node {
+            self.node = node;
+            self.conn = None;
+        }
+    }
+
+    /// Moves to another node (after a failure that may be this node's).
+    pub fn rotate(&mut self, rng: &mut impl rand::Rng) {
+        let n = self.dir.names.len();
+        if n > 1 {
+            let next = (self.node + rng.gen_range(1..n)) % n;
+            self.switch(next);
+        }
+    }
+
+    fn ensure(&mut self) -> Result<&mut Conn, Failure> {
+        if self.conn.is_none() {
+            let addr = &self.dir.addrs[self.node];
+            match Conn::connect(addr, self.dir.connect_timeout, self.dir.op_timeout) {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => return Err(Failure::Fail(format!("connect: {e}"))),
+            }
+        }
+        Ok(self.conn.as_mut().expect("connected"))
+    }
+
+    /// Runs one command: the reply, or why it failed. Redirections are
+    /// followed (a `-MOVED` reply means the command was not applied).
+    /// `-TIMEOUT` (the module does not know the outcome), a timeout and a
+    /// dropped connection are indeterminate; any other error reply is a
+    /// certain failure.
+    pub fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Reply, Failure> {
+        let mut hops = 0;
+        loop {
+            let conn = self.ensure()?;
+            match conn.call(args) {
+                Ok(Reply::Error(e)) => {
+                    if let Some(addr) = moved_addr(&e) {
+                        if hops < MAX_HOPS {
+                            if let Some(i) = self.dir.by_addr(&addr) {
+                                if i != self.node {
+                                    hops += 1;
+                                    self.switch(i);
+                                    continue;
+                                }
+                            }
+                        }
+                        return Err(Failure::Fail(e));
+                    }
+                    return Err(classify_error(e));
+                }
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    self.conn = None;
+                    return Err(Failure::Info(io_text(&e)));
+                }
+            }
+        }
+    }
+
+    /// Runs a group of commands as one MULTI/EXEC transaction on the
+    /// current node (after following `-MOVED` on MULTI). The module refuses
+    /// MULTI for now; this is here for when it does not.
+    pub fn transaction(&mut self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>, Failure> {
+        self.call(&[b"MULTI".as_slice()])?;
+        let conn = self.ensure()?;
+        for c in cmds {
+            match conn.call(c) {
+                Ok(Reply::Simple(s)) if s == "QUEUED" => {}
+                Ok(Reply::Error(e)) => {
+                    let _ = conn.call(&[b"DISCARD".as_slice()]);
+                    return Err(classify_error(e));
+                }
+                Ok(other) => {
+                    self.conn = None;
+                    return Err(Failure::Fail(format!(
+                        "unexpected reply to a queued command: {other:?}"
+                    )));
+                }
+                Err(e) => {
+                    self.conn = None;
+                    // Nothing was executed before EXEC.
+                    return Err(Failure::Fail(io_text(&e)));
+                }
+            }
+        }
+        match conn.call(&[b"EXEC".as_slice()]) {
+            Ok(Reply::Array(Some(v))) => Ok(v),
+            Ok(Reply::Array(None)) => Err(Failure::Fail("transaction aborted".into())),
+            Ok(Reply::Error(e)) => {
+                if moved_addr(&e).is_some() {
+                    Err(Failure::Fail(e))
+                } else {
+                    Err(classify_error(e))
+                }
+            }
+            Ok(other) => Err(Failure::Info(format!("unexpected EXEC reply: {other:?}"))),
+            Err(e) => {
+                self.conn = None;
+                Err(Failure::Info(io_text(&e)))
+            }
+        }
+    }
+}
+
+/// The address of a `MOVED <slot> host:port` error.
+pub fn moved_addr(e: &str) -> Option<String> {
+    let mut it = e.split_whitespace();
+    if it.next()? != "MOVED" {
+        return None;
+    }
+    it.next()?;
+    it.next().map(str::to_string)
+}
+
+/// Error replies other than MOVED: `TIMEOUT` is indeterminate, everything
+/// else (CLUSTERDOWN, TRYAGAIN, NOCLUSTER, LOADING, ERR ...) was not applied.
+pub fn classify_error(e: String) -> Failure {
+    if e.starts_with("TIMEOUT") {
+        Failure::Info(e)
+    } else {
+        Failure::Fail(e)
+    }
+}
+
+/// The first line of a text, cut to 200 characters.
+pub fn first_line(s: &str) -> String {
+    let l = s.lines().next().unwrap_or("");
+    l.chars().take(200).collect()
+}
+
+pub fn io_text(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timeout".into(),
+        _ => format!("connection: {e}"),
+    }
+}
+
+/// A one-off command to `addr`, for setup and the nemesis.
+pub fn command<A: AsRef<[u8]>>(addr: &str, args: &[A], timeout: Duration) -> Result<Reply, String> {
+    let mut c = Conn::connect(addr, timeout.min(Duration::from_secs(2)), timeout)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    c.call(args).map_err(|e| format!("{addr}: {}", io_text(&e)))
+}
+
+/// Parses the `key:value` lines of an INFO reply.
+pub fn parse_info(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved() {
+        assert_eq!(
+            moved_addr("MOVED 0 10.0.0.1:6379").as_deref(),
+            Some("10.0.0.1:6379")
+        );
+        assert_eq!(moved_addr("CLUSTERDOWN No Raft leader"), None);
+        assert!(matches!(
+            classify_error("TIMEOUT x".into()),
+            Failure::Info(_)
+        ));
+        assert!(matches!(
+            classify_error("TRYAGAIN x".into()),
+            Failure::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn info() {
+        let m = parse_info("# Raft\r\nraft_role:leader\r\nraft_node_id:7\r\n");
+        assert_eq!(m["raft_role"], "leader");
+        assert_eq!(m["raft_node_id"], "7");
+    }
+}

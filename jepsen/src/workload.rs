@@ -1,0 +1,554 @@
+//! Workloads: what operations the processes invoke (generators) and how a
+//! process's client runs them against Redis.
+//!
+//! - `list-append`: `:txn` of micro-ops `[:append k v]` (RPUSH) and
+//!   `[:r k nil]` (LRANGE k 0 -1) over a small rotating pool of keys.
+//!   Transactions hold one micro-op while the module refuses MULTI; raise
+//!   `MAX_TXN_LEN` to get MULTI/EXEC transactions.
+//! - `register`: independent keys (`[k v]` values), `:read` (GET) and
+//!   `:write` (SET); `:cas` waits for Lua scripts (`CAS_ENABLED`).
+//! - `counter`: `:add 1` (INCR) and `:read` (GET) of one key.
+
+use std::sync::Mutex;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::client::{Failure, NodeClient, Reply};
+use crate::history::{Edn, OpType};
+
+/// Micro-ops per list-append transaction (1 until MULTI/EXEC is served).
+pub const MAX_TXN_LEN: usize = 1;
+/// Whether the register workload issues compare-and-set (needs Lua).
+pub const CAS_ENABLED: bool = false;
+
+/// The names `--workload` accepts.
+pub const NAMES: &[&str] = &["list-append", "register", "counter"];
+
+/// How one operation completed.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub typ: OpType,
+    pub value: Edn,
+    pub error: Option<String>,
+}
+
+impl Completion {
+    fn ok(value: Edn) -> Completion {
+        Completion {
+            typ: OpType::Ok,
+            value,
+            error: None,
+        }
+    }
+
+    /// A failure; reads are safe to count as failed even when their outcome
+    /// is unknown (they change nothing), as Jepsen's clients do.
+    fn failed(value: Edn, f: Failure, read_only: bool) -> Completion {
+        match f {
+            Failure::Fail(e) => Completion {
+                typ: OpType::Fail,
+                value,
+                error: Some(e),
+            },
+            Failure::Info(e) if read_only => Completion {
+                typ: OpType::Fail,
+                value,
+                error: Some(format!("{e} (read: no effect)")),
+            },
+            Failure::Info(e) => Completion {
+                typ: OpType::Info,
+                value,
+                error: Some(e),
+            },
+        }
+    }
+}
+
+pub trait Workload: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// The next operation to invoke: its `f` and `value`.
+    fn next(&self) -> (String, Edn);
+    /// Runs an operation with a process's client.
+    fn invoke(&self, client: &mut NodeClient, f: &str, value: &Edn) -> Completion;
+    /// The reads of every key used, run after the cluster healed.
+    fn final_reads(&self) -> Vec<(String, Edn)>;
+}
+
+pub fn make(name: &str, seed: u64) -> Option<Box<dyn Workload>> {
+    let rng = StdRng::seed_from_u64(seed ^ 0x5eed_0fa1);
+    match name {
+        "list-append" => Some(Box::new(ListAppend::new(rng))),
+        "register" => Some(Box::new(Register::new(rng))),
+        "counter" => Some(Box::new(Counter {
+            rng: Mutex::new(rng),
+        })),
+        _ => None,
+    }
+}
+
+fn kw(s: &str) -> Edn {
+    Edn::Keyword(s.to_string())
+}
+
+fn int_of(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.trim().parse().ok()
+}
+
+fn unexpected(r: &Reply) -> Failure {
+    // A reply we cannot read: the command ran, its effect is unknown to us.
+    Failure::Info(format!("unexpected reply {r:?}"))
+}
+
+// ----- list-append -----
+
+/// Active keys at a time.
+const LA_KEYS: usize = 8;
+/// Appends before a key is retired.
+const LA_APPENDS_PER_KEY: u64 = 100;
+
+struct LaKey {
+    key: i64,
+    next_value: i64,
+    appends: u64,
+}
+
+struct LaState {
+    rng: StdRng,
+    active: Vec<LaKey>,
+    next_key: i64,
+    used: Vec<i64>,
+}
+
+pub struct ListAppend {
+    state: Mutex<LaState>,
+}
+
+impl ListAppend {
+    fn new(rng: StdRng) -> ListAppend {
+        let active = (0..LA_KEYS as i64)
+            .map(|k| LaKey {
+                key: k,
+                next_value: 1,
+                appends: 0,
+            })
+            .collect();
+        ListAppend {
+            state: Mutex::new(LaState {
+                rng,
+                active,
+                next_key: LA_KEYS as i64,
+                used: Vec::new(),
+            }),
+        }
+    }
+
+    fn redis_key(k: i64) -> String {
+        format!("la:{k}")
+    }
+}
+
+/// One list-append micro-op.
+#[derive(Clone, Debug, PartialEq)]
+enum Mop {
+    Append(i64, i64),
+    Read(i64),
+}
+
+fn mops_of(value: &Edn) -> Option<Vec<Mop>> {
+    let Edn::Vector(v) = value else { return None };
+    v.iter()
+        .map(|m| match m {
+            Edn::Vector(t) => match t.as_slice() {
+                [Edn::Keyword(f), Edn::Int(k), Edn::Int(v)] if f == "append" => {
+                    Some(Mop::Append(*k, *v))
+                }
+                [Edn::Keyword(f), Edn::Int(k), _] if f == "r" => Some(Mop::Read(*k)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn mop_cmd(m: &Mop) -> Vec<Vec<u8>> {
+    match m {
+        Mop::Append(k, v) => vec![
+            b"RPUSH".to_vec(),
+            ListAppend::redis_key(*k).into_bytes(),
+            v.to_string().into_bytes(),
+        ],
+        Mop::Read(k) => vec![
+            b"LRANGE".to_vec(),
+            ListAppend::redis_key(*k).into_bytes(),
+            b"0".to_vec(),
+            b"-1".to_vec(),
+        ],
+    }
+}
+
+/// The completed micro-op for a reply.
+fn mop_result(m: &Mop, r: &Reply) -> Result<Edn, Failure> {
+    match (m, r) {
+        (Mop::Append(k, v), Reply::Int(_)) => {
+            Ok(Edn::Vector(vec![kw("append"), Edn::Int(*k), Edn::Int(*v)]))
+        }
+        (Mop::Read(k), Reply::Array(Some(items))) => {
+            let mut vals = Vec::with_capacity(items.len());
+            for it in items {
+                match it {
+                    Reply::Bulk(Some(b)) => match int_of(b) {
+                        Some(x) => vals.push(Edn::Int(x)),
+                        None => {
+                            return Err(Failure::Fail(format!("non-integer list element {b:?}")))
+                        }
+                    },
+                    other => {
+                        return Err(Failure::Fail(format!("unexpected list element {other:?}")))
+                    }
+                }
+            }
+            Ok(Edn::Vector(vec![kw("r"), Edn::Int(*k), Edn::Vector(vals)]))
+        }
+        (_, Reply::Error(e)) => Err(crate::client::classify_error(e.clone())),
+        (_, other) => Err(unexpected(other)),
+    }
+}
+
+impl Workload for ListAppend {
+    fn name(&self) -> &'static str {
+        "list-append"
+    }
+
+    fn next(&self) -> (String, Edn) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *st;
+        let len = st.rng.gen_range(1..=MAX_TXN_LEN);
+        let mut mops = Vec::with_capacity(len);
+        for _ in 0..len {
+            let slot = st.rng.gen_range(0..st.active.len());
+            let append = st.rng.gen_bool(0.5);
+            let k = &mut st.active[slot];
+            let key = k.key;
+            if !st.used.contains(&key) {
+                st.used.push(key);
+            }
+            if append {
+                let v = k.next_value;
+                k.next_value += 1;
+                k.appends += 1;
+                mops.push(Edn::Vector(vec![kw("append"), Edn::Int(key), Edn::Int(v)]));
+                if k.appends >= LA_APPENDS_PER_KEY {
+                    *k = LaKey {
+                        key: st.next_key,
+                        next_value: 1,
+                        appends: 0,
+                    };
+                    st.next_key += 1;
+                }
+            } else {
+                mops.push(Edn::Vector(vec![kw("r"), Edn::Int(key), Edn::Nil]));
+            }
+        }
+        ("txn".into(), Edn::Vector(mops))
+    }
+
+    fn invoke(&self, client: &mut NodeClient, _f: &str, value: &Edn) -> Completion {
+        let Some(mops) = mops_of(value) else {
+            return Completion::failed(value.clone(), Failure::Fail("malformed txn".into()), true);
+        };
+        let read_only = mops.iter().all(|m| matches!(m, Mop::Read(_)));
+        let result = if mops.len() == 1 {
+            client
+                .call(&mop_cmd(&mops[0]))
+                .and_then(|r| mop_result(&mops[0], &r))
+                .map(|m| vec![m])
+        } else {
+            let cmds: Vec<Vec<Vec<u8>>> = mops.iter().map(mop_cmd).collect();
+            client.transaction(&cmds).and_then(|replies| {
+                if replies.len() != mops.len() {
+                    return Err(Failure::Info(format!(
+                        "EXEC returned {} replies for {} commands",
+                        replies.len(),
+                        mops.len()
+                    )));
+                }
+                mops.iter()
+                    .zip(&replies)
+                    .map(|(m, r)| mop_result(m, r))
+                    .collect()
+            })
+        };
+        match result {
+            Ok(done) => Completion::ok(Edn::Vector(done)),
+            Err(f) => Completion::failed(value.clone(), f, read_only),
+        }
+    }
+
+    fn final_reads(&self) -> Vec<(String, Edn)> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = st.used.clone();
+        keys.sort_unstable();
+        keys.into_iter()
+            .map(|k| {
+                (
+                    "txn".to_string(),
+                    Edn::Vector(vec![Edn::Vector(vec![kw("r"), Edn::Int(k), Edn::Nil])]),
+                )
+            })
+            .collect()
+    }
+}
+
+// ----- register -----
+
+/// Operations on a key before it is retired.
+const REG_OPS_PER_KEY: u64 = 200;
+/// Keys in use at a time.
+const REG_KEYS: usize = 2;
+
+struct RegState {
+    rng: StdRng,
+    active: Vec<(i64, u64)>,
+    next_key: i64,
+    used: Vec<i64>,
+}
+
+pub struct Register {
+    state: Mutex<RegState>,
+}
+
+impl Register {
+    fn new(rng: StdRng) -> Register {
+        Register {
+            state: Mutex::new(RegState {
+                rng,
+                active: (0..REG_KEYS as i64).map(|k| (k, 0)).collect(),
+                next_key: REG_KEYS as i64,
+                used: Vec::new(),
+            }),
+        }
+    }
+
+    fn redis_key(k: i64) -> String {
+        format!("reg:{k}")
+    }
+}
+
+fn pair(k: i64, v: Edn) -> Edn {
+    Edn::Vector(vec![Edn::Int(k), v])
+}
+
+impl Workload for Register {
+    fn name(&self) -> &'static str {
+        "register"
+    }
+
+    fn next(&self) -> (String, Edn) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *st;
+        let slot = st.rng.gen_range(0..st.active.len());
+        let key = st.active[slot].0;
+        if !st.used.contains(&key) {
+            st.used.push(key);
+        }
+        st.active[slot].1 += 1;
+        if st.active[slot].1 >= REG_OPS_PER_KEY {
+            st.active[slot] = (st.next_key, 0);
+            st.next_key += 1;
+        }
+        let choices = if CAS_ENABLED { 3 } else { 2 };
+        match st.rng.gen_range(0..choices) {
+            0 => ("read".into(), pair(key, Edn::Nil)),
+            1 => ("write".into(), pair(key, Edn::Int(st.rng.gen_range(0..5)))),
+            _ => {
+                let old = st.rng.gen_range(0..5);
+                let new = st.rng.gen_range(0..5);
+                (
+                    "cas".into(),
+                    pair(key, Edn::Vector(vec![Edn::Int(old), Edn::Int(new)])),
+                )
+            }
+        }
+    }
+
+    fn invoke(&self, client: &mut NodeClient, f: &str, value: &Edn) -> Completion {
+        let Edn::Vector(kv) = value else {
+            return Completion::failed(
+                value.clone(),
+                Failure::Fail("malformed value".into()),
+                true,
+            );
+        };
+        let (Some(Edn::Int(k)), Some(v)) = (kv.first(), kv.get(1)) else {
+            return Completion::failed(
+                value.clone(),
+                Failure::Fail("malformed value".into()),
+                true,
+            );
+        };
+        let key = Register::redis_key(*k);
+        match (f, v) {
+            ("read", _) => match client.call(&["GET", key.as_str()]) {
+                Ok(Reply::Bulk(None)) => Completion::ok(pair(*k, Edn::Nil)),
+                Ok(Reply::Bulk(Some(b))) => match int_of(&b) {
+                    Some(x) => Completion::ok(pair(*k, Edn::Int(x))),
+                    None => Completion::failed(
+                        value.clone(),
+                        Failure::Fail(format!("non-integer value {b:?}")),
+                        true,
+                    ),
+                },
+                Ok(Reply::Error(e)) => {
+                    Completion::failed(value.clone(), crate::client::classify_error(e), true)
+                }
+                Ok(other) => Completion::failed(value.clone(), unexpected(&other), true),
+                Err(e) => Completion::failed(value.clone(), e, true),
+            },
+            ("write", Edn::Int(x)) => match client.call(&["SET", key.as_str(), &x.to_string()]) {
+                Ok(Reply::Simple(s)) if s == "OK" => Completion::ok(value.clone()),
+                Ok(Reply::Error(e)) => {
+                    Completion::failed(value.clone(), crate::client::classify_error(e), false)
+                }
+                Ok(other) => Completion::failed(value.clone(), unexpected(&other), false),
+                Err(e) => Completion::failed(value.clone(), e, false),
+            },
+            ("cas", Edn::Vector(on)) if on.len() == 2 => {
+                // Needs an atomic compare-and-set: a Lua script, once the
+                // module serves them.
+                const CAS: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]); return 1 else return 0 end";
+                let (Edn::Int(old), Edn::Int(new)) = (&on[0], &on[1]) else {
+                    return Completion::failed(
+                        value.clone(),
+                        Failure::Fail("malformed cas".into()),
+                        true,
+                    );
+                };
+                match client.call(&[
+                    "EVAL",
+                    CAS,
+                    "1",
+                    key.as_str(),
+                    &old.to_string(),
+                    &new.to_string(),
+                ]) {
+                    Ok(Reply::Int(1)) => Completion::ok(value.clone()),
+                    Ok(Reply::Int(0)) => Completion::failed(
+                        value.clone(),
+                        Failure::Fail("cas mismatch".into()),
+                        false,
+                    ),
+                    Ok(Reply::Error(e)) => {
+                        Completion::failed(value.clone(), crate::client::classify_error(e), false)
+                    }
+                    Ok(other) => Completion::failed(value.clone(), unexpected(&other), false),
+                    Err(e) => Completion::failed(value.clone(), e, false),
+                }
+            }
+            _ => Completion::failed(
+                value.clone(),
+                Failure::Fail(format!("unknown register op {f}")),
+                true,
+            ),
+        }
+    }
+
+    fn final_reads(&self) -> Vec<(String, Edn)> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = st.used.clone();
+        keys.sort_unstable();
+        keys.into_iter()
+            .map(|k| ("read".to_string(), pair(k, Edn::Nil)))
+            .collect()
+    }
+}
+
+// ----- counter -----
+
+pub struct Counter {
+    rng: Mutex<StdRng>,
+}
+
+const COUNTER_KEY: &str = "counter";
+
+impl Workload for Counter {
+    fn name(&self) -> &'static str {
+        "counter"
+    }
+
+    fn next(&self) -> (String, Edn) {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        if rng.gen_bool(0.5) {
+            ("add".into(), Edn::Int(1))
+        } else {
+            ("read".into(), Edn::Nil)
+        }
+    }
+
+    fn invoke(&self, client: &mut NodeClient, f: &str, value: &Edn) -> Completion {
+        match f {
+            "add" => match client.call(&["INCR", COUNTER_KEY]) {
+                Ok(Reply::Int(_)) => Completion::ok(Edn::Int(1)),
+                Ok(Reply::Error(e)) => {
+                    Completion::failed(value.clone(), crate::client::classify_error(e), false)
+                }
+                Ok(other) => Completion::failed(value.clone(), unexpected(&other), false),
+                Err(e) => Completion::failed(value.clone(), e, false),
+            },
+            _ => match client.call(&["GET", COUNTER_KEY]) {
+                Ok(Reply::Bulk(None)) => Completion::ok(Edn::Int(0)),
+                Ok(Reply::Bulk(Some(b))) => match int_of(&b) {
+                    Some(x) => Completion::ok(Edn::Int(x)),
+                    None => Completion::failed(
+                        value.clone(),
+                        Failure::Fail(format!("non-integer value {b:?}")),
+                        true,
+                    ),
+                },
+                Ok(Reply::Error(e)) => {
+                    Completion::failed(value.clone(), crate::client::classify_error(e), true)
+                }
+                Ok(other) => Completion::failed(value.clone(), unexpected(&other), true),
+                Err(e) => Completion::failed(value.clone(), e, true),
+            },
+        }
+    }
+
+    fn final_reads(&self) -> Vec<(String, Edn)> {
+        vec![("read".into(), Edn::Nil)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_append_values_increase_per_key() {
+        let w = make("list-append", 1).unwrap();
+        let mut last: std::collections::HashMap<i64, i64> = Default::default();
+        for _ in 0..5000 {
+            let (f, v) = w.next();
+            assert_eq!(f, "txn");
+            for m in mops_of(&v).unwrap() {
+                if let Mop::Append(k, x) = m {
+                    let prev = last.insert(k, x).unwrap_or(0);
+                    assert_eq!(x, prev + 1);
+                }
+            }
+        }
+        assert!(last.len() > LA_KEYS, "keys rotate");
+        assert!(!w.final_reads().is_empty());
+    }
+
+    #[test]
+    fn register_keys_rotate() {
+        let w = make("register", 1).unwrap();
+        for _ in 0..1000 {
+            let (f, v) = w.next();
+            assert!(f == "read" || f == "write");
+            assert!(matches!(v, Edn::Vector(_)));
+        }
+        assert!(w.final_reads().len() >= 1000 / REG_OPS_PER_KEY as usize);
+    }
+}
