@@ -185,6 +185,20 @@ extern "C" fn drain(_: *mut c_void) {
                     if let Some(c) = client {
                         answer(c, result);
                     }
+                } else if let Some(Payload::Multi(cmds)) = payload {
+                    // One callback runs the whole block: nothing interleaves.
+                    let results: Vec<_> = cmds.iter().map(|argv| ffi::call(ctx, argv)).collect();
+                    if let Some(c) = client {
+                        c.reply_with(|ctx| {
+                            ffi::reply_array(ctx, results.len());
+                            for r in &results {
+                                match r {
+                                    Ok(reply) => ffi::reply_call(ctx, reply),
+                                    Err(text) => ffi::reply_error(ctx, text),
+                                }
+                            }
+                        });
+                    }
                 } else if let Some(c) = client {
                     c.reply_with(|ctx| ffi::reply_simple(ctx, "OK"));
                 }

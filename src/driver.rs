@@ -55,6 +55,7 @@ fn fail_request(req: Request<RedisClient>, err: Error) {
     use crate::node::{Client, Reply};
     match req {
         Request::Write { client, .. }
+        | Request::Multi { client, .. }
         | Request::Read { client, .. }
         | Request::AddNode { client, .. }
         | Request::RemoveNode { client, .. }

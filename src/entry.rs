@@ -9,12 +9,40 @@ use std::fmt;
 /// Entry payload kinds. The first byte of `Entry.data` says which; an empty
 /// `data` is Raft's own no-op (a new leader's first entry).
 const KIND_COMMAND: u8 = 1;
+const KIND_MULTI: u8 = 2;
 
 /// One replicated client command, as its argument vector (`argv[0]` is the
-/// command name). MULTI/EXEC blocks and scripts will be new kinds.
+/// command name), or a MULTI/EXEC block applied as one unit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload {
     Command(Vec<Vec<u8>>),
+    Multi(Vec<Vec<Vec<u8>>>),
+}
+
+fn put_argv(out: &mut Vec<u8>, argv: &[Vec<u8>]) {
+    put_varint(out, argv.len() as u64);
+    for a in argv {
+        put_varint(out, a.len() as u64);
+        out.extend_from_slice(a);
+    }
+}
+
+fn get_argv(buf: &[u8], pos: &mut usize) -> Result<Vec<Vec<u8>>, DecodeError> {
+    let n = get_varint(buf, pos)? as usize;
+    if n == 0 || n > buf.len() {
+        return Err(DecodeError("bad argument count"));
+    }
+    let mut argv = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = get_varint(buf, pos)? as usize;
+        let end = pos
+            .checked_add(len)
+            .filter(|&e| e <= buf.len())
+            .ok_or(DecodeError("argument past the end"))?;
+        argv.push(buf[*pos..end].to_vec());
+        *pos = end;
+    }
+    Ok(argv)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -56,10 +84,16 @@ impl Payload {
                 let size: usize = argv.iter().map(|a| a.len() + 5).sum();
                 let mut out = Vec::with_capacity(size + 6);
                 out.push(KIND_COMMAND);
-                put_varint(&mut out, argv.len() as u64);
-                for a in argv {
-                    put_varint(&mut out, a.len() as u64);
-                    out.extend_from_slice(a);
+                put_argv(&mut out, argv);
+                out
+            }
+            Payload::Multi(cmds) => {
+                let size: usize = cmds.iter().flatten().map(|a| a.len() + 5).sum();
+                let mut out = Vec::with_capacity(size + 6 * (cmds.len() + 1));
+                out.push(KIND_MULTI);
+                put_varint(&mut out, cmds.len() as u64);
+                for argv in cmds {
+                    put_argv(&mut out, argv);
                 }
                 out
             }
@@ -68,28 +102,26 @@ impl Payload {
 
     pub fn decode(buf: &[u8]) -> Result<Payload, DecodeError> {
         let (&kind, _) = buf.split_first().ok_or(DecodeError("empty"))?;
-        if kind != KIND_COMMAND {
-            return Err(DecodeError("unknown payload kind"));
-        }
         let mut pos = 1;
-        let n = get_varint(buf, &mut pos)? as usize;
-        if n == 0 || n > buf.len() {
-            return Err(DecodeError("bad argument count"));
-        }
-        let mut argv = Vec::with_capacity(n);
-        for _ in 0..n {
-            let len = get_varint(buf, &mut pos)? as usize;
-            let end = pos
-                .checked_add(len)
-                .filter(|&e| e <= buf.len())
-                .ok_or(DecodeError("argument past the end"))?;
-            argv.push(buf[pos..end].to_vec());
-            pos = end;
-        }
+        let payload = match kind {
+            KIND_COMMAND => Payload::Command(get_argv(buf, &mut pos)?),
+            KIND_MULTI => {
+                let n = get_varint(buf, &mut pos)? as usize;
+                if n > buf.len() {
+                    return Err(DecodeError("bad command count"));
+                }
+                let mut cmds = Vec::with_capacity(n);
+                for _ in 0..n {
+                    cmds.push(get_argv(buf, &mut pos)?);
+                }
+                Payload::Multi(cmds)
+            }
+            _ => return Err(DecodeError("unknown payload kind")),
+        };
         if pos != buf.len() {
             return Err(DecodeError("trailing bytes"));
         }
-        Ok(Payload::Command(argv))
+        Ok(payload)
     }
 }
 

@@ -102,6 +102,11 @@ pub enum Request<C> {
         argv: Vec<Vec<u8>>,
         client: C,
     },
+    /// A MULTI/EXEC block: one entry, applied as one unit.
+    Multi {
+        cmds: Vec<Vec<Vec<u8>>>,
+        client: C,
+    },
     Read {
         argv: Vec<Vec<u8>>,
         client: C,
@@ -393,6 +398,7 @@ impl<C: Client> RaftNode<C> {
                 | Request::Shutdown
                 | Request::TimeoutNow => {}
                 Request::Write { client, .. }
+                | Request::Multi { client, .. }
                 | Request::Read { client, .. }
                 | Request::AddNode { client, .. }
                 | Request::RemoveNode { client, .. }
@@ -414,7 +420,8 @@ impl<C: Client> RaftNode<C> {
                     }
                 }
             }
-            Request::Write { argv, client } => self.propose_command(argv, client),
+            Request::Write { argv, client } => self.propose(Payload::Command(argv), client),
+            Request::Multi { cmds, client } => self.propose(Payload::Multi(cmds), client),
             Request::Read { argv, client } => {
                 if self.is_leader() {
                     self.read_queue.push((client, argv, Instant::now()));
@@ -487,13 +494,13 @@ impl<C: Client> RaftNode<C> {
         }
     }
 
-    fn propose_command(&mut self, argv: Vec<Vec<u8>>, client: C) {
+    fn propose(&mut self, payload: Payload, client: C) {
         if !self.is_leader() {
             client.reply(Reply::Error(self.not_leader()));
             return;
         }
         let pid = self.next_proposal_id();
-        let data = Payload::Command(argv).encode();
+        let data = payload.encode();
         match self.raw.propose(pid.encode(), data) {
             Ok(()) => {
                 self.proposals.insert(
@@ -1124,8 +1131,13 @@ impl<C: Client> RaftNode<C> {
         }) {
             warn!(self.logger, "could not record the removal"; "error" => %e);
         }
+        // Pending writes may already be in the others' logs and commit
+        // under the next leader: their outcome is unknown, not failed.
         for (_, p) in self.proposals.drain() {
-            p.client.reply(Reply::Error(Error::Removed));
+            p.client.reply(Reply::Error(Error::Unknown(
+                "this node was removed from the cluster; the command may or may not have been applied"
+                    .into(),
+            )));
         }
         self.by_index.clear();
         for c in self.voter_waiters.drain(..) {

@@ -516,3 +516,30 @@ fn a_leader_that_removes_itself_hands_over_to_a_follower() {
     let rx = c.write(l, "k", "x");
     assert_eq!(rx.try_recv().unwrap(), Err(Error::Removed));
 }
+
+/// Found by the Jepsen suite (list-append, member nemesis): a write pending
+/// on a leader that is removed was answered "removed" (= not applied) while
+/// its entry, already replicated, committed under the next leader.
+#[test]
+fn a_write_pending_on_a_removed_leader_is_answered_as_unknown_not_failed() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let (cl, removal) = client();
+    let n = c.node(l);
+    n.node
+        .handle(Request::RemoveNode { id: l, client: cl }, &n.net);
+    let w = c.write(l, "k", "v");
+    c.pump();
+    assert_eq!(removal.try_recv().unwrap(), Ok("OK".into()));
+    c.tick(5);
+    let applied = c
+        .nodes
+        .keys()
+        .filter(|id| **id != l)
+        .any(|id| c.value(*id, "k").as_deref() == Some("v"));
+    match w.try_recv().unwrap() {
+        Ok(_) => assert!(applied, "acknowledged but not applied"),
+        Err(Error::Unknown(_)) => {}
+        Err(e) => assert!(!applied, "answered {e:?} (not applied) but it was applied"),
+    }
+}
