@@ -63,7 +63,25 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let refs: Vec<&[u8]> = argv.iter().take(2).map(Vec::as_slice).collect();
         classify(&refs)
     };
+    let me = ffi::client_id(ctx.ctx);
+    if class == Class::Txn {
+        return transaction(ctx, me, &argv);
+    }
+    if crate::txn::in_multi(me) {
+        return match class {
+            Class::Write | Class::Read => {
+                crate::txn::queue(me, argv);
+                Ok(RedisValue::SimpleStringStatic("QUEUED"))
+            }
+            Class::Refuse(why) => {
+                crate::txn::mark_failed(me);
+                Err(err(Error::Unsupported(why)))
+            }
+            _ => Err(RedisError::Str("ERR not a data command")),
+        };
+    }
     match class {
+        Class::Txn => unreachable!("handled above"),
         Class::Refuse(why) => Err(err(Error::Unsupported(why))),
         Class::PassThrough => Err(err(Error::Unsupported(format!(
             "'{}' is not a data command: run it without RAFT",
@@ -74,6 +92,58 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
 }
 
+/// MULTI / EXEC / DISCARD (see `txn`).
+fn transaction(ctx: &Context, me: u64, argv: &[Vec<u8>]) -> RedisResult {
+    let name = String::from_utf8_lossy(&argv[0]).to_ascii_uppercase();
+    if argv.len() != 1 {
+        return Err(RedisError::String(format!(
+            "ERR wrong number of arguments for '{}' command",
+            name.to_ascii_lowercase()
+        )));
+    }
+    match name.as_str() {
+        "MULTI" => {
+            if crate::txn::begin(me) {
+                Ok(RedisValue::SimpleStringStatic("OK"))
+            } else {
+                Err(RedisError::Str("ERR MULTI calls can not be nested"))
+            }
+        }
+        "DISCARD" => match crate::txn::take(me) {
+            Some(_) => Ok(RedisValue::SimpleStringStatic("OK")),
+            None => Err(RedisError::Str("ERR DISCARD without MULTI")),
+        },
+        _ => {
+            let Some(q) = crate::txn::take(me) else {
+                return Err(RedisError::Str("ERR EXEC without MULTI"));
+            };
+            if q.failed {
+                return Err(RedisError::Str(
+                    "EXECABORT Transaction discarded because of previous errors.",
+                ));
+            }
+            if q.cmds.is_empty() {
+                return Ok(RedisValue::Array(Vec::new()));
+            }
+            let n = running_node()?;
+            check_serving(&n)?;
+            let (role, leader_err) = {
+                let st = n.status.read();
+                (st.role, st.not_leader_error())
+            };
+            if role != Role::Leader {
+                return Err(err(leader_err));
+            }
+            let client = RedisClient::block(ctx.ctx).map_err(err)?;
+            n.send(Request::Multi {
+                cmds: q.cmds,
+                client,
+            });
+            no_reply()
+        }
+    }
+}
+
 fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
     let n = running_node()?;
     check_serving(&n)?;
@@ -81,6 +151,16 @@ fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
         let st = n.status.read();
         (st.role, st.term, st.not_leader_error())
     };
+    if read && config::UNSAFE_LOCAL_READS.get() {
+        // Test knob (unsafe): serve from this node's dataset, unchecked.
+        return match apply::read_now(&argv) {
+            Ok(reply) => {
+                ffi::reply_call(ctx.ctx, &reply);
+                no_reply()
+            }
+            Err(text) => Err(RedisError::String(text)),
+        };
+    }
     if role != Role::Leader {
         if config::FOLLOWER_PROXY.get() {
             if let Error::Moved(addr) = &leader_err {

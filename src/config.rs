@@ -195,6 +195,10 @@ pub static SNAPSHOT_DISABLE: BoolSetting = BoolSetting::new(false, any_bool);
 pub static SNAPSHOT_DELAY: AtomicI64 = AtomicI64::new(0);
 pub static SNAPSHOT_FAIL: BoolSetting = BoolSetting::new(false, any_bool);
 pub static SNAPSHOT_DISABLE_LOAD: BoolSetting = BoolSetting::new(false, any_bool);
+/// Hidden and unsafe, for testing the test suite: every node, leader or
+/// not, serves reads from its own dataset at once (stale reads guaranteed
+/// under a partition). Never set it in production.
+pub static UNSAFE_LOCAL_READS: BoolSetting = BoolSetting::new(false, any_bool);
 
 /// Parses `yes`/`no` as Redis does.
 fn parse_bool(name: &str, v: &str) -> Result<bool, String> {
@@ -255,6 +259,7 @@ fn bool_setting(name: &str) -> Option<&'static BoolSetting> {
         "snapshot-disable" => &SNAPSHOT_DISABLE,
         "snapshot-fail" => &SNAPSHOT_FAIL,
         "snapshot-disable-load" => &SNAPSHOT_DISABLE_LOAD,
+        "unsafe-local-reads" => &UNSAFE_LOCAL_READS,
         _ => return None,
     })
 }

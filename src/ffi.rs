@@ -377,3 +377,9 @@ pub fn rdb_load_file(ctx: *mut raw::RedisModuleCtx, path: &std::path::Path) -> R
         Err("RedisModule_RdbLoad failed; see the Redis log".into())
     }
 }
+
+/// The id of the client running the current command.
+pub fn client_id(ctx: *mut raw::RedisModuleCtx) -> u64 {
+    // SAFETY: ctx is a command context.
+    unsafe { api!(RedisModule_GetClientId)(ctx) as u64 }
+}

@@ -21,6 +21,8 @@ pub enum Class {
     Write,
     /// Served after a ReadIndex confirmation.
     Read,
+    /// MULTI, EXEC, DISCARD: handled by the module's own transaction state.
+    Txn,
     /// Cannot be made consistent (yet): refused with this reason.
     Refuse(String),
 }
@@ -126,17 +128,32 @@ pub fn classify(argv: &[&[u8]]) -> Class {
     {
         return Class::PassThrough;
     }
+    if matches!(name_s.as_str(), "multi" | "exec" | "discard") {
+        return Class::Txn;
+    }
     if TXN.contains(&name_s.as_str()) {
         return Class::Refuse(format!(
-            "{} is not supported by this RedisRaft yet",
+            "{}: optimistic locking cannot be made consistent with Raft; use MULTI/EXEC or EVAL",
             name_s.to_uppercase()
         ));
     }
-    if SCRIPTS.contains(&name_s.as_str()) {
-        return Class::Refuse(format!(
-            "{}: Lua scripts and functions are not supported by this RedisRaft yet",
-            name_s.to_uppercase()
-        ));
+    // A script runs on every node from the log, so it must be deterministic.
+    match name_s.as_str() {
+        "eval" => return Class::Write,
+        "eval_ro" => return Class::Read,
+        "evalsha" | "evalsha_ro" => {
+            return Class::Refuse(format!(
+                "{}: the script cache is not replicated; use EVAL with the script",
+                name_s.to_uppercase()
+            ))
+        }
+        _ if SCRIPTS.contains(&name_s.as_str()) => {
+            return Class::Refuse(format!(
+                "{}: functions are not supported by this RedisRaft yet",
+                name_s.to_uppercase()
+            ))
+        }
+        _ => {}
     }
     if name_s == "select" && argv.get(1).is_some_and(|db| *db != b"0") {
         return Class::Refuse(
@@ -243,12 +260,17 @@ mod tests {
         for refused in [
             &[b"SPOP".as_slice(), b"k"][..],
             &[b"BLPOP", b"k"],
-            &[b"MULTI"],
-            &[b"EVAL", b"x"],
+            &[b"WATCH", b"k"],
+            &[b"EVALSHA", b"x"],
+            &[b"FCALL", b"f"],
             &[b"SELECT", b"1"],
         ] {
             assert!(matches!(classify(refused), Class::Refuse(_)), "{refused:?}");
         }
+        assert_eq!(classify(&[b"multi"]), Class::Txn);
+        assert_eq!(classify(&[b"EXEC"]), Class::Txn);
+        assert_eq!(classify(&[b"EVAL", b"x"]), Class::Write);
+        assert_eq!(classify(&[b"EVAL_RO", b"x"]), Class::Read);
         assert_eq!(classify(&[b"SELECT", b"0"]), Class::PassThrough);
     }
 }

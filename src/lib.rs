@@ -29,6 +29,7 @@ pub mod resp;
 pub mod snapshot;
 pub mod storage;
 pub mod transport;
+pub mod txn;
 
 use redis_module::configuration::ConfigurationFlags as F;
 use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
@@ -142,6 +143,7 @@ redis_module! {
             ["snapshot-disable", &config::SNAPSHOT_DISABLE, false, F::HIDDEN, None],
             ["snapshot-fail", &config::SNAPSHOT_FAIL, false, F::HIDDEN, None],
             ["snapshot-disable-load", &config::SNAPSHOT_DISABLE_LOAD, false, F::HIDDEN, None],
+            ["unsafe-local-reads", &config::UNSAFE_LOCAL_READS, false, F::HIDDEN, None],
         ],
         enum: [
             ["loglevel", &config::LOGLEVEL, config::LogLevel::notice, F::DEFAULT, None],

@@ -571,3 +571,73 @@ fn configs_work_through_redis_conf_and_config_set_and_unsafe_redis_settings_are_
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("cluster-enabled"));
 }
+
+#[test]
+fn multi_exec_is_one_entry_applied_atomically_on_every_node() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let leader = &c.nodes[l];
+    let before: u64 = leader.info_field("current_index").parse().unwrap();
+    let mut conn = leader.conn();
+    let mut call = |args: &[&str]| {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        conn.call(&a).unwrap()
+    };
+    assert!(ok(&call(&["MULTI"])));
+    assert!(matches!(call(&["SET", "a", "1"]), RespValue::Simple(s) if s == "QUEUED"));
+    assert!(matches!(call(&["INCR", "a"]), RespValue::Simple(s) if s == "QUEUED"));
+    assert!(matches!(call(&["RPUSH", "l", "x", "y"]), RespValue::Simple(s) if s == "QUEUED"));
+    assert!(matches!(call(&["GET", "a"]), RespValue::Simple(s) if s == "QUEUED"));
+    match call(&["EXEC"]) {
+        RespValue::Array(Some(r)) => {
+            assert_eq!(r.len(), 4, "{r:?}");
+            assert!(ok(&r[0]));
+            assert!(matches!(r[1], RespValue::Integer(2)));
+            assert!(matches!(r[2], RespValue::Integer(2)));
+            assert_eq!(bulk(&r[3]).as_deref(), Some("2"));
+        }
+        other => panic!("EXEC: {other:?}"),
+    }
+    let after: u64 = leader.info_field("current_index").parse().unwrap();
+    assert_eq!(after, before + 1, "a MULTI/EXEC block is one log entry");
+    for n in &c.nodes {
+        wait_local(n, "a", "2");
+    }
+    // Errors while queueing abort the block, as in Redis.
+    assert!(ok(&call(&["MULTI"])));
+    assert!(err_text(&call(&["SPOP", "s"])).is_some());
+    assert!(err_text(&call(&["EXEC"])).is_some_and(|e| e.starts_with("EXECABORT")));
+    assert!(ok(&call(&["MULTI"])));
+    assert!(err_text(&call(&["MULTI"])).is_some_and(|e| e.contains("nested")));
+    assert!(matches!(call(&["SET", "a", "9"]), RespValue::Simple(s) if s == "QUEUED"));
+    assert!(ok(&call(&["DISCARD"])));
+    assert!(err_text(&call(&["EXEC"])).is_some_and(|e| e.contains("without MULTI")));
+    assert_eq!(bulk(&call(&["GET", "a"])).as_deref(), Some("2"));
+    assert!(err_text(&call(&["WATCH", "a"])).is_some());
+}
+
+#[test]
+fn eval_replicates_the_script_as_one_entry() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let leader = &c.nodes[l];
+    // Compare-and-set, as the Jepsen register workload uses it.
+    let cas = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]); return 1 else return 0 end";
+    assert!(ok(&leader.cmd(&["SET", "r", "1"])));
+    assert!(matches!(
+        leader.cmd(&["EVAL", cas, "1", "r", "1", "5"]),
+        RespValue::Integer(1)
+    ));
+    assert!(matches!(
+        leader.cmd(&["EVAL", cas, "1", "r", "1", "7"]),
+        RespValue::Integer(0)
+    ));
+    for n in &c.nodes {
+        wait_local(n, "r", "5");
+    }
+    assert_eq!(
+        bulk(&leader.cmd(&["EVAL_RO", "return redis.call('GET', KEYS[1])", "1", "r"])).as_deref(),
+        Some("5")
+    );
+    assert!(err_text(&leader.cmd(&["EVALSHA", "abc", "0"])).is_some());
+}
