@@ -381,5 +381,5 @@ pub fn rdb_load_file(ctx: *mut raw::RedisModuleCtx, path: &std::path::Path) -> R
 /// The id of the client running the current command.
 pub fn client_id(ctx: *mut raw::RedisModuleCtx) -> u64 {
     // SAFETY: ctx is a command context.
-    unsafe { api!(RedisModule_GetClientId)(ctx) as u64 }
+    unsafe { api!(RedisModule_GetClientId)(ctx) }
 }
