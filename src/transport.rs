@@ -1233,4 +1233,87 @@ mod tests {
         let (_, args) = peer.cmd();
         assert_eq!(args[1], b"other");
     }
+
+    fn snapshot_msg(to: u64, index: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgSnapshot);
+        m.to = to;
+        m.from = 1;
+        m.mut_snapshot().mut_metadata().index = index;
+        m.mut_snapshot().mut_metadata().term = 1;
+        m
+    }
+
+    #[test]
+    fn a_refused_chunk_fails_the_transfer_and_the_next_one_starts_over() {
+        let (l, addr) = listener();
+        let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r2 = refusals.clone();
+        // Refuses the second chunk of the first transfer only.
+        let peer = fake_peer(
+            l,
+            Box::new(move |_, a| {
+                if a[0] == b"RAFT.LOADSNAPSHOT"
+                    && a[5] == b"4"
+                    && r2.fetch_add(1, Ordering::SeqCst) == 0
+                {
+                    Reply::Raw(b"-ERR snapshot chunk at offset 4 fails its CRC check\r\n")
+                } else {
+                    Reply::Ok
+                }
+            }),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snap.rdb");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let mut c = cfg();
+        c.snapshot_chunk_bytes = 4;
+        c.snapshot_chunks_in_flight = 2;
+        let t = transport(c);
+        t.set_snapshot_source(9, std::fs::File::open(&path).unwrap());
+        t.upsert_peer(2, &addr);
+
+        t.send(snapshot_msg(2, 9));
+        wait("first transfer reported", || {
+            let r = t.take_snapshot_reports();
+            assert!(r.iter().all(|x| *x == (2, false)), "{r:?}");
+            !r.is_empty()
+        });
+        t.send(snapshot_msg(2, 9));
+        wait("second transfer reported", || {
+            let r = t.take_snapshot_reports();
+            assert!(r.iter().all(|x| *x == (2, true)), "{r:?}");
+            !r.is_empty()
+        });
+        // The second transfer sent every chunk from offset 0, each with the
+        // CRC of its bytes, then the message itself.
+        let mut chunks = Vec::new();
+        let mut got_msg = false;
+        while let Ok(ev) = peer.events.try_recv() {
+            if let Event::Cmd { args, .. } = ev {
+                if args[0] == b"RAFT.LOADSNAPSHOT" {
+                    assert_eq!(
+                        args[7],
+                        crc32fast::hash(&args[8]).to_string().into_bytes(),
+                        "chunk CRC"
+                    );
+                    chunks.push((String::from_utf8(args[5].clone()).unwrap(), args[8].clone()));
+                } else if args[0] == APPEND_CMD {
+                    got_msg = true;
+                }
+            }
+        }
+        let second: Vec<_> = chunks
+            .iter()
+            .skip_while(|(o, _)| o != "0")
+            .skip(1)
+            .skip_while(|(o, _)| o != "0")
+            .collect();
+        let data: Vec<u8> = second.iter().flat_map(|(_, d)| d.clone()).collect();
+        assert_eq!(
+            data, b"0123456789",
+            "resent whole from offset 0: {chunks:?}"
+        );
+        assert!(got_msg, "MsgSnapshot sent after the chunks");
+    }
 }
