@@ -147,9 +147,9 @@ fn transaction(ctx: &Context, me: u64, argv: &[Vec<u8>]) -> RedisResult {
 fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
     let n = running_node()?;
     check_serving(&n)?;
-    let (role, term, leader_err) = {
+    let (role, term, leader_err, lease_until) = {
         let st = n.status.read();
-        (st.role, st.term, st.not_leader_error())
+        (st.role, st.term, st.not_leader_error(), st.lease_until)
     };
     if read && config::UNSAFE_LOCAL_READS.get() {
         // Test knob (unsafe): serve from this node's dataset, unchecked.
@@ -171,9 +171,15 @@ fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
         }
         return Err(err(leader_err));
     }
-    if read && !config::QUORUM_READS.get() && apply::APPLIED_TERM.load(Ordering::Acquire) == term {
+    let in_lease = lease_until.is_some_and(|t| std::time::Instant::now() < t);
+    if read
+        && (!config::QUORUM_READS.get() || in_lease)
+        && apply::APPLIED_TERM.load(Ordering::Acquire) == term
+    {
         // Opt-in: a leader that has applied an entry of its own term serves
-        // reads locally, without a quorum round (may be stale if it was cut off).
+        // reads locally, without a quorum round: under a lease still held
+        // (read-mode lease), or unchecked (quorum-reads no: may be stale if
+        // it was cut off).
         return match apply::read_now(&argv) {
             Ok(reply) => {
                 ffi::reply_call(ctx.ctx, &reply);

@@ -146,6 +146,15 @@ fn check_trace(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn check_read_mode(v: &str) -> Result<(), String> {
+    match v {
+        "readindex" | "lease" => Ok(()),
+        _ => Err(format!(
+            "invalid read-mode '{v}': expected readindex or lease"
+        )),
+    }
+}
+
 fn check_tls(v: bool) -> Result<(), String> {
     if v {
         return Err(
@@ -186,6 +195,15 @@ pub fn loglevel() -> LogLevel {
         .unwrap_or(LogLevel::notice)
 }
 pub static TRACE: StrSetting = StrSetting::new(check_trace);
+/// How a leader confirms it may serve a read: `readindex` (a quorum round
+/// per batch of reads, no clock assumption) or `lease` (opt-in: served at
+/// once while a lease renewed by quorum heartbeats holds; assumes clocks
+/// that tick at nearly the same rate).
+pub static READ_MODE: StrSetting = StrSetting::new(check_read_mode);
+
+pub fn lease_reads() -> bool {
+    READ_MODE.get() == "lease"
+}
 pub static TLS_ENABLED: BoolSetting = BoolSetting::new(false, check_tls);
 pub static PROXY_RESPONSE_TIMEOUT: AtomicI64 = AtomicI64::new(10_000);
 // Hidden test knobs (fault injection).
@@ -272,6 +290,7 @@ fn str_setting(name: &str) -> Option<&'static StrSetting> {
         "cluster-user" => &CLUSTER_USER,
         "cluster-password" => &CLUSTER_PASSWORD,
         "trace" => &TRACE,
+        "read-mode" => &READ_MODE,
         _ => return None,
     })
 }

@@ -100,6 +100,7 @@ pub fn node_config(s: &Settings, id: u64) -> NodeConfig {
         heartbeat_ticks: s.heartbeat_ticks(),
         max_size_per_msg: s.append_req_max_size,
         max_inflight_msgs: s.append_req_max_count,
+        lease_reads: crate::config::lease_reads(),
     }
 }
 

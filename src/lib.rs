@@ -133,6 +133,7 @@ redis_module! {
             ["cluster-user", &config::CLUSTER_USER, "default", F::DEFAULT, None],
             ["cluster-password", &config::CLUSTER_PASSWORD, "", F::SENSITIVE, None],
             ["trace", &config::TRACE, "off", F::DEFAULT, None],
+            ["read-mode", &config::READ_MODE, "readindex", F::DEFAULT, None],
         ],
         bool: [
             ["log-fsync", &config::LOG_FSYNC, true, F::DEFAULT, None],

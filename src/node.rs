@@ -150,9 +150,25 @@ pub struct NodeConfig {
     pub heartbeat_ticks: usize,
     pub max_size_per_msg: u64,
     pub max_inflight_msgs: usize,
+    /// read-mode lease: renew a read lease with quorum heartbeats.
+    pub lease_reads: bool,
 }
 
+/// The lease is this share of the election timeout, counted from when the
+/// confirming heartbeat was sent: followers that answered it vote for no
+/// one else for a full election timeout after they heard it, and the rest
+/// is margin for clocks ticking at slightly different rates.
+const LEASE_SHARE: f64 = 0.8;
+
+/// A read-index request context that marks a lease probe, not client reads.
+const LEASE_PROBE: u8 = b'L';
+
 impl NodeConfig {
+    /// How long a confirmed heartbeat keeps the lease.
+    fn lease(&self) -> Duration {
+        (self.tick * self.election_ticks as u32).mul_f64(LEASE_SHARE)
+    }
+
     fn raft_config(&self, applied: u64) -> raft::Config {
         raft::Config {
             id: self.id,
@@ -218,6 +234,8 @@ pub struct Status {
     pub removed: bool,
     /// Set when the log cannot be written: the node stops.
     pub failed: Option<String>,
+    /// read-mode lease: until when this leader may serve reads at once.
+    pub lease_until: Option<Instant>,
 }
 
 impl Status {
@@ -284,6 +302,13 @@ pub struct RaftNode<C: Client> {
     /// Highest committed index handed to the applier.
     sent_to_apply: u64,
     voter_waiters: Vec<C>,
+    /// read-mode lease: probes in flight (id -> when sent) and the lease.
+    lease_probes: HashMap<u64, Instant>,
+    lease_until: Option<Instant>,
+    /// Ticks since start: with leases, a node that just started votes for
+    /// no one for an election timeout, so it cannot help elect a new leader
+    /// inside an old leader's lease that it acknowledged before a restart.
+    ticks_since_start: usize,
     /// Ticks left during which a removed leader keeps asking its best
     /// follower to take over (the first request can arrive before the
     /// follower has applied the removal, and raft-rs ignores it then).
@@ -358,6 +383,9 @@ impl<C: Client> RaftNode<C> {
             sent_to_apply: snap_index,
             voter_waiters: Vec::new(),
             handover_ticks: 0,
+            lease_probes: HashMap::new(),
+            lease_until: None,
+            ticks_since_start: 0,
         };
         node.publish_status();
         Ok(node)
@@ -414,7 +442,19 @@ impl<C: Client> RaftNode<C> {
         }
         match req {
             Request::Messages(msgs) => {
+                let just_started =
+                    self.cfg.lease_reads && self.ticks_since_start < self.cfg.election_ticks;
                 for m in msgs {
+                    if just_started
+                        && matches!(
+                            m.get_msg_type(),
+                            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                        )
+                    {
+                        // It may have acked an old leader's lease before a
+                        // restart: no vote until that lease surely expired.
+                        continue;
+                    }
                     if let Err(e) = self.raw.step(m) {
                         warn!(self.logger, "dropped a message"; "error" => %e);
                     }
@@ -615,6 +655,10 @@ impl<C: Client> RaftNode<C> {
         let target = to.or_else(|| self.best_follower());
         match target {
             Some(t) if t != self.cfg.id && self.membership.conf_state.voters.contains(&t) => {
+                // The transferee campaigns at once, ignoring leases: stop
+                // serving lease reads before it can hear of it.
+                self.lease_until = None;
+                self.publish_status();
                 self.raw.transfer_leader(t);
                 client.reply(Reply::Ok);
             }
@@ -648,10 +692,35 @@ impl<C: Client> RaftNode<C> {
             return;
         }
         self.raw.tick();
+        self.ticks_since_start = self.ticks_since_start.saturating_add(1);
         if self.is_leader() && !self.removed {
             self.promote_caught_up_learner();
+            self.probe_lease();
         }
         self.expire_reads();
+    }
+
+    /// read-mode lease: a read-index round with no reads attached, whose
+    /// confirmation by a quorum renews the lease from when it was sent.
+    fn probe_lease(&mut self) {
+        if !self.cfg.lease_reads || !self.raw.raft.commit_to_current_term() {
+            return;
+        }
+        if self.raw.raft.lead_transferee.is_some() {
+            // The transferee may campaign at once, ignoring leases.
+            self.lease_until = None;
+            return;
+        }
+        let now = Instant::now();
+        let limit = self.cfg.read_timeout();
+        self.lease_probes
+            .retain(|_, sent| now.duration_since(*sent) < limit);
+        let id = self.next_read_batch;
+        self.next_read_batch += 1;
+        self.lease_probes.insert(id, now);
+        let mut ctx = vec![LEASE_PROBE];
+        ctx.extend_from_slice(&id.to_be_bytes());
+        self.raw.read_index(ctx);
     }
 
     fn promote_caught_up_learner(&mut self) {
@@ -821,6 +890,16 @@ impl<C: Client> RaftNode<C> {
         self.raw.advance_apply();
 
         for rs in read_states {
+            if rs.request_ctx.len() == 9 && rs.request_ctx[0] == LEASE_PROBE {
+                let id = u64::from_be_bytes(rs.request_ctx[1..].try_into().unwrap_or_default());
+                if let Some(sent) = self.lease_probes.remove(&id) {
+                    if self.is_leader() && self.raw.raft.lead_transferee.is_none() {
+                        let until = sent + self.cfg.lease();
+                        self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
+                    }
+                }
+                continue;
+            }
             let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
                 continue;
             };
@@ -925,6 +1004,8 @@ impl<C: Client> RaftNode<C> {
     fn on_soft_state(&mut self, role: StateRole, leader_id: u64) {
         info!(self.logger, "role changed"; "role" => ?role, "leader" => leader_id, "term" => self.raw.raft.term);
         if role != StateRole::Leader {
+            self.lease_until = None;
+            self.lease_probes.clear();
             // Reads can only be confirmed by a leader: fail them (a read has
             // no effect, so failing it is always safe). Proposals stay: their
             // entries may still commit under the next leader.
@@ -1146,7 +1227,9 @@ impl<C: Client> RaftNode<C> {
         self.publish_status();
     }
 
-    fn send_timeout_now(&self, net: &dyn Network) {
+    fn send_timeout_now(&mut self, net: &dyn Network) {
+        self.lease_until = None;
+        self.publish_status();
         if let Some(t) = self.best_follower() {
             let mut m = Message::default();
             m.set_msg_type(MessageType::MsgTimeoutNow);
@@ -1207,6 +1290,11 @@ impl<C: Client> RaftNode<C> {
             st.membership = self.membership.clone();
         }
         st.removed = self.removed;
+        st.lease_until = if self.is_leader() && !self.removed {
+            self.lease_until
+        } else {
+            None
+        };
     }
 
     /// Answers every waiting client before the thread stops.

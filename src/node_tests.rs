@@ -109,6 +109,7 @@ fn cfg(id: u64) -> NodeConfig {
         heartbeat_ticks: 2,
         max_size_per_msg: 1 << 20,
         max_inflight_msgs: 256,
+        lease_reads: false,
     }
 }
 
@@ -542,4 +543,47 @@ fn a_write_pending_on_a_removed_leader_is_answered_as_unknown_not_failed() {
         Err(Error::Unknown(_)) => {}
         Err(e) => assert!(!applied, "answered {e:?} (not applied) but it was applied"),
     }
+}
+
+#[test]
+fn a_read_lease_is_renewed_by_quorum_heartbeats_and_dropped_on_transfer_or_isolation() {
+    let mut c = Cluster::new(3);
+    for n in c.nodes.values_mut() {
+        n.node.cfg.lease_reads = true;
+    }
+    let l = c.elect();
+    c.tick(2);
+    let lease = |c: &Cluster, id: u64| c.nodes[&id].node.status().read().lease_until;
+    let until = lease(&c, l).expect("a lease after quorum heartbeats");
+    assert!(until > Instant::now());
+    for id in c.nodes.keys() {
+        if *id != l {
+            assert!(lease(&c, *id).is_none(), "a follower holds no lease");
+        }
+    }
+    // Cut off: no renewal, so it runs out (0.8 x 10 ticks of 100 ms).
+    c.isolate(l);
+    c.tick(1);
+    let stale = lease(&c, l).expect("still held for now");
+    assert!(
+        stale <= until + Duration::from_millis(300),
+        "not renewed while cut off"
+    );
+    std::thread::sleep(stale.saturating_duration_since(Instant::now()));
+    assert!(lease(&c, l).is_none_or(|t| t <= Instant::now()));
+    c.heal();
+    let l = c.elect();
+    c.tick(2);
+    assert!(lease(&c, l).is_some());
+    // A transfer drops the lease before the transferee can campaign.
+    let (cl, _rx) = client();
+    let n = c.node(l);
+    n.node.handle(
+        Request::TransferLeader {
+            to: None,
+            client: cl,
+        },
+        &n.net,
+    );
+    assert!(lease(&c, l).is_none());
 }
