@@ -176,80 +176,102 @@ impl Directory {
 /// How many `-MOVED` redirections one operation follows.
 pub const MAX_HOPS: usize = 3;
 
-/// The client of one logical process: one connection at a time, to its
-/// current node; it follows `-MOVED` to the leader.
+/// The client of one logical process, bound to its `home` node as in
+/// Jepsen: every operation is sent there first, so reads are served by
+/// whichever node the process is bound to (a follower too, when the module
+/// serves reads locally). A `-MOVED` reply is followed to the leader for
+/// that operation only; the next starts at `home` again. One connection per
+/// node is kept open.
 pub struct NodeClient {
     dir: std::sync::Arc<Directory>,
+    /// The node the process is bound to.
+    pub home: usize,
+    /// The node that answered (or failed) the last command.
     pub node: usize,
-    conn: Option<Conn>,
+    conns: Vec<Option<Conn>>,
+}
+
+/// What one attempt of a MULTI/EXEC block on one node ended with.
+enum TxnStep {
+    Done(Result<Vec<Reply>, Failure>),
+    /// EXEC (or MULTI) answered `-MOVED` to this address: not applied.
+    Moved(String),
 }
 
 impl NodeClient {
     pub fn new(dir: std::sync::Arc<Directory>, node: usize) -> NodeClient {
-        let node = node % dir.names.len().max(1);
+        let n = dir.names.len().max(1);
+        let node = node % n;
         NodeClient {
+            conns: (0..n).map(|_| None).collect(),
             dir,
+            home: node,
             node,
-            conn: None,
         }
     }
 
+    /// The name of the node that answered the last command.
     pub fn node_name(&self) -> String {
         self.dir.names[self.node].clone()
     }
 
-    /// Drops the connection; the next command connects anew.
+    /// Drops every connection; the next command connects anew.
     pub fn reset(&mut self) {
-        self.conn = None;
-    }
-
-    fn switch(&mut self, node: usize) {
-        if node != self.node {
-            self.node = node;
-            self.conn = None;
+        for c in &mut self.conns {
+            *c = None;
         }
     }
 
-    /// Moves to another node (after a failure that may be this node's).
+    /// Binds the process to another node (after a failure that may be its
+    /// node's).
     pub fn rotate(&mut self, rng: &mut impl rand::Rng) {
         let n = self.dir.names.len();
         if n > 1 {
-            let next = (self.node + rng.gen_range(1..n)) % n;
-            self.switch(next);
+            let next = (self.home + rng.gen_range(1..n)) % n;
+            self.conns[self.home] = None;
+            self.home = next;
+            self.node = next;
         }
     }
 
-    fn ensure(&mut self) -> Result<&mut Conn, Failure> {
-        if self.conn.is_none() {
-            let addr = &self.dir.addrs[self.node];
+    fn ensure(&mut self, node: usize) -> Result<&mut Conn, Failure> {
+        self.node = node;
+        if self.conns[node].is_none() {
+            let addr = &self.dir.addrs[node];
             match Conn::connect(addr, self.dir.connect_timeout, self.dir.op_timeout) {
-                Ok(c) => self.conn = Some(c),
+                Ok(c) => self.conns[node] = Some(c),
                 Err(e) => return Err(Failure::Fail(format!("connect: {e}"))),
             }
         }
-        Ok(self.conn.as_mut().expect("connected"))
+        Ok(self.conns[node].as_mut().expect("connected"))
     }
 
-    /// Runs one command: the reply, or why it failed. Redirections are
-    /// followed (a `-MOVED` reply means the command was not applied).
-    /// `-TIMEOUT` (the module does not know the outcome), a timeout and a
-    /// dropped connection are indeterminate; any other error reply is a
-    /// certain failure.
+    /// Where a `-MOVED` error points, if it is one we may follow from `at`.
+    fn redirect(&self, e: &str, at: usize, hops: usize) -> Option<usize> {
+        let addr = moved_addr(e)?;
+        if hops >= MAX_HOPS {
+            return None;
+        }
+        self.dir.by_addr(&addr).filter(|&i| i != at)
+    }
+
+    /// Runs one command, starting at the home node: the reply, or why it
+    /// failed. Redirections are followed (a `-MOVED` reply means the
+    /// command was not applied). `-TIMEOUT` (the module does not know the
+    /// outcome), a timeout and a dropped connection are indeterminate; any
+    /// other error reply is a certain failure.
     pub fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Reply, Failure> {
         let mut hops = 0;
+        let mut at = self.home;
         loop {
-            let conn = self.ensure()?;
+            let conn = self.ensure(at)?;
             match conn.call(args) {
                 Ok(Reply::Error(e)) => {
-                    if let Some(addr) = moved_addr(&e) {
-                        if hops < MAX_HOPS {
-                            if let Some(i) = self.dir.by_addr(&addr) {
-                                if i != self.node {
-                                    hops += 1;
-                                    self.switch(i);
-                                    continue;
-                                }
-                            }
+                    if moved_addr(&e).is_some() {
+                        if let Some(i) = self.redirect(&e, at, hops) {
+                            hops += 1;
+                            at = i;
+                            continue;
                         }
                         return Err(Failure::Fail(e));
                     }
@@ -257,55 +279,89 @@ impl NodeClient {
                 }
                 Ok(r) => return Ok(r),
                 Err(e) => {
-                    self.conn = None;
+                    self.conns[at] = None;
                     return Err(Failure::Info(io_text(&e)));
                 }
             }
         }
     }
 
-    /// Runs a group of commands as one MULTI/EXEC transaction on the
-    /// current node (after following `-MOVED` on MULTI). The module refuses
-    /// MULTI for now; this is here for when it does not.
+    /// Runs a group of commands as one MULTI/EXEC block, starting at the
+    /// home node. The module queues on any node and answers EXEC with
+    /// `-MOVED` off the leader (the block was not applied): then the whole
+    /// block is sent again to the node named, for up to `MAX_HOPS` hops.
+    /// The replies of EXEC, in order.
     pub fn transaction(&mut self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>, Failure> {
-        self.call(&[b"MULTI".as_slice()])?;
-        let conn = self.ensure()?;
+        let mut hops = 0;
+        let mut at = self.home;
+        loop {
+            match self.transaction_on(at, cmds) {
+                TxnStep::Done(r) => return r,
+                TxnStep::Moved(e) => match self.redirect(&e, at, hops) {
+                    Some(i) => {
+                        hops += 1;
+                        at = i;
+                    }
+                    None => return Err(Failure::Fail(e)),
+                },
+            }
+        }
+    }
+
+    fn transaction_on(&mut self, at: usize, cmds: &[Vec<Vec<u8>>]) -> TxnStep {
+        let conn = match self.ensure(at) {
+            Ok(c) => c,
+            Err(f) => return TxnStep::Done(Err(f)),
+        };
+        // Until EXEC is sent nothing can have been applied: errors before it
+        // are certain failures.
+        match conn.call(&[b"MULTI".as_slice()]) {
+            Ok(Reply::Simple(s)) if s == "OK" => {}
+            Ok(Reply::Error(e)) if moved_addr(&e).is_some() => return TxnStep::Moved(e),
+            Ok(Reply::Error(e)) => return TxnStep::Done(Err(Failure::Fail(e))),
+            Ok(other) => {
+                self.conns[at] = None;
+                return TxnStep::Done(Err(Failure::Fail(format!(
+                    "unexpected MULTI reply: {other:?}"
+                ))));
+            }
+            Err(e) => {
+                self.conns[at] = None;
+                return TxnStep::Done(Err(Failure::Fail(io_text(&e))));
+            }
+        }
         for c in cmds {
             match conn.call(c) {
                 Ok(Reply::Simple(s)) if s == "QUEUED" => {}
                 Ok(Reply::Error(e)) => {
-                    let _ = conn.call(&[b"DISCARD".as_slice()]);
-                    return Err(classify_error(e));
+                    if !matches!(conn.call(&[b"DISCARD".as_slice()]), Ok(Reply::Simple(_))) {
+                        self.conns[at] = None;
+                    }
+                    return TxnStep::Done(Err(Failure::Fail(e)));
                 }
                 Ok(other) => {
-                    self.conn = None;
-                    return Err(Failure::Fail(format!(
+                    self.conns[at] = None;
+                    return TxnStep::Done(Err(Failure::Fail(format!(
                         "unexpected reply to a queued command: {other:?}"
-                    )));
+                    ))));
                 }
                 Err(e) => {
-                    self.conn = None;
-                    // Nothing was executed before EXEC.
-                    return Err(Failure::Fail(io_text(&e)));
+                    self.conns[at] = None;
+                    return TxnStep::Done(Err(Failure::Fail(io_text(&e))));
                 }
             }
         }
-        match conn.call(&[b"EXEC".as_slice()]) {
+        TxnStep::Done(match conn.call(&[b"EXEC".as_slice()]) {
             Ok(Reply::Array(Some(v))) => Ok(v),
             Ok(Reply::Array(None)) => Err(Failure::Fail("transaction aborted".into())),
-            Ok(Reply::Error(e)) => {
-                if moved_addr(&e).is_some() {
-                    Err(Failure::Fail(e))
-                } else {
-                    Err(classify_error(e))
-                }
-            }
+            Ok(Reply::Error(e)) if moved_addr(&e).is_some() => return TxnStep::Moved(e),
+            Ok(Reply::Error(e)) => Err(classify_error(e)),
             Ok(other) => Err(Failure::Info(format!("unexpected EXEC reply: {other:?}"))),
             Err(e) => {
-                self.conn = None;
+                self.conns[at] = None;
                 Err(Failure::Info(io_text(&e)))
             }
-        }
+        })
     }
 }
 
@@ -377,6 +433,87 @@ mod tests {
             classify_error("TRYAGAIN x".into()),
             Failure::Fail(_)
         ));
+    }
+
+    /// A fake server: answers each command (an array of bulk strings) with
+    /// what `answer` returns for its words, until the client goes away.
+    fn fake_server(answer: fn(&[String]) -> String) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { return };
+                std::thread::spawn(move || {
+                    let mut w = s.try_clone().unwrap();
+                    let mut r = BufReader::new(s);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let n: usize = line.trim()[1..].parse().unwrap();
+                        let mut words = Vec::new();
+                        for _ in 0..n {
+                            line.clear();
+                            r.read_line(&mut line).unwrap();
+                            line.clear();
+                            r.read_line(&mut line).unwrap();
+                            words.push(line.trim_end().to_string());
+                        }
+                        if w.write_all(answer(&words).as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn ops_start_at_home_and_follow_moved_for_one_op() {
+        use std::sync::OnceLock;
+        static LEADER: OnceLock<String> = OnceLock::new();
+        let leader = fake_server(|w| match w[0].as_str() {
+            "SET" => "+OK\r\n".into(),
+            "GET" => "$1\r\nL\r\n".into(),
+            "MULTI" => "+OK\r\n".into(),
+            "EXEC" => "*2\r\n:1\r\n*0\r\n".into(),
+            _ => "+QUEUED\r\n".into(),
+        });
+        LEADER.set(leader.clone()).unwrap();
+        let follower = fake_server(|w| match w[0].as_str() {
+            // Local reads, writes and EXEC redirected to the leader.
+            "GET" => "$1\r\nF\r\n".into(),
+            "MULTI" => "+OK\r\n".into(),
+            "SET" | "EXEC" => format!("-MOVED 0 {}\r\n", LEADER.get().unwrap()),
+            _ => "+QUEUED\r\n".into(),
+        });
+        let dir = std::sync::Arc::new(Directory {
+            names: vec!["n1".into(), "n2".into()],
+            addrs: vec![leader, follower],
+            connect_timeout: Duration::from_secs(1),
+            op_timeout: Duration::from_secs(2),
+        });
+        let mut c = NodeClient::new(dir, 1);
+        assert_eq!(c.call(&["SET", "k", "1"]), Ok(Reply::Simple("OK".into())));
+        assert_eq!(c.node_name(), "n1");
+        // The next op goes to the bound node again.
+        assert_eq!(c.call(&["GET", "k"]), Ok(Reply::Bulk(Some(b"F".to_vec()))));
+        assert_eq!(c.node_name(), "n2");
+        let cmds = vec![
+            vec![b"RPUSH".to_vec(), b"k".to_vec(), b"1".to_vec()],
+            vec![
+                b"LRANGE".to_vec(),
+                b"k".to_vec(),
+                b"0".to_vec(),
+                b"-1".to_vec(),
+            ],
+        ];
+        let r = c.transaction(&cmds).unwrap();
+        assert_eq!(r, vec![Reply::Int(1), Reply::Array(Some(vec![]))]);
+        assert_eq!(c.node_name(), "n1");
+        assert_eq!(c.home, 1);
     }
 
     #[test]

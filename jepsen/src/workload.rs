@@ -1,12 +1,13 @@
 //! Workloads: what operations the processes invoke (generators) and how a
 //! process's client runs them against Redis.
 //!
-//! - `list-append`: `:txn` of micro-ops `[:append k v]` (RPUSH) and
-//!   `[:r k nil]` (LRANGE k 0 -1) over a small rotating pool of keys.
-//!   Transactions hold one micro-op while the module refuses MULTI; raise
-//!   `MAX_TXN_LEN` to get MULTI/EXEC transactions.
-//! - `register`: independent keys (`[k v]` values), `:read` (GET) and
-//!   `:write` (SET); `:cas` waits for Lua scripts (`CAS_ENABLED`).
+//! - `list-append`: `:txn` of 1 to `MAX_TXN_LEN` micro-ops `[:append k v]`
+//!   (RPUSH) and `[:r k nil]` (LRANGE k 0 -1) over a small rotating pool of
+//!   keys. One micro-op is sent as a plain command; several as one
+//!   MULTI/EXEC block (one Raft entry, applied atomically).
+//! - `register`: independent keys (`[k v]` values), `:read` (GET),
+//!   `:write` (SET) and `:cas [old new]` (an EVAL script: SET to new if GET
+//!   is old; a missing key, nil, never equals old).
 //! - `counter`: `:add 1` (INCR) and `:read` (GET) of one key.
 
 use std::sync::Mutex;
@@ -17,10 +18,10 @@ use rand::{Rng, SeedableRng};
 use crate::client::{Failure, NodeClient, Reply};
 use crate::history::{Edn, OpType};
 
-/// Micro-ops per list-append transaction (1 until MULTI/EXEC is served).
-pub const MAX_TXN_LEN: usize = 1;
-/// Whether the register workload issues compare-and-set (needs Lua).
-pub const CAS_ENABLED: bool = false;
+/// Most micro-ops per list-append transaction (MULTI/EXEC when above 1).
+pub const MAX_TXN_LEN: usize = 4;
+/// Whether the register workload issues compare-and-set (EVAL).
+pub const CAS_ENABLED: bool = true;
 
 /// The names `--workload` accepts.
 pub const NAMES: &[&str] = &["list-append", "register", "counter"];
@@ -273,6 +274,12 @@ impl Workload for ListAppend {
                         mops.len()
                     )));
                 }
+                // An error inside EXEC's array: the block was applied, that
+                // command failed but the others took effect.
+                if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_)))
+                {
+                    return Err(Failure::Info(format!("error inside EXEC: {e}")));
+                }
                 mops.iter()
                     .zip(&replies)
                     .map(|(m, r)| mop_result(m, r))
@@ -414,8 +421,8 @@ impl Workload for Register {
                 Err(e) => Completion::failed(value.clone(), e, false),
             },
             ("cas", Edn::Vector(on)) if on.len() == 2 => {
-                // Needs an atomic compare-and-set: a Lua script, once the
-                // module serves them.
+                // An atomic compare-and-set, replicated as a script. GET of
+                // a missing key is false in Lua: never equal to ARGV[1].
                 const CAS: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]); return 1 else return 0 end";
                 let (Edn::Int(old), Edn::Int(new)) = (&on[0], &on[1]) else {
                     return Completion::failed(
@@ -527,10 +534,19 @@ mod tests {
     fn list_append_values_increase_per_key() {
         let w = make("list-append", 1).unwrap();
         let mut last: std::collections::HashMap<i64, i64> = Default::default();
+        let mut lens = [0usize; MAX_TXN_LEN + 1];
+        let mut mixed = 0;
         for _ in 0..5000 {
             let (f, v) = w.next();
             assert_eq!(f, "txn");
-            for m in mops_of(&v).unwrap() {
+            let mops = mops_of(&v).unwrap();
+            lens[mops.len()] += 1;
+            if mops.iter().any(|m| matches!(m, Mop::Read(_)))
+                && mops.iter().any(|m| matches!(m, Mop::Append(..)))
+            {
+                mixed += 1;
+            }
+            for m in mops {
                 if let Mop::Append(k, x) = m {
                     let prev = last.insert(k, x).unwrap_or(0);
                     assert_eq!(x, prev + 1);
@@ -538,17 +554,26 @@ mod tests {
             }
         }
         assert!(last.len() > LA_KEYS, "keys rotate");
+        assert_eq!(lens[0], 0);
+        assert!(
+            lens[1..].iter().all(|&n| n > 0),
+            "every length 1..=MAX: {lens:?}"
+        );
+        assert!(mixed > 0, "transactions mix appends and reads");
         assert!(!w.final_reads().is_empty());
     }
 
     #[test]
     fn register_keys_rotate() {
         let w = make("register", 1).unwrap();
+        let mut cas = 0;
         for _ in 0..1000 {
             let (f, v) = w.next();
-            assert!(f == "read" || f == "write");
+            assert!(f == "read" || f == "write" || f == "cas");
             assert!(matches!(v, Edn::Vector(_)));
+            cas += usize::from(f == "cas");
         }
+        assert!(cas > 0, "cas is issued");
         assert!(w.final_reads().len() >= 1000 / REG_OPS_PER_KEY as usize);
     }
 }
