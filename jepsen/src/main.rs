@@ -17,6 +17,7 @@ USAGE:
   redisraft-jepsen run [OPTIONS]
   redisraft-jepsen check --workload W HISTORY
   redisraft-jepsen cleanup [--hosts n1,n2,..]
+  redisraft-jepsen env
 
 run OPTIONS (defaults in brackets):
   --workload W          list-append | register | counter [{wl}]
@@ -44,6 +45,8 @@ Exit status of run: 0 valid; 1 an anomaly (or no operation succeeded);
 2 setup failure; 130 interrupted. check: 0 valid, 1 anomaly, 2 error.
 cleanup removes namespaces, links, firewall rules, work directories and
 redis-server processes left by runners that are gone.
+env prints the environment run picks without --env: `local`, or
+`local-loopback` and why not local (exit 0 both ways).
 ",
         wl = d.workload,
         nem = d.nemesis,
@@ -266,6 +269,17 @@ fn main() {
         "run" => run::run(&parse_run(rest)),
         "check" => check(rest),
         "cleanup" => cleanup(rest),
+        "env" => match redisraft_jepsen::netns::NetnsEnv::available() {
+            Ok(()) => {
+                println!("local");
+                0
+            }
+            Err(e) => {
+                println!("local-loopback");
+                eprintln!("no local env: {e}");
+                0
+            }
+        },
         "--help" | "-h" | "help" => {
             print!("{}", usage());
             0

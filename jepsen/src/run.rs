@@ -467,6 +467,7 @@ fn run_cluster(
     let leaderless = Arc::new(AtomicU64::new(0));
     let watch = cluster.start_leader_watch(Arc::clone(&monitor_stop), Arc::clone(&leaderless));
 
+    let kinds_used = kinds.clone();
     log(
         Some(origin),
         &format!(
@@ -474,11 +475,7 @@ fn run_cluster(
             o.workload,
             o.time_limit_s,
             o.concurrency,
-            if kinds.is_empty() {
-                "none".to_string()
-            } else {
-                kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
-            }
+            kind_names(&kinds)
         ),
     );
     let workers: Vec<thread::JoinHandle<()>> = (0..o.concurrency)
@@ -631,23 +628,95 @@ fn run_cluster(
     }
     let oks = ops.iter().filter(|op| op.typ == OpType::Ok).count();
     say!("out: {}", o.out.display());
-    if interrupted() {
-        return Ok(130);
-    }
-    if outcome.validity != Validity::Valid {
+    let (code, verdict) = if interrupted() {
+        (130, "interrupted")
+    } else if outcome.validity != Validity::Valid {
         say!(
             "result: {} ({} anomalies)",
             validity_name(outcome.validity),
             outcome.anomalies.len()
         );
-        return Ok(1);
-    }
-    if oks == 0 {
+        (1, validity_name(outcome.validity))
+    } else if oks == 0 {
         say!("result: no operation succeeded");
-        return Ok(1);
+        (1, "no-ok-op")
+    } else {
+        say!("result: valid ({oks} ok ops)");
+        (0, "valid")
+    };
+    let kinds_used = kind_names(&kinds_used);
+    let line = result_line(
+        o,
+        cluster.env.kind(),
+        &kinds_used,
+        &ops,
+        &outcome,
+        verdict,
+        code,
+    );
+    if let Err(e) = std::fs::write(o.out.join(RESULT_FILE), line) {
+        eprintln!("writing {}: {e}", RESULT_FILE);
     }
-    say!("result: valid ({oks} ok ops)");
-    Ok(0)
+    Ok(code)
+}
+
+/// One tab-separated line per run, for tables over many runs (`make jepsen`).
+pub const RESULT_FILE: &str = "result.tsv";
+/// The columns of [`RESULT_FILE`] (its first line).
+pub const RESULT_HEADER: &str =
+    "workload\tnemesis\tenv\tnodes\tseconds\tok\tfail\tinfo\tops checked\tanomalies\tverdict\texit";
+
+fn kind_names(kinds: &[nemesis::Kind]) -> String {
+    if kinds.is_empty() {
+        "none".to_string()
+    } else {
+        kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// The header and the line of [`RESULT_FILE`]: anomalies as `kind xN`
+/// joined by commas (`-` for none).
+pub fn result_line(
+    o: &RunOpts,
+    env_kind: &str,
+    nemeses: &str,
+    ops: &[Op],
+    outcome: &Outcome,
+    verdict: &str,
+    code: i32,
+) -> String {
+    let count = |t: OpType| ops.iter().filter(|op| op.typ == t).count();
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for a in &outcome.anomalies {
+        match kinds.iter_mut().find(|(k, _)| *k == a.kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((&a.kind, 1)),
+        }
+    }
+    let anomalies = if kinds.is_empty() {
+        "-".to_string()
+    } else {
+        kinds
+            .iter()
+            .map(|(k, n)| format!("{k} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{RESULT_HEADER}\n{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+        o.workload,
+        nemeses,
+        env_kind,
+        o.nodes,
+        o.time_limit_s,
+        count(OpType::Ok),
+        count(OpType::Fail),
+        count(OpType::Info),
+        outcome.ops_checked,
+        anomalies,
+        verdict,
+        code
+    )
 }
 
 pub fn validity_name(v: Validity) -> &'static str {
