@@ -3,6 +3,7 @@ CARGO ?= cargo
 MODULE := redisraft.so
 
 .PHONY: all setup build test unit integration cluster cluster-stop cluster-status clean fmt lint bench bench-quick bench-snapshot
+.PHONY: jepsen jepsen-docker jepsen-smoke
 
 all: build
 
@@ -17,6 +18,7 @@ build: setup
 # integration tests against real redis-server processes.
 test: build
 	REDISRAFT_MODULE=$(CURDIR)/$(MODULE) $(CARGO) test --release -- --test-threads=2
+	$(MAKE) jepsen-smoke
 
 # Side-by-side benchmark against plain Redis (10-15 min); bench-quick ~1 min.
 bench: build
@@ -49,3 +51,23 @@ fmt:
 
 lint:
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Jepsen-style safety suite (jepsen/, README "Jepsen-style safety suite").
+# make jepsen: every workload under the nemesis mix, 5 nodes, results in
+# target/jepsen/<timestamp>-<workload>-<n>/, a table of the runs at the end;
+# fails if any run is not valid. The module is built with failpoints into
+# target/failpoints (crash nemesis). make jepsen-docker: the same in the
+# jepsen/docker containers. make jepsen-smoke: ~2 min (also in make test).
+TIME ?= 120
+RUNS ?= 1
+NEMESIS ?= all
+WORKLOAD ?= list-append register counter
+
+jepsen: setup
+	TIME=$(TIME) RUNS=$(RUNS) NEMESIS=$(NEMESIS) WORKLOAD="$(WORKLOAD)" scripts/jepsen.sh
+
+jepsen-docker: setup
+	DOCKER=1 TIME=$(TIME) RUNS=$(RUNS) NEMESIS=$(NEMESIS) WORKLOAD="$(WORKLOAD)" scripts/jepsen.sh
+
+jepsen-smoke: build
+	MODULE=$(CURDIR)/$(MODULE) scripts/jepsen-smoke.sh
