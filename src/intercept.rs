@@ -155,6 +155,14 @@ pub fn classify(argv: &[&[u8]]) -> Class {
         }
         _ => {}
     }
+    if matches!(name_s.as_str(), "save" | "bgsave") {
+        // The RDB file is the node's Raft snapshot: only RedisRaft writes it,
+        // at a moment when the index it holds is known.
+        return Class::Refuse(format!(
+            "{}: the RDB file is RedisRaft's snapshot; use RAFT.DEBUG COMPACT",
+            name_s.to_uppercase()
+        ));
+    }
     if name_s == "select" && argv.get(1).is_some_and(|db| *db != b"0") {
         return Class::Refuse(
             "SELECT of a database other than 0 is not supported: Raft replicates database 0".into(),
@@ -264,6 +272,8 @@ mod tests {
             &[b"EVALSHA", b"x"],
             &[b"FCALL", b"f"],
             &[b"SELECT", b"1"],
+            &[b"BGSAVE"],
+            &[b"save"],
         ] {
             assert!(matches!(classify(refused), Class::Refuse(_)), "{refused:?}");
         }
