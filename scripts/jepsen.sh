@@ -10,7 +10,12 @@
 #   JEPSEN_ENV  local | local-loopback | docker [what the runner picks]
 #   JEPSEN_OUT  results root [target/jepsen]; each run in
 #               <root>/<timestamp>-<workload>-<n>/
-#   JEPSEN_ARGS extra arguments for every `redisraft-jepsen run`
+#   JEPSEN_ARGS extra arguments for every `redisraft-jepsen run` (shell
+#               quoting, e.g. --config "raft.x y")
+#   LOG_MAX_FILE_SIZE  raft.log-max-file-size of odd-numbered runs, so that
+#               snapshots, compaction and snapshot catch-up happen under
+#               faults; even-numbered runs keep the module's default.
+#               Empty: the default everywhere [200000]
 #   CARGO_TARGET_DIR  where the runner is built [target]
 #   FP_TARGET_DIR     where the module is built with the failpoints feature,
 #                     so that the crash nemesis works [target/failpoints]
@@ -30,7 +35,8 @@ JEPSEN_OUT=${JEPSEN_OUT:-$ROOT/target/jepsen}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 FP_TARGET=${FP_TARGET_DIR:-$ROOT/target/failpoints}
 CARGO=${CARGO:-cargo}
-read -r -a EXTRA <<<"${JEPSEN_ARGS:-}"
+LOG_MAX_FILE_SIZE=${LOG_MAX_FILE_SIZE-200000}
+eval "EXTRA=(${JEPSEN_ARGS:-})" || die "JEPSEN_ARGS: bad quoting"
 read -r -a WORKLOADS <<<"${WORKLOAD//,/ }"
 
 die() { echo "jepsen.sh: $*" >&2; exit 2; }
@@ -67,14 +73,18 @@ for wl in "${WORKLOADS[@]}"; do
     for n in $(seq 1 "$RUNS"); do
         name=$stamp-$wl-$n
         out=$JEPSEN_OUT/$name
+        args=("${EXTRA[@]}")
+        if [[ -n $LOG_MAX_FILE_SIZE && $((n % 2)) == 1 ]]; then
+            args+=(--config "raft.log-max-file-size $LOG_MAX_FILE_SIZE")
+        fi
         echo
-        echo "== $wl run $n/$RUNS: nemesis $NEMESIS, $NODES nodes, $TIME s -> $out"
+        echo "== $wl run $n/$RUNS: nemesis $NEMESIS, $NODES nodes, $TIME s ${args[*]} -> $out"
         t0=$(date +%s)
         rc=0
         if [[ ${DOCKER:-0} == 1 ]]; then
             mkdir -p "$out"
             NAME=$name TIME=$TIME NEMESIS=$NEMESIS WORKLOAD=$wl \
-                "$ROOT/jepsen/docker/run.sh" --nodes "$NODES" "${EXTRA[@]}" || rc=$?
+                "$ROOT/jepsen/docker/run.sh" --nodes "$NODES" "${args[@]}" || rc=$?
             # run.sh leaves the results in jepsen/docker/results/<name>.
             if [[ -d $ROOT/jepsen/docker/results/$name ]]; then
                 rm -rf "$out" && cp -a "$ROOT/jepsen/docker/results/$name" "$out"
@@ -84,7 +94,7 @@ for wl in "${WORKLOADS[@]}"; do
             [[ -n ${JEPSEN_ENV:-} ]] && env_args=(--env "$JEPSEN_ENV")
             "$BIN" run --workload "$wl" --nemesis "$NEMESIS" --nodes "$NODES" \
                 --time-limit "$TIME" --module "$MODULE" --out "$out" \
-                "${env_args[@]}" "${EXTRA[@]}" || rc=$?
+                "${env_args[@]}" "${args[@]}" || rc=$?
         fi
         echo "$rc" >"$out/exit-code"
         echo "$(( $(date +%s) - t0 ))" >"$out/wall-seconds"

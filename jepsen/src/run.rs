@@ -795,12 +795,19 @@ fn worker(
                 process += conc as u64;
                 client = NodeClient::new(Arc::clone(&dir), process as usize);
             }
-            OpType::Fail if !c.error.as_deref().unwrap_or("").starts_with("MOVED") => {
+            OpType::Fail if node_trouble(c.error.as_deref().unwrap_or("")) => {
                 client.rotate(&mut rng);
             }
             _ => {}
         }
     }
+}
+
+/// Whether a failed op's error may be its node's trouble (then the process
+/// moves to another node): not a redirection nor a compare-and-set whose
+/// old value did not match.
+fn node_trouble(error: &str) -> bool {
+    !(error.starts_with("MOVED") || error == workload::CAS_MISMATCH)
 }
 
 /// The final reads, as ordinary ops of fresh processes, each retried until

@@ -23,6 +23,9 @@ pub const MAX_TXN_LEN: usize = 4;
 /// Whether the register workload issues compare-and-set (EVAL).
 pub const CAS_ENABLED: bool = true;
 
+/// The error of a cas whose old value did not match (a certain failure).
+pub const CAS_MISMATCH: &str = "cas mismatch";
+
 /// The names `--workload` accepts.
 pub const NAMES: &[&str] = &["list-append", "register", "counter"];
 
@@ -440,11 +443,9 @@ impl Workload for Register {
                     &new.to_string(),
                 ]) {
                     Ok(Reply::Int(1)) => Completion::ok(value.clone()),
-                    Ok(Reply::Int(0)) => Completion::failed(
-                        value.clone(),
-                        Failure::Fail("cas mismatch".into()),
-                        false,
-                    ),
+                    Ok(Reply::Int(0)) => {
+                        Completion::failed(value.clone(), Failure::Fail(CAS_MISMATCH.into()), false)
+                    }
                     Ok(Reply::Error(e)) => {
                         Completion::failed(value.clone(), crate::client::classify_error(e), false)
                     }
