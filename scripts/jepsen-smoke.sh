@@ -9,7 +9,8 @@
 # Without network namespaces (not root, no `ip netns`) it runs on
 # local-loopback and leaves partitions out.
 # Env: MODULE (the module .so) [./redisraft.so], CARGO_TARGET_DIR [target],
-#      JEPSEN_OUT [target/jepsen].
+#      JEPSEN_OUT [target/jepsen], JEPSEN_ENV (local-loopback forces the
+#      fallback) [local if it works].
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
@@ -26,7 +27,7 @@ CARGO_TARGET_DIR=$TARGET $CARGO build --release -p redisraft-jepsen || exit 2
 BIN=$TARGET/release/redisraft-jepsen
 
 "$ROOT/scripts/jepsen-net-tools.sh"
-ENV=$("$BIN" env)
+ENV=${JEPSEN_ENV:-$("$BIN" env)}
 if [[ $ENV == local ]]; then
     LA_NEMESIS=kill,partition,member
     REG_NEMESIS=partition,pause
@@ -62,7 +63,7 @@ echo
 echo "== jepsen-smoke: cargo test -p redisraft-jepsen (checkers, unsafe-setting detection)"
 t0=$(date +%s)
 test_rc=0
-REDISRAFT_MODULE=$MODULE CARGO_TARGET_DIR=$TARGET \
+JEPSEN_TEST_ENV=$ENV REDISRAFT_MODULE=$MODULE CARGO_TARGET_DIR=$TARGET \
     $CARGO test --release -p redisraft-jepsen -- --nocapture || test_rc=$?
 echo "jepsen-smoke: cargo test exit $test_rc in $(( $(date +%s) - t0 )) s"
 
