@@ -100,9 +100,10 @@ fn three_nodes_replicate_redirect_and_proxy() {
 
     // Refused commands say why.
     for cmd in [
-        &["MULTI"][..],
-        &["EVAL", "return 1", "0"],
+        &["WATCH", "k"][..],
+        &["EVALSHA", "abc", "0"],
         &["BLPOP", "q", "1"],
+        &["BGSAVE"],
         &["SPOP", "s"],
     ] {
         let r = leader.cmd(cmd);

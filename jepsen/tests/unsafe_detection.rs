@@ -4,16 +4,22 @@
 //! partitions must end with exit status 1 and a `nonlinearizable` anomaly in
 //! its report; the same run without the knob must pass (exit 0, VALID).
 //!
-//! The two runs (30 s each) go side by side. Where network namespaces are
-//! not usable (not root, no `ip netns`), both run on `local-loopback` with
-//! the `pause` nemesis instead: a paused node (the leader, or a majority)
-//! answers the reads it received while stopped from its old data as soon as
-//! it resumes, before it catches up.
+//! The two runs (30 s each) go side by side. With partitions, a follower cut
+//! off for seconds answers every read from its old data (about 20 keys of a
+//! run are found nonlinearizable). Where network namespaces are not usable
+//! (not root, no `ip netns`), both run on `local-loopback` with the
+//! `kill,pause` nemesis and 20 processes at 500 ops/s instead: a follower
+//! serves reads before it applied what the leader already acknowledged, a
+//! restarted node before it caught up, a paused old leader after it resumes
+//! (8 to 15 keys per run when this was written; 1 to 10 at the default 200
+//! ops/s).
 //!
 //! Needs `REDISRAFT_MODULE` (path to the module .so); skipped with a note
 //! without it. `JEPSEN_TEST_OUT` sets where the runs write (default: a
 //! directory under Cargo's target tmp dir), `JEPSEN_TEST_SEED` the seed,
-//! `JEPSEN_TEST_ENV=local-loopback` forces the fallback.
+//! `JEPSEN_TEST_ENV=local-loopback` forces the fallback and
+//! `JEPSEN_TEST_NEMESIS` replaces the nemesis, `JEPSEN_TEST_ARGS` adds run
+//! options (split at spaces).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -48,6 +54,13 @@ fn start(
         .args(["--seed", &seed.to_string()])
         .arg("--out")
         .arg(out);
+    if env == "local-loopback" {
+        // More reads on followers right after acknowledged writes.
+        cmd.args(["--rate", "500", "--concurrency", "20"]);
+    }
+    if let Ok(extra) = std::env::var("JEPSEN_TEST_ARGS") {
+        cmd.args(extra.split_whitespace());
+    }
     if unsafe_reads {
         cmd.args(["--config", "raft.unsafe-local-reads yes"]);
     }
@@ -114,12 +127,16 @@ fn unsafe_local_reads_are_detected_and_the_default_passes() {
     let forced = std::env::var("JEPSEN_TEST_ENV").ok();
     let (env, nemesis) = match NetnsEnv::available() {
         Ok(()) if forced.as_deref() != Some("local-loopback") => ("local", "partition"),
-        Ok(()) => ("local-loopback", "pause"),
+        Ok(()) => ("local-loopback", "kill,pause"),
         Err(e) => {
-            println!("note: no network namespaces ({e}): local-loopback with the pause nemesis");
-            ("local-loopback", "pause")
+            println!(
+                "note: no network namespaces ({e}): local-loopback with the kill,pause nemesis"
+            );
+            ("local-loopback", "kill,pause")
         }
     };
+    let nemesis = std::env::var("JEPSEN_TEST_NEMESIS").unwrap_or_else(|_| nemesis.to_string());
+    let nemesis = nemesis.as_str();
     let seed: u64 = std::env::var("JEPSEN_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
