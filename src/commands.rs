@@ -252,8 +252,14 @@ pub fn cluster(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let sub = args[1].to_string_lossy().to_ascii_uppercase();
-    if driver::node().is_some() {
-        return Err(RedisError::Str("ERR Already cluster member"));
+    if let Some(n) = driver::node() {
+        // A JOIN that was cut short (the node was killed before the leader
+        // added it) leaves a node in no configuration: JOIN resumes it.
+        let st = n.status();
+        let never_joined = st.membership.index == 0 && !st.removed && !n.store.meta().removed;
+        if !(sub == "JOIN" && never_joined) {
+            return Err(RedisError::Str("ERR Already cluster member"));
+        }
     }
     match sub.as_str() {
         "INIT" => {

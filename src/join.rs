@@ -70,12 +70,15 @@ fn known_members(info: &[u8], addr: &str) -> Vec<(u64, String)> {
 fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), String> {
     let s = Settings::current();
     let deadline = Instant::now() + s.join_timeout;
-    let id = match config::get(&config::ID) as u64 {
-        0 => {
+    // Resuming a join that was cut short: keep the id already in the log.
+    let resuming = driver::node().map(|n| n.status().node_id);
+    let id = match (resuming, config::get(&config::ID) as u64) {
+        (Some(id), _) => id,
+        (None, 0) => {
             use rand::Rng;
             rand::thread_rng().gen_range(1..=i32::MAX as u64)
         }
-        id => id,
+        (None, id) => id,
     };
     let mut queue: Vec<String> = targets.to_vec();
     let mut last_error = String::from("no address answered");
@@ -83,7 +86,7 @@ fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), St
     while Instant::now() < deadline {
         let addr = queue[i % queue.len()].clone();
         i += 1;
-        match attempt(&addr, id, my_addr, &s) {
+        match attempt(&addr, id, my_addr, &s, resuming.is_some()) {
             Attempt::Added => {
                 crate::logging::notice(&format!("joined the cluster through {addr} as node {id}"));
                 match driver::node() {
@@ -121,7 +124,7 @@ fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), St
     Err(msg)
 }
 
-fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings) -> Attempt {
+fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> Attempt {
     let auth = s.auth();
     let auth_ref = auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
     let mut conn =
@@ -177,8 +180,11 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings) -> Attempt {
             Some(leader) => Attempt::Moved(leader.to_string()),
             None => Attempt::Failed(e),
         },
-        // An earlier ADD of ours went through but its reply was lost.
-        Ok(RespValue::Error(e)) if e.contains("already exists") && is_member(id) => Attempt::Added,
+        // An earlier ADD of ours went through but its reply was lost (or
+        // this node was killed after it, before hearing of it).
+        Ok(RespValue::Error(e)) if e.contains("already exists") && (is_member(id) || resuming) => {
+            Attempt::Added
+        }
         Ok(RespValue::Error(e)) => Attempt::Failed(e),
         Ok(other) => Attempt::Failed(format!("unexpected reply {other:?}")),
         Err(e) => Attempt::Failed(format!("RAFT.NODE ADD failed: {e}")),

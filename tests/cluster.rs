@@ -642,3 +642,49 @@ fn eval_replicates_the_script_as_one_entry() {
     );
     assert!(err_text(&leader.cmd(&["EVALSHA", "abc", "0"])).is_some());
 }
+
+/// Found by the Jepsen suite (member + kill nemeses): a node killed during
+/// RAFT.CLUSTER JOIN, before the leader added it, restarted in no
+/// configuration and refused a new JOIN ("Already cluster member") forever.
+#[test]
+fn a_join_cut_short_by_a_crash_can_be_resumed_after_restart() {
+    let mut c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    assert!(ok(&c.nodes[l].cmd(&["SET", "k", "v"])));
+    // The leader loses its quorum, so the new node's ADD cannot commit.
+    for i in 0..3 {
+        if i != l {
+            c.nodes[i].kill9();
+        }
+    }
+    let mut n4 = Node::start(&[]);
+    let leader_addr = c.nodes[l].addr();
+    let mut conn = n4.conn();
+    conn.send_many(&[vec![
+        b"RAFT.CLUSTER".to_vec(),
+        b"JOIN".to_vec(),
+        leader_addr.into_bytes(),
+    ]])
+    .unwrap();
+    wait_for(10, "the joining node to start its Raft node", || {
+        (n4.info_field("state") == "joining").then_some(())
+    });
+    n4.kill9();
+    for i in 0..3 {
+        if i != l {
+            c.nodes[i].launch();
+        }
+    }
+    c.wait_leader();
+    n4.launch();
+    assert_eq!(n4.info_field("state"), "joining");
+    let targets: Vec<String> = c.nodes.iter().map(|n| n.addr()).collect();
+    let mut args = vec!["RAFT.CLUSTER", "JOIN"];
+    args.extend(targets.iter().map(String::as_str));
+    let r = n4.cmd(&args);
+    assert!(ok(&r), "JOIN after restart: {r:?}; log:\n{}", n4.log());
+    wait_for(30, "the resumed node to be an up voter", || {
+        (n4.info_field("state") == "up" && n4.info_field("is_voting") == "yes").then_some(())
+    });
+    wait_local(&n4, "k", "v");
+}
