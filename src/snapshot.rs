@@ -774,15 +774,12 @@ pub fn reconcile_at_start(store: &LogStore, dbid: &str) -> Result<(), String> {
                     .map_err(|e| e.to_string())?;
             }
         } else {
+            // Our log disagrees with the snapshot at its index (or ends
+            // before it): everything it holds from there on is another
+            // history, its membership included; the snapshot's is the truth.
             hs.commit = hs.commit.max(meta.index);
-            let membership =
-                if store.membership().index > meta.membership.index && term_there.is_some() {
-                    store.membership()
-                } else {
-                    meta.membership.clone()
-                };
             store
-                .install_snapshot(meta.index, meta.term, membership, hs)
+                .install_snapshot(meta.index, meta.term, meta.membership.clone(), hs)
                 .map_err(|e| e.to_string())?;
         }
     }

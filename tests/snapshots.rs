@@ -4,7 +4,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 use redisraft::resp::RespValue;
@@ -356,5 +355,4 @@ fn a_corrupt_snapshot_file_refuses_start_with_a_clear_message() {
         "{}",
         c.nodes[0].log()
     );
-    std::thread::sleep(Duration::from_millis(10));
 }

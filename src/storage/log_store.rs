@@ -1124,29 +1124,9 @@ fn checksum_ok(block: &[u8], signature: u32) -> bool {
 }
 
 /// CRC-32 (IEEE, reflected 0xEDB88320), the one raft-engine uses via crc32fast.
+/// CRC-32 (IEEE), as raft-engine computes it (it uses crc32fast too).
 fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    !data.iter().fold(!0u32, |c, &b| {
-        TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
-    })
+    crc32fast::hash(data)
 }
 
 #[cfg(test)]
@@ -1256,6 +1236,36 @@ mod tests {
             LogStore::open(d.path(), false).unwrap_err(),
             StorageError::Locked { .. }
         ));
+    }
+
+    #[test]
+    fn log_bytes_follow_appends_overwrites_and_compaction() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LogStore::open(d.path(), false).unwrap();
+        let sized = |i: u64, len: usize| {
+            let mut e = ent(i, 1);
+            e.data = vec![7u8; len].into();
+            e
+        };
+        let w = |es: Vec<Entry>| {
+            s.write(LogWrite {
+                entries: es,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        w(vec![sized(1, 100), sized(2, 200), sized(3, 300)]);
+        let each = |len: usize| entry_size(&sized(0, len)) as u64;
+        assert_eq!(s.log_bytes(), each(100) + each(200) + each(300));
+        // Overwriting from index 2 drops 2 and 3.
+        w(vec![sized(2, 50)]);
+        assert_eq!(s.log_bytes(), each(100) + each(50));
+        s.compact(1, 1).unwrap();
+        assert_eq!(s.log_bytes(), each(50));
+        // Reopened: rebuilt from the entries on disk.
+        drop(s);
+        let s = LogStore::open(d.path(), false).unwrap();
+        assert_eq!(s.log_bytes(), each(50));
     }
 
     #[test]
