@@ -155,6 +155,7 @@ pub fn start(
     campaign: bool,
 ) -> Result<Arc<NodeHandle>, String> {
     let s = Settings::current();
+    store.set_cache_limit(crate::config::get(&crate::config::LOG_MAX_CACHE_SIZE).max(0) as u64);
     let logger = crate::logging::logger();
     let transport = Arc::new(Transport::new(
         id,
@@ -243,6 +244,9 @@ fn run(
             let fresh = Settings::current();
             net.transport.set_config(transport_config(&fresh));
             node.store().set_fsync(fresh.log_fsync);
+            node.store().set_cache_limit(
+                crate::config::get(&crate::config::LOG_MAX_CACHE_SIZE).max(0) as u64,
+            );
             next_tick = Instant::now() + tick;
         }
         node.issue_reads();

@@ -108,6 +108,9 @@ pub fn fields() -> Vec<(String, String)> {
     }
     let (snap_idx, snap_term) = n.store.snapshot_point();
     put("log_entries", n.store.entry_count().to_string());
+    let (cache_entries, cache_bytes) = n.store.cache_stats();
+    put("cache_num_entries", cache_entries.to_string());
+    put("cache_memory_size", cache_bytes.to_string());
     put(
         "current_index",
         n.store.last_index().unwrap_or(st.last_index).to_string(),

@@ -688,3 +688,36 @@ fn a_join_cut_short_by_a_crash_can_be_resumed_after_restart() {
     });
     wait_local(&n4, "k", "v");
 }
+
+#[test]
+fn the_entry_cache_holds_the_newest_entries_and_can_be_turned_off() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let leader = &c.nodes[l];
+    for i in 0..50 {
+        assert!(ok(&leader.cmd(&["SET", &format!("k{i}"), "v"])));
+    }
+    let cached: u64 = leader.info_field("cache_num_entries").parse().unwrap();
+    let entries: u64 = leader.info_field("log_entries").parse().unwrap();
+    assert_eq!(cached, entries, "a small log is cached whole");
+    assert_ne!(leader.info_field("cache_memory_size"), "0");
+
+    // Off: emptied at the next tick, and replication reads from the files.
+    assert!(ok(&leader.cmd(&[
+        "CONFIG",
+        "SET",
+        "raft.log-max-cache-size",
+        "0"
+    ])));
+    wait_for(5, "the cache to empty", || {
+        (leader.info_field("cache_memory_size") == "0").then_some(())
+    });
+    for i in 50..100 {
+        assert!(ok(&leader.cmd(&["SET", &format!("k{i}"), "w"])));
+    }
+    assert_eq!(leader.info_field("cache_num_entries"), "0");
+    for n in &c.nodes {
+        wait_local(n, "k99", "w");
+        wait_local(n, "k0", "v");
+    }
+}

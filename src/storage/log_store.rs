@@ -37,6 +37,7 @@ use raft::{GetEntriesContext, RaftState};
 use raft_engine::internals::{EventListener, FileId, FileNameExt, LogQueue};
 use raft_engine::{Command, Config, Engine, LogBatch, MessageExt, ReadableSize, RecoveryMode};
 
+use super::entry_cache::EntryCache;
 use super::membership::{put_bytes, Cursor};
 use super::Membership;
 
@@ -51,6 +52,9 @@ const RECORD_VERSION: u8 = 1;
 /// Held (flock) for the store's lifetime. raft-engine has its own `LOCK`, but we must own the
 /// directory *before* raft-engine opens it, because the pre-open check may truncate files.
 const LOCK_FILE: &str = "redisraft-log.lock";
+
+/// Entry cache size until the owner sets `log-max-cache-size` (its default).
+const DEFAULT_CACHE_BYTES: u64 = 64_000_000;
 
 /// Highest raft-engine file number any log of this process has used. A queue that starts empty
 /// begins above it instead of at raft-engine's default 1, so no (file seq, offset) position can
@@ -389,6 +393,8 @@ struct Inner {
     snapshot: RwLock<Option<Snapshot>>,
     /// raft-rs asked for a snapshot that the current one cannot serve.
     snapshot_wanted: AtomicBool,
+    /// The newest entries, so the Raft thread's reads rarely touch disk.
+    cache: Mutex<EntryCache>,
 }
 
 /// The durable Raft log of this node. Cheap to clone; all clones share one open log.
@@ -540,6 +546,7 @@ impl LogStore {
                 stats: Mutex::new(FsyncStats::default()),
                 snapshot: RwLock::new(None),
                 snapshot_wanted: AtomicBool::new(false),
+                cache: Mutex::new(EntryCache::new(DEFAULT_CACHE_BYTES)),
             }),
         })
     }
@@ -630,6 +637,7 @@ impl LogStore {
             "write",
         )?;
 
+        self.inner.cache.lock().append(&w.entries);
         let mut st = self.inner.state.write();
         if let Some(first) = w.entries.first() {
             st.truncate_from(first.index);
@@ -647,6 +655,17 @@ impl LogStore {
             st.meta = m;
         }
         Ok(())
+    }
+
+    /// `log-max-cache-size`: bytes of newest entries kept in memory (0: none).
+    pub fn set_cache_limit(&self, bytes: u64) {
+        self.inner.cache.lock().set_max_bytes(bytes);
+    }
+
+    /// Entries and bytes in the entry cache.
+    pub fn cache_stats(&self) -> (usize, u64) {
+        let c = self.inner.cache.lock();
+        (c.len(), c.bytes())
     }
 
     /// Runtime `CONFIG SET raft.log-fsync`.
@@ -723,6 +742,11 @@ impl LogStore {
         // Always fsynced, whatever the fsync setting: the purge below deletes files, and if this
         // record were lost in a crash after that, the log would restart with a hole.
         self.commit(&mut batch, true, "compact")?;
+        if drop_all {
+            self.inner.cache.lock().clear();
+        } else {
+            self.inner.cache.lock().compact_to(index);
+        }
         self.inner.state.write().set_snapshot(index, term, drop_all);
         self.inner
             .engine
@@ -764,6 +788,7 @@ impl LogStore {
             .put_message(GROUP, KEY_HARD_STATE.to_vec(), &hard_state)
             .map_err(self.engine_err("encode hard state"))?;
         self.commit(&mut batch, true, "install snapshot")?;
+        self.inner.cache.lock().clear();
         {
             let mut st = self.inner.state.write();
             st.set_snapshot(index, term, true);
@@ -866,6 +891,9 @@ impl raft::Storage for LogStore {
         }
         if low >= high {
             return Ok(Vec::new());
+        }
+        if let Some(ents) = self.inner.cache.lock().get(low, high, max_size) {
+            return Ok(ents);
         }
         // raft-engine applies the same rule as raft's limit_size (stop once the running size
         // exceeds max, always keep the first), so only the needed bodies are read from disk.

@@ -1,6 +1,7 @@
 //! Durable Raft log: entries, hard state, membership and node meta in one raft-engine directory.
 
 mod descriptor;
+mod entry_cache;
 mod log_store;
 mod membership;
 
