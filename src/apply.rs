@@ -189,7 +189,7 @@ extern "C" fn drain(_: *mut c_void) {
                     // One callback runs the whole block: nothing interleaves.
                     let results: Vec<_> = cmds.iter().map(|argv| ffi::call(ctx, argv)).collect();
                     if let Some(c) = client {
-                        c.reply_with(|ctx| {
+                        c.reply_with(move |ctx| {
                             ffi::reply_array(ctx, results.len());
                             for r in &results {
                                 match r {
@@ -271,7 +271,7 @@ fn retry_later() {
 
 fn answer(client: RedisClient, result: Result<ffi::CallReply, String>) {
     match result {
-        Ok(reply) => client.reply_call(&reply),
+        Ok(reply) => client.reply_call(reply),
         Err(text) => client.reply_error_text(&text),
     }
 }

@@ -115,6 +115,9 @@ impl crate::node::Network for Net {
     fn send(&self, msg: Message) {
         self.transport.send(msg);
     }
+    fn flush(&self) {
+        self.transport.flush();
+    }
     fn upsert_peer(&self, id: u64, addr: &str) {
         self.transport.upsert_peer(id, addr);
     }
@@ -259,6 +262,8 @@ fn run(
             node.fail_all(Error::Unknown(msg));
             break;
         }
+        // Messages sent outside a Ready (a leader transfer's TimeoutNow).
+        net.transport.flush();
         if campaign {
             // Right after INIT, once the first membership entry is applied,
             // a lone voter need not wait for an election timeout.

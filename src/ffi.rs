@@ -70,6 +70,10 @@ impl CallContext {
 /// The owned reply of an RM_Call.
 pub struct CallReply(*mut raw::RedisModuleCallReply);
 
+// SAFETY: made and read on the main thread only; Send lets it travel inside
+// a blocked client's answer, which Redis runs on the main thread.
+unsafe impl Send for CallReply {}
+
 impl Drop for CallReply {
     fn drop(&mut self) {
         // SAFETY: we own the reply and free it once.
@@ -177,9 +181,43 @@ pub struct RedisClient {
     bc: *mut raw::RedisModuleBlockedClient,
 }
 
-// SAFETY: a blocked client handle may be answered and unblocked from any
-// thread through its thread-safe context, which is all we do with it.
+// SAFETY: a blocked client handle may be unblocked from any thread, which is
+// all we do with it off the main thread.
 unsafe impl Send for RedisClient {}
+
+/// How a blocked client is to be answered: run by Redis on the main thread,
+/// with the client's own context, when it unblocks the client.
+type Answer = Box<dyn FnOnce(*mut raw::RedisModuleCtx) + Send>;
+
+/// Redis's reply callback of our blocked clients: writes the answer given
+/// to UnblockClient straight into the client (no temporary client, no
+/// second copy of the reply, as a thread-safe context would need).
+unsafe extern "C" fn write_answer(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    // SAFETY: ctx is the reply context Redis made for our blocked client;
+    // its private data is the Answer box `answer` passed to UnblockClient.
+    unsafe {
+        let pd = api!(RedisModule_GetBlockedClientPrivateData)(ctx) as *mut Answer;
+        if !pd.is_null() {
+            // Leave a no-op behind (no allocation): free_answer frees the box.
+            let f = std::mem::replace(&mut *pd, Box::new(|_| {}));
+            f(ctx);
+        }
+    }
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Frees the answer, whether or not it was written (the client may have
+/// disconnected meanwhile).
+unsafe extern "C" fn free_answer(_ctx: *mut raw::RedisModuleCtx, pd: *mut c_void) {
+    if !pd.is_null() {
+        // SAFETY: pd is the box `answer` leaked into UnblockClient.
+        drop(unsafe { Box::from_raw(pd as *mut Answer) });
+    }
+}
 
 impl RedisClient {
     /// Blocks the client of `ctx` with no timeout (the answer comes when the
@@ -190,47 +228,44 @@ impl RedisClient {
                 "this command cannot run inside MULTI, a script or a non-blocking context".into(),
             ));
         }
-        // SAFETY: ctx is the current command's context; no callbacks.
-        let bc = unsafe { api!(RedisModule_BlockClient)(ctx, None, None, None, 0) };
+        // SAFETY: ctx is the current command's context; the callbacks
+        // match the signatures Redis calls them with.
+        let bc = unsafe {
+            api!(RedisModule_BlockClient)(ctx, Some(write_answer), None, Some(free_answer), 0)
+        };
         if bc.is_null() {
             return Err(Error::Other("could not block the client".into()));
         }
         Ok(RedisClient { bc })
     }
 
-    fn answer(mut self, f: impl FnOnce(*mut raw::RedisModuleCtx)) {
+    fn answer(mut self, f: Answer) {
         let bc = std::mem::replace(&mut self.bc, ptr::null_mut());
-        // SAFETY: bc is a live blocked client we own; its thread-safe context
-        // buffers the reply until UnblockClient hands it to the client.
-        unsafe {
-            let tctx = api!(RedisModule_GetThreadSafeContext)(bc);
-            f(tctx);
-            api!(RedisModule_FreeThreadSafeContext)(tctx);
-            api!(RedisModule_UnblockClient)(bc, ptr::null_mut());
-        }
+        let pd = Box::into_raw(Box::new(f));
+        // SAFETY: bc is a live blocked client we own; Redis hands pd to
+        // write_answer and then to free_answer.
+        unsafe { api!(RedisModule_UnblockClient)(bc, pd as *mut c_void) };
     }
 
     /// Answers with a command's own reply, verbatim.
-    pub fn reply_call(self, reply: &CallReply) {
-        // SAFETY: reply is valid for the duration of the call.
-        self.answer(|ctx| unsafe {
-            api!(RedisModule_ReplyWithCallReply)(ctx, reply.0);
-        });
+    pub fn reply_call(self, reply: CallReply) {
+        self.answer(Box::new(move |ctx| reply_call(ctx, &reply)));
     }
 
     pub fn reply_error_text(self, text: &str) {
-        self.answer(|ctx| reply_error(ctx, text));
+        let text = text.to_string();
+        self.answer(Box::new(move |ctx| reply_error(ctx, &text)));
     }
 
-    pub fn reply_with(self, f: impl FnOnce(*mut raw::RedisModuleCtx)) {
-        self.answer(f);
+    pub fn reply_with(self, f: impl FnOnce(*mut raw::RedisModuleCtx) + Send + 'static) {
+        self.answer(Box::new(f));
     }
 }
 
 impl Client for RedisClient {
     fn reply(self, r: Reply) {
         match r {
-            Reply::Ok => self.answer(|ctx| reply_simple(ctx, "OK")),
+            Reply::Ok => self.answer(Box::new(|ctx| reply_simple(ctx, "OK"))),
             Reply::Error(e) => self.reply_error_text(&e.to_string()),
         }
     }

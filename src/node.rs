@@ -89,7 +89,10 @@ pub trait Applier<C> {
 
 /// The transport side.
 pub trait Network {
+    /// Queues a message; it goes out at the next `flush` at the latest.
     fn send(&self, msg: Message);
+    /// Writes what was queued (without blocking).
+    fn flush(&self) {}
     fn upsert_peer(&self, id: u64, addr: &str);
     fn remove_peer(&self, id: u64);
     /// Tell a node it was removed (it may never see the entry commit).
@@ -818,6 +821,7 @@ impl<C: Client> RaftNode<C> {
         for m in rd.take_messages() {
             net.send(m);
         }
+        net.flush();
         // 2. A snapshot from the leader: durable data first, then the log
         // restarts after it, then the dataset is replaced (in apply order).
         if !rd.snapshot().is_empty() {
@@ -915,6 +919,7 @@ impl<C: Client> RaftNode<C> {
         for (_, requests) in due {
             items.push(ApplyItem::Reads { requests });
         }
+        net.flush();
         // Publish first: a client told +OK then reads INFO and must see it.
         self.publish_status();
         if !items.is_empty() {

@@ -118,7 +118,7 @@ fn send_batch(conn: &mut Option<(String, Connection)>, leader: &str, batch: Vec<
             continue;
         }
         match c.recv() {
-            Ok(v) => r.client.reply_with(|ctx| reply_value(ctx, &v)),
+            Ok(v) => r.client.reply_with(move |ctx| reply_value(ctx, &v)),
             Err(e) => {
                 r.client.reply(Reply::Error(Error::Unknown(format!(
                     "no reply from the leader: {e}"

@@ -64,7 +64,7 @@ pub fn encode_command(args: &[&[u8]], out: &mut Vec<u8>) {
     encode_args(args, out);
 }
 
-fn encode_args<A: AsRef<[u8]>>(args: &[A], out: &mut Vec<u8>) {
+pub fn encode_args<A: AsRef<[u8]>>(args: &[A], out: &mut Vec<u8>) {
     let _ = write!(out, "*{}\r\n", args.len());
     for a in args {
         let a = a.as_ref();
@@ -404,21 +404,26 @@ impl Connection {
         loop {
             let end = self.scan.advance(&self.buf).map_err(|e| self.poison(e))?;
             if let Some(end) = end {
-                let (v, used) = build(&self.buf, self.rpos).map_err(|e| self.poison(e))?;
-                debug_assert_eq!(used, end);
-                self.rpos = end;
-                if self.rpos == self.buf.len() {
-                    self.buf.clear();
-                    self.rpos = 0;
-                }
-                self.scan = Scan {
-                    pos: self.rpos,
-                    open: std::mem::take(&mut self.scan.open),
-                };
-                return Ok(v);
+                return self.take_reply(end);
             }
             self.fill()?;
         }
+    }
+
+    /// The reply the scanner found complete, ending at `end`.
+    fn take_reply(&mut self, end: usize) -> Result<RespValue, RespError> {
+        let (v, used) = build(&self.buf, self.rpos).map_err(|e| self.poison(e))?;
+        debug_assert_eq!(used, end);
+        self.rpos = end;
+        if self.rpos == self.buf.len() {
+            self.buf.clear();
+            self.rpos = 0;
+        }
+        self.scan = Scan {
+            pos: self.rpos,
+            open: std::mem::take(&mut self.scan.open),
+        };
+        Ok(v)
     }
 
     /// Reads more bytes, first dropping the replies already returned.
@@ -455,6 +460,97 @@ impl Connection {
         }
     }
 
+    /// Writes as much of `out` as the socket takes now, without waiting;
+    /// returns how many bytes went. The caller keeps the rest and must send
+    /// it before anything else (the server holds half a command).
+    pub fn try_write(&mut self, out: &[u8]) -> Result<usize, RespError> {
+        use std::os::fd::AsRawFd;
+        if self.broken {
+            return Err(RespError::Closed);
+        }
+        let mut done = 0;
+        while done < out.len() {
+            let rest = &out[done..];
+            // SAFETY: a valid socket and a valid buffer of rest.len() bytes.
+            let n = unsafe {
+                libc::send(
+                    self.stream.as_raw_fd(),
+                    rest.as_ptr() as *const libc::c_void,
+                    rest.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                done += n as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => break,
+                _ => return Err(self.poison(RespError::from(e))),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Writes all of `out`, waiting up to the I/O timeout.
+    pub fn write_all(&mut self, out: &[u8]) -> Result<(), RespError> {
+        self.write(out)
+    }
+
+    /// A reply if one has arrived, without waiting. With `read_socket`
+    /// false only what was already read is looked at (no system call).
+    pub fn try_recv(&mut self, mut read_socket: bool) -> Result<Option<RespValue>, RespError> {
+        use std::os::fd::AsRawFd;
+        if self.broken {
+            return Err(RespError::Closed);
+        }
+        loop {
+            let end = self.scan.advance(&self.buf).map_err(|e| self.poison(e))?;
+            if let Some(end) = end {
+                return self.take_reply(end).map(Some);
+            }
+            if !read_socket {
+                return Ok(None);
+            }
+            read_socket = false;
+            if self.rpos > 0 {
+                self.buf.drain(..self.rpos);
+                self.scan.pos -= self.rpos;
+                self.rpos = 0;
+            }
+            let len = self.buf.len();
+            // Into spare capacity: zeroing 64 KiB per poll would cost more
+            // than the few bytes of `+OK` it usually finds.
+            self.buf.reserve(READ_CHUNK);
+            let spare = self.buf.spare_capacity_mut();
+            // SAFETY: a valid socket; `spare` is writable for its length.
+            let n = unsafe {
+                libc::recv(
+                    self.stream.as_raw_fd(),
+                    spare.as_mut_ptr() as *mut libc::c_void,
+                    spare.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                // SAFETY: recv initialised the first n bytes of the spare capacity.
+                unsafe { self.buf.set_len(len + n as usize) };
+                continue;
+            }
+            if n == 0 {
+                return Err(self.poison(RespError::Closed));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => read_socket = true,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(self.poison(RespError::from(e))),
+            }
+        }
+    }
+
     /// Sends one command and reads its reply.
     pub fn call(&mut self, args: &[&[u8]]) -> Result<RespValue, RespError> {
         self.send(args)?;
@@ -475,6 +571,67 @@ mod tests {
 
     fn arr(v: Vec<RespValue>) -> RespValue {
         RespValue::Array(Some(v))
+    }
+
+    #[test]
+    fn try_recv_and_try_write_never_wait_and_keep_partial_replies() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (go, wait) = std::sync::mpsc::channel::<&'static [u8]>();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = vec![0u8; 16];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"*1\r\n$4\r\nPING\r\n*1");
+            while let Ok(out) = wait.recv() {
+                s.write_all(out).unwrap();
+            }
+        });
+        let t = Duration::from_secs(5);
+        let mut c = Connection::connect(&addr, t, t, None).unwrap();
+        assert_eq!(c.try_recv(true).unwrap(), None, "nothing arrived yet");
+        let mut out = Vec::new();
+        encode_command(&[b"PING"], &mut out);
+        encode_command(&[b"PING"], &mut out);
+        assert_eq!(c.try_write(&out[..16]).unwrap(), 16);
+        go.send(b"+OK\r\n+O").unwrap();
+        let first = wait_for_reply(&mut c);
+        assert_eq!(first, RespValue::Simple("OK".into()));
+        assert_eq!(
+            c.try_recv(false).unwrap(),
+            None,
+            "half a reply stays buffered"
+        );
+        go.send(b"K\r\n-ERR x\r\n").unwrap();
+        assert_eq!(wait_for_reply(&mut c), RespValue::Simple("OK".into()));
+        assert_eq!(
+            c.try_recv(false).unwrap(),
+            Some(RespValue::Error("ERR x".into()))
+        );
+        drop(go);
+        server.join().unwrap();
+        assert!(matches!(wait_for_reply_err(&mut c), RespError::Closed));
+    }
+
+    fn wait_for_reply(c: &mut Connection) -> RespValue {
+        for _ in 0..500 {
+            if let Some(v) = c.try_recv(true).unwrap() {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no reply");
+    }
+
+    fn wait_for_reply_err(c: &mut Connection) -> RespError {
+        for _ in 0..500 {
+            match c.try_recv(true) {
+                Err(e) => return e,
+                Ok(Some(v)) => panic!("unexpected {v:?}"),
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        panic!("no error");
     }
 
     #[test]

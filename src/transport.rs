@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Mutex, RwLock};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
@@ -55,12 +55,14 @@ pub struct PeerStats {
     pub conn_oks: u64,
 }
 
-/// Bound of each peer's queue: a peer that is down or slow must not make
-/// this node's memory grow; Raft copes with the loss.
+/// Most messages waiting for one peer (while its connection is being made
+/// or its socket is full): a peer that is down or slow must not make this
+/// node's memory grow; Raft copes with the loss.
 const QUEUE_BOUND: usize = 4096;
-/// Most messages in one batch, whatever their size (heartbeats are tiny).
-const MAX_BATCH_MSGS: usize = 1024;
-/// How often an idle thread looks at its stop flag and address.
+/// Most bytes waiting for one peer, for the same reason.
+const QUEUE_MAX_BYTES: usize = 64 << 20;
+/// How often the sender thread drains replies, checks for a silent peer and
+/// looks at its stop flag and address.
 const POLL: Duration = Duration::from_millis(100);
 /// Floor of the reconnect interval, so a zero setting cannot spin.
 const MIN_RECONNECT: Duration = Duration::from_millis(10);
@@ -70,8 +72,81 @@ const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 const APPEND_CMD: &[u8] = b"RAFT.APPENDENTRIES";
 const VOTE_CMD: &[u8] = b"RAFT.REQUESTVOTE";
 
+/// Where the connection to a peer is.
+enum LinkState {
+    /// None, and none being made before `Link::retry_at`: messages are
+    /// dropped (a message queued now would be stale by then).
+    Down,
+    /// The sender thread is connecting: messages wait in the outbox.
+    Connecting,
+    /// Connected; whoever flushes writes without blocking.
+    Up(Connection),
+    /// The sender thread holds the connection for a blocking write (the
+    /// socket was full); messages wait in the outbox.
+    Busy,
+}
+
+/// One peer's connection and what waits to go through it. Shared by the
+/// Raft thread (which queues and flushes) and the peer's sender thread
+/// (which connects, finishes writes the socket could not take at once,
+/// drains replies while the Raft thread is idle, and notices a silent peer).
+struct Link {
+    state: LinkState,
+    /// Messages queued since the last flush, encoded.
+    outbox: Vec<Encoded>,
+    outbox_bytes: usize,
+    /// When the oldest message in the outbox was queued.
+    outbox_since: Option<Instant>,
+    /// Commands being written; `wbuf[..wpos]` went out already.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// Commands written whose reply has not been read yet.
+    unanswered: usize,
+    /// Last reply read or byte written while something was outstanding.
+    last_progress: Instant,
+    /// No connect attempt before this (while Down).
+    retry_at: Instant,
+    /// A snapshot transfer for the sender thread to run.
+    snapshot: Option<Message>,
+    last_error_log: Option<(String, Instant)>,
+}
+
+impl Link {
+    fn new() -> Link {
+        let now = Instant::now();
+        Link {
+            // The sender thread connects at once; messages queue meanwhile.
+            state: LinkState::Connecting,
+            outbox: Vec::new(),
+            outbox_bytes: 0,
+            outbox_since: None,
+            wbuf: Vec::new(),
+            wpos: 0,
+            unanswered: 0,
+            last_progress: now,
+            retry_at: now,
+            snapshot: None,
+            last_error_log: None,
+        }
+    }
+
+    fn write_pending(&self) -> bool {
+        self.wpos < self.wbuf.len()
+    }
+
+    /// Drops what is queued; returns how many messages that was.
+    fn drop_outbox(&mut self) -> u64 {
+        let n = self.outbox.len() as u64;
+        self.outbox.clear();
+        self.outbox_bytes = 0;
+        self.outbox_since = None;
+        n
+    }
+}
+
 /// What the peer's thread and the Transport share.
 struct PeerShared {
+    id: u64,
     addr: Mutex<String>,
     stop: AtomicBool,
     stats: Mutex<PeerStats>,
@@ -79,6 +154,10 @@ struct PeerShared {
     /// Closes the live connection, so `remove_peer` and `shutdown` need
     /// not wait for a reply timeout.
     closer: Mutex<Option<Closer>>,
+    link: Mutex<Link>,
+    /// Wakes the sender thread (a snapshot to send, a full socket, a
+    /// failed connection, stop).
+    wake: Sender<()>,
 }
 
 impl PeerShared {
@@ -87,15 +166,19 @@ impl PeerShared {
         if let Some(c) = self.closer.lock().as_ref() {
             c.close();
         }
+        self.notify();
     }
 
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
+
+    fn notify(&self) {
+        let _ = self.wake.try_send(());
+    }
 }
 
 struct Peer {
-    tx: Sender<Message>,
     shared: Arc<PeerShared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -118,11 +201,142 @@ impl Common {
     fn mark_unreachable(&self, id: u64) {
         self.unreachable.lock().insert(id);
     }
+
+    fn count_dropped(&self, id: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let before = self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.mark_unreachable(id);
+        if before / 1024 != (before + n) / 1024 {
+            warn!(self.logger, "messages to node dropped (not connected or queue full)";
+                "id" => id, "dropped_total" => before + n);
+        }
+    }
+
+    /// Counts a connection failure and reports the peer unreachable.
+    fn connection_failed(&self, shared: &PeerShared, first: bool, why: &str) {
+        if shared.stopped() {
+            return;
+        }
+        shared.stats.lock().conn_errors += 1;
+        self.mark_unreachable(shared.id);
+        if first {
+            info!(self.logger, "connection to node failed"; "id" => shared.id, "reason" => why);
+        } else {
+            debug!(self.logger, "node still unreachable"; "id" => shared.id, "reason" => why);
+        }
+    }
+
+    /// The connection broke: drop it and what waits for it, and let the
+    /// sender thread reconnect at once (likely a restarted peer; a failed
+    /// connect then backs off).
+    fn fail_link(&self, shared: &PeerShared, link: &mut Link, why: String) {
+        link.state = LinkState::Down;
+        link.wbuf.clear();
+        link.wpos = 0;
+        link.unanswered = 0;
+        let n = link.drop_outbox();
+        self.count_dropped(shared.id, n);
+        link.retry_at = Instant::now();
+        *shared.closer.lock() = None;
+        shared.stats.lock().connected = false;
+        self.connection_failed(shared, true, &why);
+        shared.notify();
+    }
+
+    /// The peer answered an error (dbid mismatch, not ready...): those
+    /// messages were lost but the connection is fine, so keep it.
+    fn refused(&self, shared: &PeerShared, link: &mut Link, e: String) {
+        shared.stats.lock().conn_errors += 1;
+        self.mark_unreachable(shared.id);
+        let now = Instant::now();
+        let repeat = link
+            .last_error_log
+            .as_ref()
+            .is_some_and(|(last, at)| *last == e && now.duration_since(*at) < ERROR_LOG_EVERY);
+        if repeat {
+            debug!(self.logger, "node refused messages"; "id" => shared.id, "error" => e);
+        } else {
+            warn!(self.logger, "node refused messages"; "id" => shared.id, "error" => &e);
+            link.last_error_log = Some((e, now));
+        }
+    }
+
+    /// Reads the replies that have arrived (one system call at most), then
+    /// writes what is queued without blocking. Returns true when the socket
+    /// did not take everything (the sender thread finishes the write).
+    fn flush_link(&self, shared: &PeerShared, link: &mut Link, send_outbox: bool) -> bool {
+        let LinkState::Up(conn) = &mut link.state else {
+            return false;
+        };
+        let now = Instant::now();
+        let mut refused = Vec::new();
+        let mut read_socket = link.unanswered > 0;
+        while link.unanswered > 0 {
+            match conn.try_recv(read_socket) {
+                Ok(Some(v)) => {
+                    link.unanswered -= 1;
+                    link.last_progress = now;
+                    match v {
+                        RespValue::Simple(_) => {}
+                        RespValue::Error(e) => refused.push(e),
+                        other => refused.push(format!("unexpected reply {other:?}")),
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail_link(shared, link, format!("connection failed: {e}"));
+                    return false;
+                }
+            }
+            read_socket = false;
+        }
+        if !link.write_pending() && send_outbox && !link.outbox.is_empty() {
+            link.wbuf.clear();
+            link.wpos = 0;
+            let batch = std::mem::take(&mut link.outbox);
+            link.outbox_bytes = 0;
+            link.outbox_since = None;
+            let max = self.cfg.read().max_batch_bytes.max(1);
+            let n = encode_commands(batch, &self.dbid.read(), self.local_id, max, &mut link.wbuf);
+            if link.unanswered == 0 {
+                link.last_progress = now;
+            }
+            link.unanswered += n;
+        }
+        if link.write_pending() {
+            let LinkState::Up(conn) = &mut link.state else {
+                unreachable!("checked above")
+            };
+            match conn.try_write(&link.wbuf[link.wpos..]) {
+                Ok(0) => {}
+                Ok(n) => {
+                    link.wpos += n;
+                    link.last_progress = now;
+                }
+                Err(e) => {
+                    self.fail_link(shared, link, format!("connection failed: {e}"));
+                    return false;
+                }
+            }
+        }
+        for e in refused {
+            self.refused(shared, link, e);
+        }
+        link.write_pending()
+    }
 }
 
-/// Sends Raft messages to the peers. All methods take `&self` and none
-/// blocks on the network, except `shutdown` (and so Drop), which waits for
-/// the peer threads to end.
+/// Sends Raft messages to the peers. All methods take `&self`; none blocks
+/// on the network, except `shutdown` (and so Drop), which waits for the
+/// peer threads to end.
+///
+/// `send` only queues; `flush` writes what is queued to the sockets from
+/// the caller's thread (the Raft thread, once per Ready), so a message costs
+/// no thread hand-off on this side. Each peer's sender thread only steps in
+/// for what cannot be done without blocking: connecting, a write the socket
+/// could not take at once, snapshot transfers.
 pub struct Transport {
     common: Arc<Common>,
     peers: Mutex<HashMap<u64, Peer>>,
@@ -183,11 +397,13 @@ impl Transport {
             if *a != addr {
                 *a = addr.to_string();
                 p.shared.stats.lock().addr = addr.to_string();
+                p.shared.notify();
             }
             return;
         }
-        let (tx, rx) = crossbeam_channel::bounded(QUEUE_BOUND);
+        let (wake, wake_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(PeerShared {
+            id,
             addr: Mutex::new(addr.to_string()),
             stop: AtomicBool::new(false),
             stats: Mutex::new(PeerStats {
@@ -196,18 +412,15 @@ impl Transport {
             }),
             last_conn: Mutex::new(None),
             closer: Mutex::new(None),
+            link: Mutex::new(Link::new()),
+            wake,
         });
         let worker = Worker {
-            id,
-            rx,
+            wake: wake_rx,
             common: self.common.clone(),
             shared: shared.clone(),
-            conn: None,
-            retry_at: Instant::now(),
+            conn_addr: None,
             failures: 0,
-            carry: None,
-            last_error_log: None,
-            io_timeout: None,
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-peer-{id}"))
@@ -221,7 +434,7 @@ impl Transport {
                 None
             }
         };
-        peers.insert(id, Peer { tx, shared, thread });
+        peers.insert(id, Peer { shared, thread });
     }
 
     /// Forgets a peer. Its thread stops without sending anything further;
@@ -230,7 +443,6 @@ impl Transport {
         let p = self.peers.lock().remove(&id);
         let Some(p) = p else { return };
         p.shared.stop();
-        drop(p.tx);
         self.common.unreachable.lock().remove(&id);
         let mut retired = self.retired.lock();
         retired.retain(|t| !t.is_finished());
@@ -243,26 +455,57 @@ impl Transport {
         ids
     }
 
-    /// Queues a message for its peer (`msg.to`); never blocks. False when
-    /// it was dropped: unknown peer, or the peer's queue is full (then the
-    /// peer is also reported unreachable, so Raft sends less).
+    /// Queues a message for its peer (`msg.to`) until the next `flush`;
+    /// never blocks. False when it was dropped: unknown peer, no
+    /// connection, or the peer's queue is full (then the peer is also
+    /// reported unreachable, so Raft sends less).
     pub fn send(&self, msg: Message) -> bool {
         let peers = self.peers.lock();
         let Some(p) = peers.get(&msg.to) else {
             return false;
         };
-        match p.tx.try_send(msg) {
-            Ok(()) => true,
-            Err(TrySendError::Full(m)) => {
-                let n = self.common.dropped.fetch_add(1, Ordering::Relaxed);
-                self.common.mark_unreachable(m.to);
-                if n.is_multiple_of(1024) {
-                    warn!(self.common.logger, "queue to node full, dropping messages";
-                        "id" => m.to, "dropped_total" => n + 1);
-                }
-                false
+        let mut link = p.shared.link.lock();
+        if msg.get_msg_type() == MessageType::MsgSnapshot {
+            if let Some(old) = link.snapshot.replace(msg) {
+                // Superseded before it started: raft-rs hears it failed.
+                self.common.snapshot_reports.lock().push((old.to, false));
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            p.shared.notify();
+            return true;
+        }
+        let full = link.outbox.len() >= QUEUE_BOUND || link.outbox_bytes >= QUEUE_MAX_BYTES;
+        if matches!(link.state, LinkState::Down) || full {
+            drop(link);
+            self.common.count_dropped(msg.to, 1);
+            return false;
+        }
+        let body = match msg.write_to_bytes() {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(self.common.logger, "cannot encode a Raft message"; "id" => msg.to, "error" => %e);
+                return false;
+            }
+        };
+        link.outbox_bytes += body.len();
+        link.outbox_since.get_or_insert_with(Instant::now);
+        link.outbox.push(Encoded {
+            vote: is_vote(msg.get_msg_type()),
+            body,
+        });
+        true
+    }
+
+    /// Writes what `send` queued, to every peer, without blocking.
+    pub fn flush(&self) {
+        let peers = self.peers.lock();
+        for p in peers.values() {
+            let mut link = p.shared.link.lock();
+            if link.outbox.is_empty() && !link.write_pending() {
+                continue;
+            }
+            if self.common.flush_link(&p.shared, &mut link, true) {
+                p.shared.notify();
+            }
         }
     }
 
@@ -314,7 +557,6 @@ impl Transport {
         let mut threads = std::mem::take(&mut *self.retired.lock());
         for p in peers {
             p.shared.stop();
-            drop(p.tx);
             threads.extend(p.thread);
         }
         for t in threads {
@@ -338,95 +580,76 @@ struct Encoded {
 
 /// The state of one peer's sender thread.
 struct Worker {
-    id: u64,
-    rx: Receiver<Message>,
+    wake: Receiver<()>,
     common: Arc<Common>,
     shared: Arc<PeerShared>,
-    /// The connection and the address it goes to.
-    conn: Option<(String, Connection)>,
-    /// No connect attempt before this.
-    retry_at: Instant,
+    /// The address of the live connection.
+    conn_addr: Option<String>,
     /// Failures in a row: the first is logged at info, the rest at debug.
     failures: u64,
-    /// A message taken from the queue that did not fit in the last batch.
-    carry: Option<Encoded>,
-    last_error_log: Option<(String, Instant)>,
-    /// The I/O timeout set on the connection (saves two syscalls a batch).
-    io_timeout: Option<Duration>,
 }
 
 impl Worker {
     fn run(mut self) {
-        debug!(self.common.logger, "sender thread started"; "id" => self.id);
+        let id = self.shared.id;
+        debug!(self.common.logger, "sender thread started"; "id" => id);
         while !self.shared.stopped() {
             self.follow_address();
-            if self.conn.is_none() && Instant::now() >= self.retry_at {
+            let connect_in = {
+                let link = self.shared.link.lock();
+                match link.state {
+                    LinkState::Connecting => Some(Duration::ZERO),
+                    LinkState::Down => {
+                        Some(link.retry_at.saturating_duration_since(Instant::now()))
+                    }
+                    _ => None,
+                }
+            };
+            if connect_in == Some(Duration::ZERO) {
                 self.connect();
                 continue;
             }
-            let first = match self.carry.take() {
-                Some(e) => e,
-                None => {
-                    let wait = if self.conn.is_some() {
-                        POLL
-                    } else {
-                        self.retry_at
-                            .saturating_duration_since(Instant::now())
-                            .min(POLL)
-                    };
-                    match self.rx.recv_timeout(wait) {
-                        Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
-                            self.send_snapshot(m);
-                            continue;
-                        }
-                        Ok(m) => match self.encode(&m) {
-                            Some(e) => e,
-                            None => continue,
-                        },
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-            };
-            if self.shared.stopped() {
-                break;
-            }
-            if self.conn.is_none() {
-                self.drop_queued(1);
+            let snapshot = self.shared.link.lock().snapshot.take();
+            if let Some(m) = snapshot {
+                self.send_snapshot(m);
                 continue;
             }
-            let batch = self.collect(first);
-            self.send_batch(batch);
+            self.service();
+            let wait = connect_in.map_or(POLL, |d| d.min(POLL));
+            match self.wake.recv_timeout(wait) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
         }
-        if let Some((addr, _)) = self.conn.take() {
-            debug!(self.common.logger, "closed connection to node";
-                "id" => self.id, "addr" => addr);
-        }
+        self.shared.link.lock().state = LinkState::Down;
         *self.shared.closer.lock() = None;
-        debug!(self.common.logger, "sender thread stopped"; "id" => self.id);
+        debug!(self.common.logger, "sender thread stopped"; "id" => id);
     }
 
     /// Drops the connection if the peer's address changed.
     fn follow_address(&mut self) {
         let addr = self.shared.addr.lock().clone();
-        if self.conn.as_ref().is_some_and(|(a, _)| *a != addr) {
+        if self.conn_addr.as_ref().is_some_and(|a| *a != addr) {
             info!(self.common.logger, "node address changed, reconnecting";
-                "id" => self.id, "addr" => &addr);
-            self.disconnect();
-            self.retry_at = Instant::now();
+                "id" => self.shared.id, "addr" => &addr);
+            self.conn_addr = None;
+            let mut link = self.shared.link.lock();
+            if let LinkState::Up(_) = link.state {
+                link.state = LinkState::Connecting;
+                link.wbuf.clear();
+                link.wpos = 0;
+                link.unanswered = 0;
+            }
+            *self.shared.closer.lock() = None;
+            self.shared.stats.lock().connected = false;
         }
-    }
-
-    fn disconnect(&mut self) {
-        self.conn = None;
-        *self.shared.closer.lock() = None;
-        self.shared.stats.lock().connected = false;
     }
 
     fn connect(&mut self) {
         let addr = self.shared.addr.lock().clone();
         let cfg = self.common.cfg.read().clone();
         let auth = cfg.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        self.shared.link.lock().state = LinkState::Connecting;
         match Connection::connect(&addr, cfg.connect_timeout, cfg.io_timeout, auth) {
             Ok(c) => {
                 // Registered before the stop check, so stop() either sees
@@ -442,111 +665,104 @@ impl Worker {
                 }
                 *self.shared.last_conn.lock() = Some(Instant::now());
                 info!(self.common.logger, "connected to node";
-                    "id" => self.id, "addr" => &addr, "failed_attempts" => self.failures);
+                    "id" => self.shared.id, "addr" => &addr, "failed_attempts" => self.failures);
                 self.failures = 0;
-                self.io_timeout = Some(cfg.io_timeout);
-                self.conn = Some((addr, c));
+                self.conn_addr = Some(addr);
+                let mut link = self.shared.link.lock();
+                link.state = LinkState::Up(c);
+                link.wbuf.clear();
+                link.wpos = 0;
+                link.unanswered = 0;
+                // What queued while connecting goes now.
+                let more = self.common.flush_link(&self.shared, &mut link, true);
+                drop(link);
+                if more {
+                    self.finish_write();
+                }
             }
             Err(e) => {
-                self.fail(format!("cannot connect to {addr}: {e}"));
-                self.retry_at = Instant::now() + cfg.reconnect_interval.max(MIN_RECONNECT);
+                self.failures += 1;
+                self.common.connection_failed(
+                    &self.shared,
+                    self.failures == 1,
+                    &format!("cannot connect to {addr}: {e}"),
+                );
+                let mut link = self.shared.link.lock();
+                link.state = LinkState::Down;
+                link.retry_at = Instant::now() + cfg.reconnect_interval.max(MIN_RECONNECT);
                 // What was queued meanwhile is stale by the next attempt.
-                self.drop_queued(0);
+                let n = link.drop_outbox();
+                drop(link);
+                self.common.count_dropped(self.shared.id, n);
+                self.common.mark_unreachable(self.shared.id);
             }
         }
     }
 
-    /// Counts a connection failure and reports the peer unreachable.
-    fn fail(&mut self, why: String) {
-        if self.shared.stopped() {
-            return;
-        }
-        self.shared.stats.lock().conn_errors += 1;
-        self.common.mark_unreachable(self.id);
-        self.failures += 1;
-        if self.failures == 1 {
-            info!(self.common.logger, "connection to node failed";
-                "id" => self.id, "reason" => why);
-        } else {
-            debug!(self.common.logger, "node still unreachable";
-                "id" => self.id, "reason" => why, "attempts" => self.failures);
-        }
-    }
-
-    /// Drops everything queued (plus `already` taken out by the caller).
-    fn drop_queued(&mut self, already: u64) {
-        let n = already + self.carry.take().map_or(0, |_| 1) + self.rx.try_iter().count() as u64;
-        if n > 0 {
-            self.common.dropped.fetch_add(n, Ordering::Relaxed);
-            self.common.mark_unreachable(self.id);
-        }
-    }
-
-    fn encode(&self, m: &Message) -> Option<Encoded> {
-        match m.write_to_bytes() {
-            Ok(body) => Some(Encoded {
-                vote: is_vote(m.get_msg_type()),
-                body,
-            }),
-            Err(e) => {
-                warn!(self.common.logger, "cannot encode a Raft message"; "id" => self.id, "error" => %e);
-                None
-            }
-        }
-    }
-
-    /// `first` plus whatever is queued, up to the batch bounds.
-    fn collect(&mut self, first: Encoded) -> Vec<Encoded> {
-        let max = self.common.cfg.read().max_batch_bytes.max(1);
-        let mut total = first.body.len();
-        let mut batch = vec![first];
-        while total < max && batch.len() < MAX_BATCH_MSGS {
-            let Ok(m) = self.rx.try_recv() else { break };
-            let Some(e) = self.encode(&m) else { continue };
-            if total + e.body.len() > max {
-                self.carry = Some(e);
-                break;
-            }
-            total += e.body.len();
-            batch.push(e);
-        }
-        batch
-    }
-
-    fn send_batch(&mut self, batch: Vec<Encoded>) {
-        let cmds = commands(batch, &self.common.dbid.read(), self.common.local_id);
+    /// Periodic care of an idle link: replies read, a silent peer noticed,
+    /// messages nobody flushed sent, a write the socket did not take
+    /// finished.
+    fn service(&mut self) {
         let io_timeout = self.common.cfg.read().io_timeout;
-        let Some((addr, cn)) = self.conn.as_mut() else {
+        let mut link = self.shared.link.lock();
+        if !matches!(link.state, LinkState::Up(_)) {
             return;
-        };
-        if self.io_timeout != Some(io_timeout) {
-            cn.set_io_timeout(io_timeout);
-            self.io_timeout = Some(io_timeout);
         }
-        let mut refused = Vec::new();
-        let result = cn.send_many(&cmds).and_then(|_| {
-            for _ in 0..cmds.len() {
-                match cn.recv()? {
-                    RespValue::Simple(_) => {}
-                    RespValue::Error(e) => refused.push(e),
-                    other => refused.push(format!("unexpected reply {other:?}")),
-                }
+        let stale_outbox = link.outbox_since.is_some_and(|t| t.elapsed() >= POLL / 2);
+        let more = self
+            .common
+            .flush_link(&self.shared, &mut link, stale_outbox);
+        let outstanding = link.unanswered > 0 || link.write_pending();
+        if outstanding && link.last_progress.elapsed() > io_timeout {
+            self.conn_addr = None;
+            self.common.fail_link(
+                &self.shared,
+                &mut link,
+                format!("no reply within {} ms", io_timeout.as_millis()),
+            );
+            return;
+        }
+        drop(link);
+        if more {
+            self.finish_write();
+        }
+    }
+
+    /// Writes the rest of the write buffer, waiting up to the I/O timeout,
+    /// with the connection taken out of the link (the Raft thread queues
+    /// meanwhile), then flushes what queued.
+    fn finish_write(&mut self) {
+        loop {
+            let mut link = self.shared.link.lock();
+            if !link.write_pending() {
+                return;
             }
-            Ok(())
-        });
-        match result {
-            Ok(()) => {
-                for e in refused {
-                    self.refused(e);
+            let LinkState::Up(mut conn) = std::mem::replace(&mut link.state, LinkState::Busy)
+            else {
+                return;
+            };
+            let rest = link.wbuf[link.wpos..].to_vec();
+            drop(link);
+            let result = conn.write_all(&rest);
+            let mut link = self.shared.link.lock();
+            match result {
+                Ok(()) => {
+                    link.wpos = link.wbuf.len();
+                    link.last_progress = Instant::now();
+                    link.state = LinkState::Up(conn);
+                    if !self.common.flush_link(&self.shared, &mut link, true) {
+                        return;
+                    }
                 }
-            }
-            Err(e) => {
-                let why = format!("connection to {addr} failed: {e}");
-                self.disconnect();
-                self.fail(why);
-                // Likely a stale connection to a restarted peer: try again
-                // at once; a failed connect then backs off.
-                self.retry_at = Instant::now();
+                Err(e) => {
+                    self.conn_addr = None;
+                    self.common.fail_link(
+                        &self.shared,
+                        &mut link,
+                        format!("connection failed: {e}"),
+                    );
+                    return;
+                }
             }
         }
     }
@@ -559,17 +775,22 @@ impl Worker {
         let ok = match self.stream_snapshot(&msg) {
             Ok(()) => true,
             Err(e) => {
-                warn!(self.common.logger, "snapshot transfer failed"; "id" => self.id, "error" => &e);
+                warn!(self.common.logger, "snapshot transfer failed"; "id" => self.shared.id, "error" => &e);
                 false
             }
         };
         if ok {
-            info!(self.common.logger, "snapshot sent"; "id" => self.id,
+            info!(self.common.logger, "snapshot sent"; "id" => self.shared.id,
                 "index" => msg.get_snapshot().get_metadata().index);
         }
-        self.common.snapshot_reports.lock().push((self.id, ok));
+        self.common
+            .snapshot_reports
+            .lock()
+            .push((self.shared.id, ok));
     }
 
+    /// Runs on a connection of its own, so heartbeats keep flowing on the
+    /// main one while a large file streams.
     fn stream_snapshot(&mut self, msg: &Message) -> Result<(), String> {
         use std::os::unix::fs::FileExt;
         let meta = msg.get_snapshot().get_metadata();
@@ -579,17 +800,15 @@ impl Worker {
             _ => return Err(format!("no snapshot file for index {index}")),
         };
         let total = file.metadata().map_err(|e| e.to_string())?.len();
-        if self.conn.is_none() {
-            self.connect();
-        }
         let cfg = self.common.cfg.read().clone();
+        let addr = self.shared.addr.lock().clone();
+        let auth = cfg.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        let mut cn = Connection::connect(&addr, cfg.connect_timeout, cfg.io_timeout, auth)
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         let dbid = self.common.dbid.read().clone();
         let from = self.common.local_id.to_string();
         let chunk = cfg.snapshot_chunk_bytes.max(1);
         let window = cfg.snapshot_chunks_in_flight.max(1);
-        let Some((_, cn)) = self.conn.as_mut() else {
-            return Err("not connected".into());
-        };
         let header = |offset: u64, data: &[u8]| -> Vec<Vec<u8>> {
             vec![
                 b"RAFT.LOADSNAPSHOT".to_vec(),
@@ -628,11 +847,7 @@ impl Worker {
             match sent {
                 Ok(None) => {}
                 Ok(Some(e)) => return Err(format!("refused: {e}")),
-                Err(e) => {
-                    let why = format!("connection failed: {e}");
-                    self.disconnect();
-                    return Err(why);
-                }
+                Err(e) => return Err(format!("connection failed: {e}")),
             }
             if self.shared.stopped() {
                 return Err("stopped".into());
@@ -645,54 +860,47 @@ impl Worker {
             from.into_bytes(),
             body,
         ];
-        let result = cn.send_many(&[cmd]).and_then(|_| cn.recv());
-        match result {
+        match cn.send_many(&[cmd]).and_then(|_| cn.recv()) {
             Ok(RespValue::Simple(_)) => Ok(()),
             Ok(RespValue::Error(e)) => Err(format!("snapshot refused: {e}")),
             Ok(other) => Err(format!("unexpected reply {other:?}")),
-            Err(e) => {
-                let why = format!("connection failed: {e}");
-                self.disconnect();
-                Err(why)
-            }
-        }
-    }
-
-    /// The peer answered an error (dbid mismatch, not ready...): its
-    /// messages were lost but the connection is fine, so keep it.
-    fn refused(&mut self, e: String) {
-        self.shared.stats.lock().conn_errors += 1;
-        self.common.mark_unreachable(self.id);
-        let now = Instant::now();
-        let repeat = self
-            .last_error_log
-            .as_ref()
-            .is_some_and(|(last, at)| *last == e && now.duration_since(*at) < ERROR_LOG_EVERY);
-        if repeat {
-            debug!(self.common.logger, "node refused messages"; "id" => self.id, "error" => e);
-        } else {
-            warn!(self.common.logger, "node refused messages"; "id" => self.id, "error" => &e);
-            self.last_error_log = Some((e, now));
+            Err(e) => Err(format!("connection failed: {e}")),
         }
     }
 }
 
-/// Packs consecutive messages of one kind into one command each.
-fn commands(batch: Vec<Encoded>, dbid: &str, from: u64) -> Vec<Vec<Vec<u8>>> {
+/// Encodes `batch` into `out` as commands: consecutive messages of one kind
+/// share a command, up to `max_bytes` of messages each (a bigger message
+/// still goes, alone). Returns the number of commands.
+fn encode_commands(
+    batch: Vec<Encoded>,
+    dbid: &str,
+    from: u64,
+    max_bytes: usize,
+    out: &mut Vec<u8>,
+) -> usize {
     let from = from.to_string().into_bytes();
-    let mut cmds: Vec<Vec<Vec<u8>>> = Vec::new();
-    let mut cur_vote = None;
-    for m in batch {
-        if cur_vote != Some(m.vote) {
-            let name = if m.vote { VOTE_CMD } else { APPEND_CMD };
-            cmds.push(vec![name.to_vec(), dbid.as_bytes().to_vec(), from.clone()]);
-            cur_vote = Some(m.vote);
+    let mut n = 0;
+    let mut rest = &batch[..];
+    while let Some(first) = rest.first() {
+        let mut len = 1;
+        let mut bytes = first.body.len();
+        while let Some(m) = rest.get(len) {
+            if m.vote != first.vote || bytes + m.body.len() > max_bytes {
+                break;
+            }
+            bytes += m.body.len();
+            len += 1;
         }
-        if let Some(c) = cmds.last_mut() {
-            c.push(m.body);
-        }
+        let name = if first.vote { VOTE_CMD } else { APPEND_CMD };
+        let mut args: Vec<&[u8]> = Vec::with_capacity(3 + len);
+        args.extend([name, dbid.as_bytes(), &from[..]]);
+        args.extend(rest[..len].iter().map(|m| &m.body[..]));
+        crate::resp::encode_args(&args, out);
+        n += 1;
+        rest = &rest[len..];
     }
-    cmds
+    n
 }
 
 #[cfg(test)]
@@ -906,6 +1114,7 @@ mod tests {
         for m in &sent {
             assert!(t.send(m.clone()));
         }
+        t.flush();
         let mut got = Vec::new();
         while got.len() < sent.len() {
             got.extend(peer.raft_cmd(APPEND_CMD));
@@ -940,6 +1149,7 @@ mod tests {
         let t = transport(cfg());
         t.upsert_peer(2, &addr);
         assert!(t.send(msg(MessageType::MsgHeartbeat, 2, 0)));
+        t.flush();
         assert_eq!(peer.raft_cmd(APPEND_CMD).len(), 1);
         let mut burst: Vec<Message> = (1..=50).map(|i| append(2, i)).collect();
         burst.push(msg(MessageType::MsgRequestVote, 2, 51));
@@ -951,6 +1161,7 @@ mod tests {
         for m in &burst {
             assert!(t.send(m.clone()));
         }
+        t.flush();
         peer.gate.send(()).unwrap();
         assert_eq!(peer.raft_cmd(APPEND_CMD), burst[..50]);
         assert_eq!(peer.raft_cmd(VOTE_CMD), burst[50..54]);
@@ -977,11 +1188,13 @@ mod tests {
         let t = transport(c);
         t.upsert_peer(2, &addr);
         t.send(append(2, 0));
+        t.flush();
         peer.raft_cmd(APPEND_CMD);
         let burst: Vec<Message> = (10..30).map(|i| append(2, i)).collect();
         for m in &burst {
             t.send(m.clone());
         }
+        t.flush();
         peer.gate.send(()).unwrap();
         let mut got = Vec::new();
         while got.len() < burst.len() {
@@ -1001,6 +1214,7 @@ mod tests {
         let t = transport(c);
         t.upsert_peer(2, &addr);
         t.send(append(2, 1));
+        t.flush();
         let (conn, args) = peer.cmd();
         assert_eq!(conn, 0);
         assert_eq!(
@@ -1035,6 +1249,7 @@ mod tests {
         let t = transport(cfg());
         t.upsert_peer(2, &addr);
         assert!(t.send(append(2, 1)));
+        t.flush();
         wait("connect errors", || t.stats()[&2].conn_errors >= 2);
         assert_eq!(t.take_unreachable(), vec![2]);
         let st = &t.stats()[&2];
@@ -1050,6 +1265,7 @@ mod tests {
         );
         wait("reconnect", || t.stats()[&2].connected);
         assert!(t.send(append(2, 7)));
+        t.flush();
         // What was queued while down was dropped: 7 comes first.
         assert_eq!(peer.raft_cmd(APPEND_CMD), vec![append(2, 7)]);
         assert_eq!(t.stats()[&2].conn_oks, 1);
@@ -1066,12 +1282,14 @@ mod tests {
         let t = transport(cfg());
         t.upsert_peer(2, &addr);
         t.send(append(2, 1));
+        t.flush();
         let (conn, _) = peer.cmd();
         assert_eq!(conn, 0);
         wait("error counted", || t.stats()[&2].conn_errors == 1);
         assert_eq!(t.take_unreachable(), vec![2]);
         wait("reconnected", || t.stats()[&2].conn_oks == 2);
         t.send(append(2, 2));
+        t.flush();
         loop {
             match peer.next() {
                 Event::Closed { conn: 0 } => continue,
@@ -1094,6 +1312,7 @@ mod tests {
         let t = transport(c);
         t.upsert_peer(2, &addr);
         t.send(append(2, 1));
+        t.flush();
         wait("timeout counted", || t.stats()[&2].conn_errors >= 1);
         assert!(t.take_unreachable().contains(&2));
     }
@@ -1114,10 +1333,12 @@ mod tests {
         let t = transport(cfg());
         t.upsert_peer(2, &addr);
         t.send(append(2, 1));
+        t.flush();
         peer.raft_cmd(APPEND_CMD);
         wait("error counted", || t.stats()[&2].conn_errors == 1);
         assert_eq!(t.take_unreachable(), vec![2]);
         t.send(append(2, 2));
+        t.flush();
         let (conn, _) = peer.cmd();
         assert_eq!(conn, 0, "no reconnect for an error reply");
         let st = &t.stats()[&2];
@@ -1133,11 +1354,13 @@ mod tests {
         let t = transport(cfg());
         t.upsert_peer(2, &a1);
         t.send(append(2, 1));
+        t.flush();
         assert_eq!(p1.raft_cmd(APPEND_CMD), vec![append(2, 1)]);
         t.upsert_peer(2, &a2);
         assert_eq!(t.stats()[&2].addr, a2);
         assert!(matches!(p1.next(), Event::Closed { conn: 0 }));
         t.send(append(2, 2));
+        t.flush();
         assert_eq!(p2.raft_cmd(APPEND_CMD), vec![append(2, 2)]);
     }
 
@@ -1151,6 +1374,7 @@ mod tests {
         let t = transport(c);
         t.upsert_peer(2, &addr);
         t.send(append(2, 1));
+        t.flush();
         peer.cmd();
         let start = Instant::now();
         t.remove_peer(2);
@@ -1180,6 +1404,7 @@ mod tests {
         let t = transport(c);
         t.upsert_peer(2, &addr);
         t.send(append(2, 0));
+        t.flush();
         peer.cmd(); // the thread now waits for a reply that never comes
         let start = Instant::now();
         let accepted = (0..QUEUE_BOUND + 100)
@@ -1199,23 +1424,42 @@ mod tests {
     }
 
     #[test]
-    fn commands_group_consecutive_kinds() {
+    fn commands_group_consecutive_kinds_within_the_byte_limit() {
         let e = |vote: bool, b: u8| Encoded {
             vote,
-            body: vec![b],
+            body: vec![b; 2],
         };
-        let cmds = commands(
-            vec![e(false, 1), e(false, 2), e(true, 3), e(false, 4)],
-            "db",
-            42,
-        );
+        let batch = vec![
+            e(false, 1),
+            e(false, 2),
+            e(false, 5),
+            e(true, 3),
+            e(false, 4),
+        ];
+        let mut out = Vec::new();
+        assert_eq!(encode_commands(batch, "db", 42, 4, &mut out), 4);
         let a = |x: &[u8]| x.to_vec();
+        let mut cmds = Vec::new();
+        let mut pos = 0;
+        while let Some((RespValue::Array(Some(v)), used)) = parse(&out[pos..]).unwrap() {
+            cmds.push(
+                v.into_iter()
+                    .map(|x| match x {
+                        RespValue::Bulk(Some(b)) => b,
+                        other => panic!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            pos += used;
+        }
+        assert_eq!(pos, out.len());
         assert_eq!(
             cmds,
             vec![
-                vec![a(APPEND_CMD), a(b"db"), a(b"42"), a(&[1]), a(&[2])],
-                vec![a(VOTE_CMD), a(b"db"), a(b"42"), a(&[3])],
-                vec![a(APPEND_CMD), a(b"db"), a(b"42"), a(&[4])],
+                vec![a(APPEND_CMD), a(b"db"), a(b"42"), a(&[1, 1]), a(&[2, 2])],
+                vec![a(APPEND_CMD), a(b"db"), a(b"42"), a(&[5, 5])],
+                vec![a(VOTE_CMD), a(b"db"), a(b"42"), a(&[3, 3])],
+                vec![a(APPEND_CMD), a(b"db"), a(b"42"), a(&[4, 4])],
             ]
         );
     }
@@ -1227,9 +1471,11 @@ mod tests {
         let t = transport(cfg());
         t.upsert_peer(2, &addr);
         t.send(append(2, 1));
+        t.flush();
         peer.raft_cmd(APPEND_CMD);
         t.set_dbid("other".into());
         t.send(append(2, 2));
+        t.flush();
         let (_, args) = peer.cmd();
         assert_eq!(args[1], b"other");
     }
