@@ -15,6 +15,7 @@ use crate::apply::RedisApplier;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::ffi::RedisClient;
+use crate::log_writer::{ThreadLogWriter, WriterHooks};
 use crate::node::{NodeConfig, RaftNode, Request, SharedStatus, Status};
 use crate::resp::Connection;
 use crate::storage::LogStore;
@@ -181,9 +182,10 @@ pub fn start(
     )
     .map_err(|e| format!("cannot start Raft: {e}"))?;
     let (tx, rx) = crossbeam_channel::unbounded();
+    let writer_tx = tx.clone();
     let thread = std::thread::Builder::new()
         .name("raft".into())
-        .spawn(move || run(node, rx, net, logger, campaign))
+        .spawn(move || run(node, rx, writer_tx, net, logger, campaign))
         .map_err(|e| format!("cannot start the Raft thread: {e}"))?;
     let handle = Arc::new(NodeHandle {
         tx,
@@ -197,18 +199,56 @@ pub fn start(
     Ok(handle)
 }
 
+/// A node that cannot write its log must not take part any more:
+/// acknowledging without persisting could lose data.
+fn stop_failed(node: &mut RaftNode<RedisClient>, logger: &Logger, why: String) {
+    let msg = format!("{why}; node stopped");
+    error!(logger, "{}", msg);
+    node.status().write().failed = Some(msg.clone());
+    node.fail_all(Error::Unknown(msg));
+}
+
 /// Requests handled before each Ready: enough to batch many proposals into
 /// one append and one fsync, few enough to keep ticks on time.
 const MAX_REQUESTS_PER_ROUND: usize = 4096;
 
+/// The log-writer thread's hooks: results come back as requests.
+fn writer_hooks(tx: Sender<Request<RedisClient>>, transport: Arc<Transport>) -> WriterHooks {
+    let failed_tx = tx.clone();
+    WriterHooks {
+        persisted: Box::new(move |n| {
+            let _ = tx.send(Request::Persisted(n));
+        }),
+        send: Box::new(move |msgs| {
+            for m in msgs {
+                transport.send(m);
+            }
+            transport.flush();
+        }),
+        failed: Box::new(move |e| {
+            let _ = failed_tx.send(Request::LogFailed(e));
+        }),
+    }
+}
+
 fn run(
     mut node: RaftNode<RedisClient>,
     rx: Receiver<Request<RedisClient>>,
+    tx: Sender<Request<RedisClient>>,
     net: Net,
     logger: Logger,
     mut campaign: bool,
 ) {
     let mut applier = RedisApplier;
+    match ThreadLogWriter::start(
+        node.store().clone(),
+        writer_hooks(tx, net.transport.clone()),
+    ) {
+        Ok(w) => node.set_log_writer(Box::new(w)),
+        Err(e) => {
+            error!(logger, "cannot start the log writer thread; writing the log on the Raft thread"; "error" => %e)
+        }
+    }
     let tick = Settings::current().periodic_interval;
     let mut next_tick = Instant::now() + tick;
     info!(logger, "Raft thread started"; "id" => node.id());
@@ -217,13 +257,20 @@ fn run(
         match rx.recv_timeout(wait) {
             Ok(Request::Shutdown) => break,
             Ok(req) => {
-                node.handle(req, &net);
-                for req in rx.try_iter().take(MAX_REQUESTS_PER_ROUND) {
-                    if matches!(req, Request::Shutdown) {
-                        node.fail_all(Error::Unknown("node is shutting down".into()));
-                        return;
+                let mut failed = None;
+                for req in std::iter::once(req).chain(rx.try_iter().take(MAX_REQUESTS_PER_ROUND)) {
+                    match req {
+                        Request::Shutdown => {
+                            node.fail_all(Error::Unknown("node is shutting down".into()));
+                            return;
+                        }
+                        Request::LogFailed(e) => failed = Some(e),
+                        req => node.handle(req, &net),
                     }
-                    node.handle(req, &net);
+                }
+                if let Some(msg) = failed {
+                    stop_failed(&mut node, &logger, msg);
+                    break;
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -254,12 +301,7 @@ fn run(
         }
         node.issue_reads();
         if let Err(e) = node.process_ready(&net, &mut applier) {
-            // A node that cannot write its log must not take part any more:
-            // acknowledging without persisting could lose data.
-            let msg = format!("Raft log write failed, node stopped: {e}");
-            error!(logger, "{}", msg);
-            node.status().write().failed = Some(msg.clone());
-            node.fail_all(Error::Unknown(msg));
+            stop_failed(&mut node, &logger, format!("Raft log write failed: {e}"));
             break;
         }
         // Messages sent outside a Ready (a leader transfer's TimeoutNow).

@@ -21,6 +21,7 @@ pub mod ffi;
 pub mod info;
 pub mod intercept;
 pub mod join;
+pub mod log_writer;
 pub mod logging;
 pub mod netif;
 pub mod node;

@@ -87,6 +87,27 @@ pub trait Applier<C> {
     }
 }
 
+/// A staged log write for a [`LogWriter`]: persist `write`, then send
+/// `messages` (they promise what it contains), then report `number`.
+pub struct WriteJob {
+    /// The number of the raft-rs `Ready` it comes from.
+    pub number: u64,
+    pub write: LogWrite,
+    pub messages: Vec<Message>,
+}
+
+/// Persists staged log writes off the Raft thread, in the order given, so
+/// the Raft thread keeps stepping messages and proposals while the disk
+/// syncs (raft-rs's asynchronous Ready). Once a job is durable the writer
+/// sends its messages and the node must hear [`RaftNode::on_persisted`]
+/// with its number.
+pub trait LogWriter: Send {
+    fn submit(&mut self, job: WriteJob);
+    /// Waits until every job submitted so far is durable (their messages
+    /// sent); an error if the log could not be written.
+    fn wait_idle(&mut self) -> Result<(), String>;
+}
+
 /// The transport side.
 pub trait Network {
     /// Queues a message; it goes out at the next `flush` at the latest.
@@ -141,6 +162,10 @@ pub enum Request<C> {
         snapshot: TakenSnapshot,
         clients: Vec<C>,
     },
+    /// The log writer made this Ready (and all before it) durable.
+    Persisted(u64),
+    /// The log writer could not write: the node must stop.
+    LogFailed(String),
     Shutdown,
 }
 
@@ -316,6 +341,11 @@ pub struct RaftNode<C: Client> {
     /// follower to take over (the first request can arrive before the
     /// follower has applied the removal, and raft-rs ignores it then).
     handover_ticks: usize,
+    /// Persists log writes off this thread when set; else they are written
+    /// (and fsynced) inside `process_ready`.
+    writer: Option<Box<dyn LogWriter>>,
+    /// Number of the last Ready handed to the writer.
+    last_submitted: u64,
 }
 
 impl<C: Client> RaftNode<C> {
@@ -389,9 +419,34 @@ impl<C: Client> RaftNode<C> {
             lease_probes: HashMap::new(),
             lease_until: None,
             ticks_since_start: 0,
+            writer: None,
+            last_submitted: 0,
         };
         node.publish_status();
         Ok(node)
+    }
+
+    /// From now on log writes are persisted by `writer`, off this thread.
+    pub fn set_log_writer(&mut self, writer: Box<dyn LogWriter>) {
+        self.writer = Some(writer);
+    }
+
+    /// The writer made the Ready `number` (and all before it) durable.
+    pub fn on_persisted(&mut self, number: u64) {
+        self.raw.on_persist_ready(number);
+    }
+
+    /// Waits for the log writer to finish everything handed to it, so the
+    /// log can be changed directly (compaction, a snapshot, node meta).
+    fn drain_writer(&mut self) -> Result<(), StorageError> {
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        w.wait_idle().map_err(StorageError::Invalid)?;
+        if self.last_submitted > 0 {
+            self.raw.on_persist_ready(self.last_submitted);
+        }
+        Ok(())
     }
 
     pub fn id(&self) -> u64 {
@@ -422,9 +477,15 @@ impl<C: Client> RaftNode<C> {
     /// Handles one request. Errors that are certain (the request was not
     /// applied) are answered at once.
     pub fn handle(&mut self, req: Request<C>, net: &dyn Network) {
+        if let Request::Persisted(number) = req {
+            self.on_persisted(number);
+            return;
+        }
         if self.removed {
             match req {
-                Request::Messages(_)
+                Request::Persisted(_)
+                | Request::LogFailed(_)
+                | Request::Messages(_)
                 | Request::Removed
                 | Request::Shutdown
                 | Request::TimeoutNow => {}
@@ -503,7 +564,8 @@ impl<C: Client> RaftNode<C> {
                     c.reply(reply.clone());
                 }
             }
-            Request::Shutdown => {}
+            // Handled by the owner of the node (it stops it).
+            Request::Persisted(_) | Request::LogFailed(_) | Request::Shutdown => {}
         }
     }
 
@@ -515,6 +577,7 @@ impl<C: Client> RaftNode<C> {
         if snap.index <= current {
             return Ok(());
         }
+        self.drain_writer()?;
         let mut s = raft::eraftpb::Snapshot::default();
         s.mut_metadata().index = snap.index;
         s.mut_metadata().term = snap.term;
@@ -813,6 +876,13 @@ impl<C: Client> RaftNode<C> {
             return Ok(());
         }
         let mut rd = self.raw.ready();
+        if self.writer.is_some() {
+            if rd.snapshot().is_empty() {
+                return self.process_ready_async(rd, net, applier);
+            }
+            // A snapshot resets the log: everything before it first.
+            self.drain_writer()?;
+        }
         let mut items = Vec::new();
         let mut replies = Vec::new();
 
@@ -846,19 +916,9 @@ impl<C: Client> RaftNode<C> {
         self.note_proposal_indexes(rd.entries());
         write.entries = rd.take_entries();
         write.hard_state = rd.hs().cloned();
-        // A hard state that only moves the commit index needs no fsync of
-        // its own: the commit index is recomputed from the replicated log
-        // after a crash (term and vote changes are always synced).
-        if write.entries.is_empty() && write.membership.is_none() {
-            if let Some(hs) = &write.hard_state {
-                let old = self.store.hard_state();
-                if hs.term == old.term && hs.vote == old.vote {
-                    write.no_sync = true;
-                }
-            }
-        }
+        write.no_sync = self.commit_only(&write);
         let read_states = rd.take_read_states();
-        if !write.entries.is_empty() || write.hard_state.is_some() || write.membership.is_some() {
+        if !write.is_empty() {
             self.store.write(write)?;
         }
         // 6. Messages that must follow persistence (votes, append acks).
@@ -888,11 +948,88 @@ impl<C: Client> RaftNode<C> {
             &mut replies,
             net,
         );
-        if write.hard_state.is_some() || write.membership.is_some() {
+        if !write.is_empty() {
             self.store.write(write)?;
         }
         self.raw.advance_apply();
+        self.finish_ready(read_states, items, replies, net, applier);
+        Ok(())
+    }
 
+    /// `process_ready` with a log writer: the write is staged (raft-rs reads
+    /// it back from memory) and handed to the writer with the messages that
+    /// must wait for it; this thread goes on at once. raft-rs hands out
+    /// committed entries only once they are durable here too.
+    fn process_ready_async(
+        &mut self,
+        mut rd: raft::Ready,
+        net: &dyn Network,
+        applier: &mut dyn Applier<C>,
+    ) -> Result<(), StorageError> {
+        let mut items = Vec::new();
+        let mut replies = Vec::new();
+        // A leader's appends and heartbeats go at once, in parallel with
+        // its own write.
+        for m in rd.take_messages() {
+            net.send(m);
+        }
+        net.flush();
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.raft_state, ss.leader_id);
+        }
+        let mut write = LogWrite::default();
+        let committed = rd.take_committed_entries();
+        self.handle_committed(committed, &mut write, &mut items, &mut replies, net);
+        self.note_proposal_indexes(rd.entries());
+        write.entries = rd.take_entries();
+        write.hard_state = rd.hs().cloned();
+        write.no_sync = self.commit_only(&write);
+        let read_states = rd.take_read_states();
+        let messages = rd.take_persisted_messages();
+        if !write.is_empty() {
+            self.store.stage(&mut write)?;
+        }
+        if !write.is_empty() || !messages.is_empty() {
+            self.last_submitted = rd.number();
+            let job = WriteJob {
+                number: rd.number(),
+                write,
+                messages,
+            };
+            if let Some(w) = self.writer.as_mut() {
+                w.submit(job);
+            }
+        }
+        self.raw.advance_append_async(rd);
+        self.raw.advance_apply();
+        self.finish_ready(read_states, items, replies, net, applier);
+        Ok(())
+    }
+
+    /// True when `write` only moves the commit index (plus derived
+    /// membership): no fsync of its own is needed, as the commit index is
+    /// recomputed from the replicated log after a crash (term and vote
+    /// changes are always synced).
+    fn commit_only(&self, write: &LogWrite) -> bool {
+        if !write.entries.is_empty() || write.membership.is_some() {
+            return false;
+        }
+        let Some(hs) = &write.hard_state else {
+            return false;
+        };
+        let old = self.store.hard_state();
+        hs.term == old.term && hs.vote == old.vote
+    }
+
+    /// The end of every Ready: confirmed reads, the apply batch, replies.
+    fn finish_ready(
+        &mut self,
+        read_states: Vec<raft::ReadState>,
+        mut items: Vec<ApplyItem<C>>,
+        replies: Vec<(C, Reply)>,
+        net: &dyn Network,
+        applier: &mut dyn Applier<C>,
+    ) {
         for rs in read_states {
             if rs.request_ctx.len() == 9 && rs.request_ctx[0] == LEASE_PROBE {
                 let id = u64::from_be_bytes(rs.request_ctx[1..].try_into().unwrap_or_default());
@@ -933,7 +1070,6 @@ impl<C: Client> RaftNode<C> {
                 c.reply(Reply::Ok);
             }
         }
-        Ok(())
     }
 
     /// Installs a snapshot received from the leader (raft-rs accepted it).
@@ -1208,6 +1344,9 @@ impl<C: Client> RaftNode<C> {
         if self.is_leader() {
             self.handover_ticks = self.cfg.election_ticks;
             self.send_timeout_now(net);
+        }
+        if let Err(e) = self.drain_writer() {
+            warn!(self.logger, "log writer failed"; "error" => %e);
         }
         let mut meta = self.store.meta();
         meta.removed = true;

@@ -2,9 +2,12 @@
 //! temporary directories, messages routed by the test, links cut at will.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
+
+use parking_lot::Mutex;
 
 use super::*;
 use crate::storage::{LogStore, LogWrite, Membership, NodeMeta};
@@ -93,6 +96,54 @@ struct TestNode {
     net: TestNet,
     app: TestApplier,
     dir: tempfile::TempDir,
+    /// With a log writer: what it holds, run by the test (`Cluster::pump`).
+    writer: Option<Arc<WriterQueue>>,
+}
+
+/// A log writer the test runs by hand: jobs wait until the pump (or a
+/// `wait_idle`) persists them, so "staged but not durable" can last as long
+/// as a test wants, and a crash can drop them.
+#[derive(Default)]
+struct WriterQueue {
+    jobs: Mutex<VecDeque<WriteJob>>,
+    /// Messages of persisted jobs, for the pump to deliver.
+    released: Mutex<Vec<Message>>,
+    /// Highest Ready number persisted and not yet reported to the node.
+    persisted: Mutex<Option<u64>>,
+    /// While set, the pump leaves the jobs alone (a slow disk).
+    hold: std::sync::atomic::AtomicBool,
+    store: Mutex<Option<LogStore>>,
+}
+
+impl WriterQueue {
+    fn run_jobs(&self) -> bool {
+        let jobs: Vec<WriteJob> = self.jobs.lock().drain(..).collect();
+        if jobs.is_empty() {
+            return false;
+        }
+        let store = self.store.lock().clone().unwrap();
+        for j in jobs {
+            if !j.write.is_empty() {
+                store.persist(&j.write, true).unwrap();
+                store.mark_durable(j.write.seq);
+            }
+            *self.persisted.lock() = Some(j.number);
+            self.released.lock().extend(j.messages);
+        }
+        true
+    }
+}
+
+struct TestWriter(Arc<WriterQueue>);
+
+impl LogWriter for TestWriter {
+    fn submit(&mut self, job: WriteJob) {
+        self.0.jobs.lock().push_back(job);
+    }
+    fn wait_idle(&mut self) -> Result<(), String> {
+        self.0.run_jobs();
+        Ok(())
+    }
 }
 
 struct Cluster {
@@ -127,12 +178,32 @@ fn start_node(id: u64, dir: tempfile::TempDir) -> TestNode {
         net,
         app: TestApplier::default(),
         dir,
+        writer: None,
     }
+}
+
+/// A node whose log writes go through a [`TestWriter`].
+fn start_async_node(id: u64, dir: tempfile::TempDir) -> TestNode {
+    let mut n = start_node(id, dir);
+    let q = Arc::new(WriterQueue::default());
+    *q.store.lock() = Some(n.node.store().clone());
+    n.node.set_log_writer(Box::new(TestWriter(q.clone())));
+    n.writer = Some(q);
+    n
 }
 
 impl Cluster {
     /// `n` voters that all start from the same membership.
     fn new(n: u64) -> Cluster {
+        Cluster::build(n, start_node)
+    }
+
+    /// The same, with log writes persisted by a log writer the pump runs.
+    fn new_async(n: u64) -> Cluster {
+        Cluster::build(n, start_async_node)
+    }
+
+    fn build(n: u64, start: fn(u64, tempfile::TempDir) -> TestNode) -> Cluster {
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
             let dir = tempfile::tempdir().unwrap();
@@ -154,7 +225,7 @@ impl Cluster {
                 })
                 .unwrap();
             drop(store);
-            nodes.insert(id, start_node(id, dir));
+            nodes.insert(id, start(id, dir));
         }
         Cluster {
             nodes,
@@ -170,12 +241,23 @@ impl Cluster {
     fn pump(&mut self) {
         for _ in 0..1000 {
             let mut inflight = Vec::new();
+            let mut wrote = false;
             for n in self.nodes.values_mut() {
                 n.node.issue_reads();
                 n.node.process_ready(&n.net, &mut n.app).unwrap();
                 inflight.append(&mut n.net.out.borrow_mut());
+                if let Some(w) = &n.writer {
+                    if !w.hold.load(std::sync::atomic::Ordering::SeqCst) {
+                        wrote |= w.run_jobs();
+                    }
+                    inflight.append(&mut w.released.lock());
+                    if let Some(number) = w.persisted.lock().take() {
+                        n.node.on_persisted(number);
+                        wrote = true;
+                    }
+                }
             }
-            if inflight.is_empty() {
+            if inflight.is_empty() && !wrote {
                 return;
             }
             for m in inflight {
@@ -593,4 +675,110 @@ fn a_read_lease_is_renewed_by_quorum_heartbeats_and_dropped_on_transfer_or_isola
         &n.net,
     );
     assert!(lease(&c, l).is_none());
+}
+
+fn hold_writer(c: &Cluster, id: u64, hold: bool) {
+    let w = c.nodes[&id].writer.as_ref().expect("an async node");
+    w.hold.store(hold, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn with_a_log_writer_writes_replicate_and_a_cut_off_leader_is_replaced() {
+    let mut c = Cluster::new_async(3);
+    let old = c.elect();
+    for i in 0..20 {
+        let rx = c.write(old, &format!("k{i}"), "v");
+        c.pump();
+        assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    }
+    c.isolate(old);
+    let lost = c.write(old, "k0", "lost");
+    c.tick(40);
+    for _ in 0..200 {
+        if c.leaders().iter().any(|l| *l != old) {
+            break;
+        }
+        c.tick(1);
+    }
+    let new = c.leaders();
+    assert_eq!(new.len(), 1);
+    assert_ne!(new[0], old);
+    let ok = c.write(new[0], "k0", "kept");
+    c.pump();
+    assert_eq!(ok.try_recv().unwrap(), Ok("OK".into()));
+    c.heal();
+    c.tick(10);
+    assert!(matches!(lost.try_recv().unwrap(), Err(Error::TryAgain(_))));
+    for id in 1..=3 {
+        assert_eq!(c.value(id, "k0").as_deref(), Some("kept"), "node {id}");
+        assert_eq!(c.value(id, "k19").as_deref(), Some("v"), "node {id}");
+    }
+}
+
+#[test]
+fn with_a_log_writer_nothing_is_acknowledged_or_applied_before_a_quorum_made_it_durable() {
+    let mut c = Cluster::new_async(3);
+    let l = c.elect();
+    let followers: Vec<u64> = (1..=3).filter(|i| *i != l).collect();
+    for f in &followers {
+        hold_writer(&c, *f, true);
+    }
+    let rx = c.write(l, "k", "v");
+    c.pump();
+    // The followers staged the entry (and could serve it to raft-rs) but
+    // did not make it durable, so they sent no acknowledgement.
+    assert!(rx.try_recv().is_err(), "answered before a quorum fsynced");
+    for id in 1..=3 {
+        assert_eq!(c.value(id, "k"), None, "node {id} applied it");
+    }
+    let commit = c.nodes[&l].node.raw().raft.raft_log.committed;
+    assert!(c.nodes[&l].node.store().last_index().unwrap() > commit);
+    // One follower's disk catches up: that is a quorum with the leader.
+    hold_writer(&c, followers[0], false);
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    assert_eq!(c.value(l, "k").as_deref(), Some("v"));
+    assert_eq!(
+        c.value(followers[1], "k"),
+        None,
+        "applied before its own fsync"
+    );
+    hold_writer(&c, followers[1], false);
+    c.tick(2);
+    assert_eq!(c.value(followers[1], "k").as_deref(), Some("v"));
+}
+
+#[test]
+fn with_a_log_writer_a_write_lost_before_any_fsync_was_never_acknowledged() {
+    let mut c = Cluster::new_async(3);
+    let l = c.elect();
+    let rx = c.write(l, "a", "1");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    for id in 1..=3 {
+        hold_writer(&c, id, true);
+    }
+    let lost = c.write(l, "b", "2");
+    c.pump();
+    assert!(lost.try_recv().is_err());
+    // Every node crashes with the write staged but not durable anywhere.
+    let ids: Vec<u64> = c.nodes.keys().copied().collect();
+    for id in ids {
+        let TestNode { node, dir, .. } = c.nodes.remove(&id).unwrap();
+        drop(node);
+        c.nodes.insert(id, start_async_node(id, dir));
+    }
+    assert!(
+        !matches!(lost.try_recv(), Ok(Ok(_))),
+        "the lost write was acknowledged"
+    );
+    let l = c.elect();
+    let rx = c.write(l, "c", "3");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    for id in 1..=3 {
+        assert_eq!(c.value(id, "a").as_deref(), Some("1"), "node {id}");
+        assert_eq!(c.value(id, "b"), None, "node {id}");
+        assert_eq!(c.value(id, "c").as_deref(), Some("3"), "node {id}");
+    }
 }

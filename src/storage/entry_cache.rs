@@ -7,8 +7,12 @@
 //! memory. Entry payloads are `Bytes`, so a cached entry shares its buffer with
 //! the one raft-rs holds.
 //!
-//! The cache always holds a contiguous run of the log's newest entries, so a
-//! range is either wholly inside it or read from disk.
+//! The cache always holds a contiguous run of the log's newest entries. It
+//! also holds every entry that is staged but not yet durable (the Raft
+//! thread stages entries, a log-writer thread makes them durable later), and
+//! never evicts those, whatever the limit: raft-rs must be able to read them
+//! back before they reach the disk. So everything below the cache's first
+//! index is durable in the files.
 
 use std::collections::VecDeque;
 
@@ -20,9 +24,12 @@ fn cost(e: &Entry) -> u64 {
 
 #[derive(Default)]
 pub struct EntryCache {
-    entries: VecDeque<Entry>,
+    /// Each entry with the sequence number of the write that staged it.
+    entries: VecDeque<(Entry, u64)>,
     bytes: u64,
     max_bytes: u64,
+    /// Writes up to this sequence number are durable.
+    durable_seq: u64,
 }
 
 impl EntryCache {
@@ -33,46 +40,49 @@ impl EntryCache {
         }
     }
 
-    fn first_index(&self) -> Option<u64> {
-        self.entries.front().map(|e| e.index)
+    pub fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.0.index)
     }
 
-    /// Entries just written to the log (consecutive), replacing any cached
-    /// entry at or after the first of them.
-    pub fn append(&mut self, ents: &[Entry]) {
+    /// Entries staged by write number `seq` (consecutive), replacing any
+    /// cached entry at or after the first of them. Write numbers grow.
+    pub fn append(&mut self, ents: &[Entry], seq: u64) {
         let Some(first) = ents.first() else { return };
-        if self.max_bytes == 0 {
-            return;
-        }
         self.truncate_from(first.index);
         if self
             .entries
             .back()
-            .is_some_and(|last| last.index + 1 != first.index)
+            .is_some_and(|last| last.0.index + 1 != first.index)
         {
-            // Not contiguous with what is cached (a rewrite below it):
-            // start over from these.
+            // Not contiguous with what is cached (a rewrite below it, which
+            // means everything cached is durable): start over from these.
             self.clear();
         }
         for e in ents {
             self.bytes += cost(e);
-            self.entries.push_back(e.clone());
+            self.entries.push_back((e.clone(), seq));
         }
+        self.trim();
+    }
+
+    /// Writes up to `seq` are durable: their entries may be evicted.
+    pub fn mark_durable(&mut self, seq: u64) {
+        self.durable_seq = self.durable_seq.max(seq);
         self.trim();
     }
 
     /// Drops cached entries with index >= `index`.
     fn truncate_from(&mut self, index: u64) {
-        while self.entries.back().is_some_and(|e| e.index >= index) {
-            let e = self.entries.pop_back().expect("checked");
+        while self.entries.back().is_some_and(|e| e.0.index >= index) {
+            let (e, _) = self.entries.pop_back().expect("checked");
             self.bytes -= cost(&e);
         }
     }
 
     /// Drops cached entries with index <= `index` (compacted away).
     pub fn compact_to(&mut self, index: u64) {
-        while self.entries.front().is_some_and(|e| e.index <= index) {
-            let e = self.entries.pop_front().expect("checked");
+        while self.entries.front().is_some_and(|e| e.0.index <= index) {
+            let (e, _) = self.entries.pop_front().expect("checked");
             self.bytes -= cost(&e);
         }
     }
@@ -87,11 +97,14 @@ impl EntryCache {
         self.trim();
     }
 
+    /// Evicts the oldest durable entries while over the limit.
     fn trim(&mut self) {
         while self.bytes > self.max_bytes {
-            let Some(e) = self.entries.pop_front() else {
-                break;
-            };
+            match self.entries.front() {
+                Some((_, seq)) if *seq <= self.durable_seq => {}
+                _ => break,
+            }
+            let (e, _) = self.entries.pop_front().expect("checked");
             self.bytes -= cost(&e);
         }
     }
@@ -100,7 +113,7 @@ impl EntryCache {
     /// `limit_size` (stop once the total passes `max_size`, keep the first).
     pub fn get(&self, low: u64, high: u64, max_size: Option<u64>) -> Option<Vec<Entry>> {
         let first = self.first_index()?;
-        let last = self.entries.back()?.index;
+        let last = self.entries.back()?.0.index;
         if low < first || high > last + 1 || low >= high {
             return None;
         }
@@ -108,7 +121,7 @@ impl EntryCache {
         let n = (high - low) as usize;
         let mut out = Vec::with_capacity(n.min(1024));
         let mut size = 0u64;
-        for e in self.entries.range(start..start + n) {
+        for (e, _) in self.entries.range(start..start + n) {
             size += protobuf::Message::compute_size(e) as u64;
             if !out.is_empty() && max_size.is_some_and(|m| size > m) {
                 break;
@@ -147,7 +160,7 @@ mod tests {
     #[test]
     fn serves_only_ranges_it_holds_whole() {
         let mut c = EntryCache::new(1 << 20);
-        c.append(&[ent(5, 1, 10), ent(6, 1, 10), ent(7, 1, 10)]);
+        c.append(&[ent(5, 1, 10), ent(6, 1, 10), ent(7, 1, 10)], 1);
         assert_eq!(
             indexes(&c.get(5, 8, None).unwrap()),
             [(5, 1), (6, 1), (7, 1)]
@@ -161,33 +174,51 @@ mod tests {
     #[test]
     fn an_overwrite_replaces_the_conflicting_suffix() {
         let mut c = EntryCache::new(1 << 20);
-        c.append(&[ent(1, 1, 1), ent(2, 1, 1), ent(3, 1, 1)]);
-        c.append(&[ent(2, 2, 1)]);
+        c.append(&[ent(1, 1, 1), ent(2, 1, 1), ent(3, 1, 1)], 1);
+        c.append(&[ent(2, 2, 1)], 2);
         assert_eq!(indexes(&c.get(1, 3, None).unwrap()), [(1, 1), (2, 2)]);
         assert!(c.get(3, 4, None).is_none());
         // A write that is not contiguous with the cache restarts it.
-        c.append(&[ent(9, 3, 1)]);
+        c.append(&[ent(9, 3, 1)], 3);
         assert_eq!(c.len(), 1);
         assert_eq!(indexes(&c.get(9, 10, None).unwrap()), [(9, 3)]);
     }
 
     #[test]
-    fn the_byte_limit_drops_the_oldest_and_zero_disables() {
+    fn the_byte_limit_drops_the_oldest_durable_entries_only() {
         let mut c = EntryCache::new(3 * (100 + 48));
-        c.append(&(1..=5).map(|i| ent(i, 1, 100)).collect::<Vec<_>>());
+        c.append(&(1..=5).map(|i| ent(i, 1, 100)).collect::<Vec<_>>(), 1);
+        assert_eq!(c.len(), 5, "nothing is durable yet: all stay");
+        c.mark_durable(1);
         assert_eq!(c.len(), 3);
         assert!(c.get(2, 3, None).is_none());
         assert_eq!(indexes(&c.get(3, 6, None).unwrap()).len(), 3);
         c.set_max_bytes(0);
         assert_eq!((c.len(), c.bytes()), (0, 0));
-        c.append(&[ent(6, 1, 1)]);
+        // With no room at all, staged entries still stay until durable.
+        c.append(&[ent(6, 1, 1)], 2);
+        assert_eq!(c.len(), 1);
+        c.mark_durable(2);
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn an_overwrite_stays_until_its_own_write_is_durable() {
+        let mut c = EntryCache::new(0);
+        c.append(&[ent(1, 1, 1), ent(2, 1, 1), ent(3, 1, 1)], 1);
+        c.append(&[ent(2, 2, 1)], 2);
+        c.mark_durable(1);
+        // Entry 1 (write 1) may go; the new entry 2 (write 2) may not.
+        assert_eq!(c.first_index(), Some(2));
+        assert_eq!(indexes(&c.get(2, 3, None).unwrap()), [(2, 2)]);
+        c.mark_durable(2);
         assert_eq!(c.len(), 0);
     }
 
     #[test]
     fn compaction_and_max_size_follow_raft_rules() {
         let mut c = EntryCache::new(1 << 20);
-        c.append(&(1..=4).map(|i| ent(i, 1, 100)).collect::<Vec<_>>());
+        c.append(&(1..=4).map(|i| ent(i, 1, 100)).collect::<Vec<_>>(), 1);
         c.compact_to(2);
         assert!(c.get(2, 3, None).is_none());
         // Always at least one entry, then stop once the total passes the limit.

@@ -144,6 +144,17 @@ pub struct LogWrite {
     /// membership derived from committed entries). Later synced writes make
     /// it durable too, in order.
     pub no_sync: bool,
+    /// Set by [`LogStore::stage`]: the number of this write among staged ones.
+    pub seq: u64,
+}
+
+impl LogWrite {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+            && self.hard_state.is_none()
+            && self.membership.is_none()
+            && self.meta.is_none()
+    }
 }
 
 /// fsync latency counters (only writes that actually fsynced).
@@ -314,6 +325,8 @@ struct State {
     entry_sizes: std::collections::VecDeque<u32>,
     /// Sum of `entry_sizes`.
     entry_bytes: u64,
+    /// Number of the last staged write.
+    stage_seq: u64,
 }
 
 /// Approximate bytes an entry takes in the log (payload plus fixed overhead).
@@ -585,16 +598,28 @@ impl LogStore {
         Ok(())
     }
 
-    /// One batch, one write, one fsync when fsync is on (group commit). Updates the in-memory
-    /// state after success. Entries must be consecutive and start in `first_index()..=last_index()+1`.
-    pub fn write(&self, w: LogWrite) -> Result<(), StorageError> {
-        let _writer = self.inner.write_lock.lock();
-        let mut batch = LogBatch::default();
+    /// One batch, one write, one fsync when fsync is on (group commit): [`LogStore::stage`] then
+    /// [`LogStore::persist`]. Entries must be consecutive and start in
+    /// `first_index()..=last_index()+1`.
+    ///
+    /// Not for entries while staged writes are still pending elsewhere (a log writer): marking
+    /// these durable would mark those durable too.
+    pub fn write(&self, mut w: LogWrite) -> Result<(), StorageError> {
+        self.stage(&mut w)?;
+        self.persist(&w, !w.no_sync)?;
+        if !w.entries.is_empty() {
+            self.mark_durable(w.seq);
+        }
+        Ok(())
+    }
+
+    /// Makes `w` visible to readers (raft-rs through `raft::Storage`, the getters) before it is
+    /// durable; [`LogStore::persist`] must follow, for staged writes in the order they were
+    /// staged. Entries staged and not yet durable are always served from memory.
+    pub fn stage(&self, w: &mut LogWrite) -> Result<(), StorageError> {
+        let mut st = self.inner.state.write();
         if let Some(first) = w.entries.first() {
-            let (snap, last) = {
-                let st = self.inner.state.read();
-                (st.snap_index, st.last_index)
-            };
+            let (snap, last) = (st.snap_index, st.last_index);
             if first.index <= snap || first.index > last + 1 {
                 return Err(StorageError::Invalid(format!(
                     "append at index {} outside {}..={} (snapshot at {snap})",
@@ -609,6 +634,34 @@ impl LogStore {
                     w[0].index, w[1].index
                 )));
             }
+        }
+        st.stage_seq += 1;
+        w.seq = st.stage_seq;
+        if let Some(first) = w.entries.first() {
+            self.inner.cache.lock().append(&w.entries, w.seq);
+            st.truncate_from(first.index);
+            for e in &w.entries {
+                st.push(e.index, e.term, entry_size(e));
+            }
+        }
+        if let Some(hs) = &w.hard_state {
+            st.hard_state = hs.clone();
+        }
+        if let Some(m) = &w.membership {
+            st.membership = m.clone();
+        }
+        if let Some(m) = &w.meta {
+            st.meta = m.clone();
+        }
+        Ok(())
+    }
+
+    /// Writes a staged write as one record, fsynced when fsync is on and `sync` is asked. A write
+    /// without fsync becomes durable with the next fsync.
+    pub fn persist(&self, w: &LogWrite, sync: bool) -> Result<(), StorageError> {
+        let _writer = self.inner.write_lock.lock();
+        let mut batch = LogBatch::default();
+        if !w.entries.is_empty() {
             batch
                 .add_entries::<EntryExt>(GROUP, &w.entries)
                 .map_err(self.engine_err("encode entries"))?;
@@ -628,33 +681,43 @@ impl LogStore {
                 .put(GROUP, KEY_META.to_vec(), m.encode())
                 .map_err(self.engine_err("encode meta"))?;
         }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.commit(
-            &mut batch,
-            self.inner.fsync.load(Ordering::Relaxed) && !w.no_sync,
-            "write",
-        )?;
-
-        self.inner.cache.lock().append(&w.entries);
-        let mut st = self.inner.state.write();
-        if let Some(first) = w.entries.first() {
-            st.truncate_from(first.index);
-            for e in &w.entries {
-                st.push(e.index, e.term, entry_size(e));
-            }
-        }
-        if let Some(hs) = w.hard_state {
-            st.hard_state = hs;
-        }
-        if let Some(m) = w.membership {
-            st.membership = m;
-        }
-        if let Some(m) = w.meta {
-            st.meta = m;
+        if !batch.is_empty() {
+            self.commit(
+                &mut batch,
+                sync && self.inner.fsync.load(Ordering::Relaxed),
+                "write",
+            )?;
         }
         Ok(())
+    }
+
+    /// fsyncs what `persist` wrote without fsync (when fsync is on): one fsync for a group of
+    /// writes.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        if !self.inner.fsync.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let _writer = self.inner.write_lock.lock();
+        crate::failpoint::hit("log-before-fsync");
+        let start = Instant::now();
+        self.inner.engine.sync().map_err(self.engine_err("sync"))?;
+        crate::failpoint::hit("log-after-fsync");
+        let us = (start.elapsed().as_micros() as u64).max(1);
+        let mut s = self.inner.stats.lock();
+        s.count += 1;
+        s.total_micros += us;
+        s.max_micros = s.max_micros.max(us);
+        Ok(())
+    }
+
+    /// Staged writes up to `seq` are durable (their entries may leave memory).
+    pub fn mark_durable(&self, seq: u64) {
+        self.inner.cache.lock().mark_durable(seq);
+    }
+
+    /// Whether fsync is on (`log-fsync`).
+    pub fn fsync_enabled(&self) -> bool {
+        self.inner.fsync.load(Ordering::Relaxed)
     }
 
     /// `log-max-cache-size`: bytes of newest entries kept in memory (0: none).
@@ -892,9 +955,15 @@ impl raft::Storage for LogStore {
         if low >= high {
             return Ok(Vec::new());
         }
-        if let Some(ents) = self.inner.cache.lock().get(low, high, max_size) {
-            return Ok(ents);
-        }
+        // Entries below the cache are durable in the files; those in it may not be yet.
+        let cache_first = {
+            let cache = self.inner.cache.lock();
+            if let Some(ents) = cache.get(low, high, max_size) {
+                return Ok(ents);
+            }
+            cache.first_index().filter(|f| *f < high).unwrap_or(high)
+        };
+        let file_high = cache_first.max(low);
         // raft-engine applies the same rule as raft's limit_size (stop once the running size
         // exceeds max, always keep the first), so only the needed bodies are read from disk.
         let engine_limit = match max_size {
@@ -904,8 +973,13 @@ impl raft::Storage for LogStore {
         let mut ents = Vec::with_capacity((high - low).min(1024) as usize);
         self.inner
             .engine
-            .fetch_entries_to::<EntryExt>(GROUP, low, high, engine_limit, &mut ents)
+            .fetch_entries_to::<EntryExt>(GROUP, low, file_high, engine_limit, &mut ents)
             .map_err(|e| store_err(self.engine_err("read entries")(e)))?;
+        if low < file_high && file_high < high && ents.len() as u64 == file_high - low {
+            // The rest is in memory (the cache could have moved on meanwhile: only the Raft
+            // thread stages, so it only lost durable entries, which are in the files).
+            ents.extend(self.entries(file_high, high, None, GetEntriesContext::empty(false))?);
+        }
         raft::util::limit_size(&mut ents, max_size);
         Ok(ents)
     }
