@@ -97,7 +97,13 @@ fn run(store: LogStore, rx: Receiver<Cmd>, hooks: WriterHooks) {
             }
         }
         if failed.is_none() && !group.is_empty() {
-            if let Err(e) = write_group(&store, &group) {
+            // raft-engine panics when an fsync fails: that too must stop the
+            // node, not just this thread.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                write_group(&store, &group).map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|_| Err("the log engine panicked".into()));
+            if let Err(e) = result {
                 let msg = format!("Raft log write failed: {e}");
                 (hooks.failed)(msg.clone());
                 failed = Some(msg);

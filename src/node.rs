@@ -346,6 +346,11 @@ pub struct RaftNode<C: Client> {
     writer: Option<Box<dyn LogWriter>>,
     /// Number of the last Ready handed to the writer.
     last_submitted: u64,
+    /// Highest Ready number the writer reported durable.
+    last_persisted: u64,
+    /// Number of the last Ready handed to the writer that changed the term
+    /// or the vote.
+    last_term_change: u64,
 }
 
 impl<C: Client> RaftNode<C> {
@@ -421,6 +426,8 @@ impl<C: Client> RaftNode<C> {
             ticks_since_start: 0,
             writer: None,
             last_submitted: 0,
+            last_persisted: 0,
+            last_term_change: 0,
         };
         node.publish_status();
         Ok(node)
@@ -433,6 +440,7 @@ impl<C: Client> RaftNode<C> {
 
     /// The writer made the Ready `number` (and all before it) durable.
     pub fn on_persisted(&mut self, number: u64) {
+        self.last_persisted = self.last_persisted.max(number);
         self.raw.on_persist_ready(number);
     }
 
@@ -444,7 +452,7 @@ impl<C: Client> RaftNode<C> {
         };
         w.wait_idle().map_err(StorageError::Invalid)?;
         if self.last_submitted > 0 {
-            self.raw.on_persist_ready(self.last_submitted);
+            self.on_persisted(self.last_submitted);
         }
         Ok(())
     }
@@ -984,13 +992,32 @@ impl<C: Client> RaftNode<C> {
         write.entries = rd.take_entries();
         write.hard_state = rd.hs().cloned();
         write.no_sync = self.commit_only(&write);
+        let term_change = write.hard_state.as_ref().is_some_and(|hs| {
+            let old = self.store.hard_state();
+            hs.term != old.term || hs.vote != old.vote
+        });
         let read_states = rd.take_read_states();
-        let messages = rd.take_persisted_messages();
+        let mut messages = rd.take_persisted_messages();
+        if !messages.is_empty() && self.may_send_before_write(&write) {
+            // Nothing they promise waits for the disk: send them now
+            // rather than behind the writer's fsync.
+            let (now, later): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| {
+                self.last_persisted >= self.last_submitted
+                    || m.get_msg_type() == MessageType::MsgHeartbeatResponse
+            });
+            for m in now {
+                net.send(m);
+            }
+            messages = later;
+        }
         if !write.is_empty() {
             self.store.stage(&mut write)?;
         }
         if !write.is_empty() || !messages.is_empty() {
             self.last_submitted = rd.number();
+            if term_change {
+                self.last_term_change = rd.number();
+            }
             let job = WriteJob {
                 number: rd.number(),
                 write,
@@ -1004,6 +1031,20 @@ impl<C: Client> RaftNode<C> {
         self.raw.advance_apply();
         self.finish_ready(read_states, items, replies, net, applier);
         Ok(())
+    }
+
+    /// Whether messages that raft-rs wants sent after this Ready is durable
+    /// may go before it: when the write holds no entries and no new term or
+    /// vote, and no term or vote change is still on its way to the disk.
+    /// Then all of them may go if the writer has nothing else in hand, and
+    /// heartbeat responses may go anyway: they promise nothing about the
+    /// log (raft-rs reads only their commit index and read context).
+    fn may_send_before_write(&self, write: &LogWrite) -> bool {
+        write.entries.is_empty()
+            && write.membership.is_none()
+            && write.meta.is_none()
+            && (write.hard_state.is_none() || write.no_sync)
+            && self.last_term_change <= self.last_persisted
     }
 
     /// True when `write` only moves the commit index (plus derived

@@ -782,3 +782,32 @@ fn with_a_log_writer_a_write_lost_before_any_fsync_was_never_acknowledged() {
         assert_eq!(c.value(id, "c").as_deref(), Some("3"), "node {id}");
     }
 }
+
+#[test]
+fn with_a_log_writer_heartbeat_acks_do_not_wait_for_a_slow_disk() {
+    let mut c = Cluster::new_async(3);
+    let l = c.elect();
+    let rx = c.write(l, "k", "v1");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    let followers: Vec<u64> = (1..=3).filter(|i| *i != l).collect();
+    for f in &followers {
+        hold_writer(&c, *f, true);
+    }
+    let pending = c.write(l, "k", "v2");
+    c.pump();
+    // The followers' disks hold the new entry back, but their heartbeat
+    // acknowledgements still confirm the leader for a quorum read.
+    let read = c.read(l, "k");
+    c.pump();
+    assert_eq!(read.try_recv().unwrap(), Ok("v1".into()));
+    assert!(pending.try_recv().is_err());
+    for f in &followers {
+        hold_writer(&c, *f, false);
+    }
+    c.pump();
+    assert_eq!(pending.try_recv().unwrap(), Ok("OK".into()));
+    let read = c.read(l, "k");
+    c.pump();
+    assert_eq!(read.try_recv().unwrap(), Ok("v2".into()));
+}
