@@ -128,24 +128,22 @@ fn run(store: LogStore, rx: Receiver<Cmd>, hooks: WriterHooks) {
     }
 }
 
-/// Writes the group's records, then one fsync if any of them needs one.
+/// Writes the group's records; the last of them is fsynced if any of them
+/// needs it, which makes all of them durable (raft-engine appends them to one
+/// file and fsyncs a file before it moves to the next).
 fn write_group(store: &LogStore, group: &[WriteJob]) -> Result<(), crate::storage::StorageError> {
-    let mut need_sync = false;
-    let mut last_seq = 0;
-    for j in group {
-        if j.write.is_empty() {
-            continue;
+    let need_sync = group
+        .iter()
+        .any(|j| !j.write.is_empty() && !j.write.no_sync);
+    let Some(last) = group.iter().rposition(|j| !j.write.is_empty()) else {
+        return Ok(());
+    };
+    for (i, j) in group.iter().enumerate() {
+        if !j.write.is_empty() {
+            store.persist(&j.write, i == last && need_sync)?;
         }
-        store.persist(&j.write, false)?;
-        need_sync |= !j.write.no_sync;
-        last_seq = j.write.seq;
     }
-    if need_sync {
-        store.sync()?;
-    }
-    if last_seq > 0 {
-        store.mark_durable(last_seq);
-    }
+    store.mark_durable(group[last].write.seq);
     Ok(())
 }
 

@@ -691,25 +691,6 @@ impl LogStore {
         Ok(())
     }
 
-    /// fsyncs what `persist` wrote without fsync (when fsync is on): one fsync for a group of
-    /// writes.
-    pub fn sync(&self) -> Result<(), StorageError> {
-        if !self.inner.fsync.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let _writer = self.inner.write_lock.lock();
-        crate::failpoint::hit("log-before-fsync");
-        let start = Instant::now();
-        self.inner.engine.sync().map_err(self.engine_err("sync"))?;
-        crate::failpoint::hit("log-after-fsync");
-        let us = (start.elapsed().as_micros() as u64).max(1);
-        let mut s = self.inner.stats.lock();
-        s.count += 1;
-        s.total_micros += us;
-        s.max_micros = s.max_micros.max(us);
-        Ok(())
-    }
-
     /// Staged writes up to `seq` are durable (their entries may leave memory).
     pub fn mark_durable(&self, seq: u64) {
         self.inner.cache.lock().mark_durable(seq);
