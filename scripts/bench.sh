@@ -363,6 +363,23 @@ calibrate() {
         'BEGIN { n = int(r * s); if (n < lo) n = lo; if (n < 200) n = 200; if (n > hi) n = hi; print n }')
 }
 
+# The leader's own fsync latency against the disk probe's: a log that says it
+# fsyncs but takes far less than the disk needs is not fsyncing (this caught
+# a no-op group fsync once).
+check_leader_fsync() {
+    local avg probe
+    avg=$(info_field "$LEADER_PORT" raft raft_fsync_avg_microseconds)
+    [ -n "$avg" ] || return 0
+    echo "leader_fsync_avg=$avg" >>"$WORK/meta"
+    probe=$(sed -n 's/^fsync_before=\([0-9.]*\).*/\1/p' "$WORK/meta" | head -n1)
+    log "raft-fsync-yes: leader fsync avg $avg us (disk probe avg ${probe:-?} us)"
+    if [ -n "$probe" ] && awk -v a="$avg" -v p="$probe" 'BEGIN { exit !(a * 5 < p) }'; then
+        local w="the leader's fsyncs took $avg us on average, under a fifth of the disk's $probe us: the log may not be fsyncing"
+        log "WARNING: $w"
+        echo "fsync_warning=$w" >>"$WORK/meta"
+    fi
+}
+
 run_target() {
     CUR_TARGET=$1
     local p t c run
@@ -387,6 +404,7 @@ run_target() {
         calibrate set 1 "$c"
         for run in $(seq 1 "$RUNS"); do measure sweep set 1 "$c" "$run" "$CAL_N"; done
     done
+    [ "$CUR_TARGET" = raft-fsync-yes ] && check_leader_fsync
     stop_target
     log "== $CUR_TARGET: done"
 }

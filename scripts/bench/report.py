@@ -109,6 +109,11 @@ def markdown(results, keys, meta, targets, idle):
             avg, p50, p99, mx = m(f"fsync_{when}").split()
             out.append(f"- Disk fsync latency {when} the targets ({m('fsync_probe_desc')}): "
                        f"**avg {avg} µs, p99 {p99} µs** (p50 {p50} µs, max {mx} µs)")
+    if m("leader_fsync_avg"):
+        out.append(f"- raft-fsync-yes leader's own fsync latency (INFO raft_fsync_avg_microseconds "
+                   f"at the end): **{m('leader_fsync_avg')} µs**")
+    if m("fsync_warning"):
+        out.append(f"- **WARNING: {m('fsync_warning')}**")
     out.append(f"- The load generator shares the machine's {m('cores')} cores with the servers; "
                f"load average (1/5/15 min) {m('loadavg_before')} at the start, "
                f"{m('loadavg_after')} at the end (anything else running skews the numbers).")
