@@ -472,9 +472,31 @@ impl<C: Client> RaftNode<C> {
     /// A single voter that is alone in its configuration campaigns at once
     /// rather than after an election timeout (right after INIT).
     pub fn campaign_if_alone(&mut self) {
-        let voters = &self.membership.conf_state.voters;
-        if voters.len() == 1 && voters[0] == self.cfg.id && !self.is_leader() {
+        if self.is_sole_voter() && !self.is_leader() {
+            self.settle_log_if_sole_voter();
             let _ = self.raw.campaign();
+        }
+    }
+
+    fn is_sole_voter(&self) -> bool {
+        let voters = &self.membership.conf_state.voters;
+        voters.len() == 1 && voters[0] == self.cfg.id
+    }
+
+    /// A sole voter that campaigns becomes leader in the same step, with no
+    /// vote message to wait for its log; raft-rs then requires every entry
+    /// to be durable already (it asserts so). So such a node lets the log
+    /// writer finish before anything that may start an election.
+    fn settle_log_if_sole_voter(&mut self) {
+        if self.writer.is_none()
+            || self.is_leader()
+            || self.last_persisted >= self.last_submitted
+            || !self.is_sole_voter()
+        {
+            return;
+        }
+        if let Err(e) = self.drain_writer() {
+            warn!(self.logger, "log writer failed"; "error" => %e);
         }
     }
 
@@ -516,6 +538,12 @@ impl<C: Client> RaftNode<C> {
             Request::Messages(msgs) => {
                 let just_started =
                     self.cfg.lease_reads && self.ticks_since_start < self.cfg.election_ticks;
+                if msgs
+                    .iter()
+                    .any(|m| m.get_msg_type() == MessageType::MsgTimeoutNow)
+                {
+                    self.settle_log_if_sole_voter();
+                }
                 for m in msgs {
                     if just_started
                         && matches!(
@@ -545,6 +573,7 @@ impl<C: Client> RaftNode<C> {
             Request::RemoveNode { id, client } => self.remove_node(id, client),
             Request::TransferLeader { to, client } => self.transfer_leader(to, client),
             Request::TimeoutNow => {
+                self.settle_log_if_sole_voter();
                 // A local MsgTimeoutNow starts a real election at once,
                 // without pre-vote, as a leader transfer does.
                 let mut m = Message::default();
@@ -765,6 +794,7 @@ impl<C: Client> RaftNode<C> {
             }
             return;
         }
+        self.settle_log_if_sole_voter();
         self.raw.tick();
         self.ticks_since_start = self.ticks_since_start.saturating_add(1);
         if self.is_leader() && !self.removed {

@@ -811,3 +811,66 @@ fn with_a_log_writer_heartbeat_acks_do_not_wait_for_a_slow_disk() {
     c.pump();
     assert_eq!(read.try_recv().unwrap(), Ok("v2".into()));
 }
+
+/// One node's Ready, then its writer unless held: what it sent.
+fn step(c: &mut Cluster, id: u64) -> Vec<Message> {
+    let n = c.node(id);
+    n.node.process_ready(&n.net, &mut n.app).unwrap();
+    let mut out: Vec<Message> = n.net.out.borrow_mut().drain(..).collect();
+    if let Some(w) = &n.writer {
+        if !w.hold.load(std::sync::atomic::Ordering::SeqCst) {
+            w.run_jobs();
+        }
+        out.append(&mut w.released.lock());
+        if let Some(number) = w.persisted.lock().take() {
+            n.node.on_persisted(number);
+        }
+    }
+    out
+}
+
+fn deliver(c: &mut Cluster, msgs: Vec<Message>) {
+    for m in msgs {
+        if let Some(t) = c.nodes.get_mut(&m.to) {
+            t.node.handle(Request::Messages(vec![m]), &t.net);
+        }
+    }
+}
+
+#[test]
+fn with_a_log_writer_a_sole_voter_with_entries_not_yet_durable_can_still_become_leader() {
+    // raft-rs asserts that a node which wins alone has its whole log
+    // durable: found by reading, when a leader removes itself from a
+    // two-node cluster while the other's disk is behind.
+    let mut c = Cluster::new_async(2);
+    let l = c.elect();
+    let f = if l == 1 { 2 } else { 1 };
+    let (cl, removal) = client();
+    let n = c.node(l);
+    n.node
+        .handle(Request::RemoveNode { id: l, client: cl }, &n.net);
+    let to_f = step(&mut c, l);
+    deliver(&mut c, to_f);
+    let ack = step(&mut c, f);
+    // The leader appends one more write before it learns the removal
+    // committed; the follower stages it but its disk holds it back.
+    let w = c.write(l, "k", "v");
+    let to_f = step(&mut c, l);
+    hold_writer(&c, f, true);
+    deliver(&mut c, to_f);
+    step(&mut c, f);
+    deliver(&mut c, ack);
+    // Removal commits; the old leader hands over; the follower, now the
+    // only voter, campaigns (on TimeoutNow or its own timeout).
+    c.tick(30);
+    assert_eq!(removal.try_recv().unwrap(), Ok("OK".into()));
+    assert!(c.nodes[&l].node.is_removed());
+    assert!(c.nodes[&f].node.is_leader());
+    assert!(
+        w.try_recv().is_ok(),
+        "the old leader's client hears an outcome"
+    );
+    hold_writer(&c, f, false);
+    c.pump();
+    assert_eq!(c.value(f, "k").as_deref(), Some("v"));
+}
