@@ -208,6 +208,9 @@ fn stop_failed(node: &mut RaftNode<RedisClient>, logger: &Logger, why: String) {
     node.fail_all(Error::Unknown(msg));
 }
 
+/// Readies handled in a row before requests are looked at again.
+const MAX_READIES_PER_ROUND: usize = 16;
+
 /// Requests handled before each Ready: enough to batch many proposals into
 /// one append and one fsync, few enough to keep ticks on time.
 const MAX_REQUESTS_PER_ROUND: usize = 4096;
@@ -300,7 +303,19 @@ fn run(
             next_tick = Instant::now() + tick;
         }
         node.issue_reads();
-        if let Err(e) = node.process_ready(&net, &mut applier) {
+        // Until nothing is ready: a Ready hands out a bounded share of the
+        // committed entries, and the rest must not wait for the next tick.
+        let mut failed = None;
+        for _ in 0..MAX_READIES_PER_ROUND {
+            if !node.raw().has_ready() {
+                break;
+            }
+            if let Err(e) = node.process_ready(&net, &mut applier) {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failed {
             stop_failed(&mut node, &logger, format!("Raft log write failed: {e}"));
             break;
         }
