@@ -346,14 +346,8 @@ pub struct RaftNode<C: Client> {
     writer: Option<Box<dyn LogWriter>>,
     /// Number of the last Ready handed to the writer.
     last_submitted: u64,
-    /// Followers too hand their writes to the writer (tests of a follower's
-    /// slow disk); by default only a leader does.
-    async_followers: bool,
     /// Highest Ready number the writer reported durable.
     last_persisted: u64,
-    /// Number of the last Ready handed to the writer that changed the term
-    /// or the vote.
-    last_term_change: u64,
 }
 
 impl<C: Client> RaftNode<C> {
@@ -429,9 +423,7 @@ impl<C: Client> RaftNode<C> {
             ticks_since_start: 0,
             writer: None,
             last_submitted: 0,
-            async_followers: false,
             last_persisted: 0,
-            last_term_change: 0,
         };
         node.publish_status();
         Ok(node)
@@ -440,11 +432,6 @@ impl<C: Client> RaftNode<C> {
     /// From now on log writes are persisted by `writer`, off this thread.
     pub fn set_log_writer(&mut self, writer: Box<dyn LogWriter>) {
         self.writer = Some(writer);
-    }
-
-    /// Followers hand their writes to the writer as well.
-    pub fn set_async_followers(&mut self, on: bool) {
-        self.async_followers = on;
     }
 
     /// The writer made the Ready `number` (and all before it) durable.
@@ -498,7 +485,9 @@ impl<C: Client> RaftNode<C> {
     /// A sole voter that campaigns becomes leader in the same step, with no
     /// vote message to wait for its log; raft-rs then requires every entry
     /// to be durable already (it asserts so). So such a node lets the log
-    /// writer finish before anything that may start an election.
+    /// writer finish before anything that may start an election. (Only a
+    /// node that just stopped leading can have writes in the writer, and
+    /// its next Ready drains them anyway: this is the belt to those braces.)
     fn settle_log_if_sole_voter(&mut self) {
         if self.writer.is_none()
             || self.is_leader()
@@ -928,7 +917,7 @@ impl<C: Client> RaftNode<C> {
         let mut rd = self.raw.ready();
         if self.writer.is_some() {
             let leading = self.raw.raft.state == StateRole::Leader;
-            if rd.snapshot().is_empty() && (leading || self.async_followers) {
+            if rd.snapshot().is_empty() && leading {
                 return self.process_ready_async(rd, net, applier);
             }
             // A snapshot resets the log: everything before it first. A
@@ -1038,32 +1027,15 @@ impl<C: Client> RaftNode<C> {
         write.entries = rd.take_entries();
         write.hard_state = rd.hs().cloned();
         write.no_sync = self.commit_only(&write);
-        let term_change = write.hard_state.as_ref().is_some_and(|hs| {
-            let old = self.store.hard_state();
-            hs.term != old.term || hs.vote != old.vote
-        });
         let read_states = rd.take_read_states();
-        let mut messages = rd.take_persisted_messages();
-        if !messages.is_empty() && self.may_send_before_write(&write) {
-            // Nothing they promise waits for the disk: send them now
-            // rather than behind the writer's fsync.
-            let (now, later): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| {
-                self.last_persisted >= self.last_submitted
-                    || m.get_msg_type() == MessageType::MsgHeartbeatResponse
-            });
-            for m in now {
-                net.send(m);
-            }
-            messages = later;
-        }
+        // A leader's Ready has none (raft-rs sends all its messages at
+        // once); whatever there is waits for the write, as it must.
+        let messages = rd.take_persisted_messages();
         if !write.is_empty() {
             self.store.stage(&mut write)?;
         }
         if !write.is_empty() || !messages.is_empty() {
             self.last_submitted = rd.number();
-            if term_change {
-                self.last_term_change = rd.number();
-            }
             let job = WriteJob {
                 number: rd.number(),
                 write,
@@ -1077,20 +1049,6 @@ impl<C: Client> RaftNode<C> {
         self.raw.advance_apply();
         self.finish_ready(read_states, items, replies, net, applier);
         Ok(())
-    }
-
-    /// Whether messages that raft-rs wants sent after this Ready is durable
-    /// may go before it: when the write holds no entries and no new term or
-    /// vote, and no term or vote change is still on its way to the disk.
-    /// Then all of them may go if the writer has nothing else in hand, and
-    /// heartbeat responses may go anyway: they promise nothing about the
-    /// log (raft-rs reads only their commit index and read context).
-    fn may_send_before_write(&self, write: &LogWrite) -> bool {
-        write.entries.is_empty()
-            && write.membership.is_none()
-            && write.meta.is_none()
-            && (write.hard_state.is_none() || write.no_sync)
-            && self.last_term_change <= self.last_persisted
     }
 
     /// True when `write` only moves the commit index (plus derived
