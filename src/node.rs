@@ -948,18 +948,9 @@ impl<C: Client> RaftNode<C> {
                 &mut replies,
             )?;
         }
-        if let Some(ss) = rd.ss() {
-            self.on_soft_state(ss.raft_state, ss.leader_id);
-        }
-        // 3. Committed entries to the state machine.
-        let mut write = LogWrite::default();
-        let committed = rd.take_committed_entries();
-        self.handle_committed(committed, &mut write, &mut items, &mut replies, net);
-        // 4. New entries and 5. the hard state, in one batch, one fsync.
-        self.note_proposal_indexes(rd.entries());
-        write.entries = rd.take_entries();
-        write.hard_state = rd.hs().cloned();
-        write.no_sync = self.commit_only(&write);
+        // 3. Committed entries to the state machine; 4. new entries and
+        // 5. the hard state, in one batch, one fsync.
+        let write = self.take_ready_write(&mut rd, &mut items, &mut replies, net);
         let read_states = rd.take_read_states();
         if !write.is_empty() {
             self.store.write(write)?;
@@ -1017,16 +1008,7 @@ impl<C: Client> RaftNode<C> {
             net.send(m);
         }
         net.flush();
-        if let Some(ss) = rd.ss() {
-            self.on_soft_state(ss.raft_state, ss.leader_id);
-        }
-        let mut write = LogWrite::default();
-        let committed = rd.take_committed_entries();
-        self.handle_committed(committed, &mut write, &mut items, &mut replies, net);
-        self.note_proposal_indexes(rd.entries());
-        write.entries = rd.take_entries();
-        write.hard_state = rd.hs().cloned();
-        write.no_sync = self.commit_only(&write);
+        let mut write = self.take_ready_write(&mut rd, &mut items, &mut replies, net);
         let read_states = rd.take_read_states();
         // A leader's Ready has none (raft-rs sends all its messages at
         // once); whatever there is waits for the write, as it must.
@@ -1049,6 +1031,29 @@ impl<C: Client> RaftNode<C> {
         self.raw.advance_apply();
         self.finish_ready(read_states, items, replies, net, applier);
         Ok(())
+    }
+
+    /// The soft state, the committed entries (to `items`) and the log write
+    /// of a Ready: its new entries, its hard state and the membership its
+    /// committed changes made.
+    fn take_ready_write(
+        &mut self,
+        rd: &mut raft::Ready,
+        items: &mut Vec<ApplyItem<C>>,
+        replies: &mut Vec<(C, Reply)>,
+        net: &dyn Network,
+    ) -> LogWrite {
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.raft_state, ss.leader_id);
+        }
+        let mut write = LogWrite::default();
+        let committed = rd.take_committed_entries();
+        self.handle_committed(committed, &mut write, items, replies, net);
+        self.note_proposal_indexes(rd.entries());
+        write.entries = rd.take_entries();
+        write.hard_state = rd.hs().cloned();
+        write.no_sync = self.commit_only(&write);
+        write
     }
 
     /// True when `write` only moves the commit index (plus derived

@@ -193,6 +193,24 @@ fn start_async_node(id: u64, dir: tempfile::TempDir) -> TestNode {
     n
 }
 
+/// Runs a node's log writer unless held: its messages go to `out`, and the
+/// node hears what became durable. True if anything happened.
+fn run_writer(n: &mut TestNode, out: &mut Vec<Message>) -> bool {
+    let Some(w) = &n.writer else {
+        return false;
+    };
+    let mut wrote = false;
+    if !w.hold.load(std::sync::atomic::Ordering::SeqCst) {
+        wrote = w.run_jobs();
+    }
+    out.append(&mut w.released.lock());
+    if let Some(number) = w.persisted.lock().take() {
+        n.node.on_persisted(number);
+        wrote = true;
+    }
+    wrote
+}
+
 impl Cluster {
     /// `n` voters that all start from the same membership.
     fn new(n: u64) -> Cluster {
@@ -248,16 +266,7 @@ impl Cluster {
                 n.node.issue_reads();
                 n.node.process_ready(&n.net, &mut n.app).unwrap();
                 inflight.append(&mut n.net.out.borrow_mut());
-                if let Some(w) = &n.writer {
-                    if !w.hold.load(std::sync::atomic::Ordering::SeqCst) {
-                        wrote |= w.run_jobs();
-                    }
-                    inflight.append(&mut w.released.lock());
-                    if let Some(number) = w.persisted.lock().take() {
-                        n.node.on_persisted(number);
-                        wrote = true;
-                    }
-                }
+                wrote |= run_writer(n, &mut inflight);
             }
             if inflight.is_empty() && !wrote {
                 return;
@@ -722,15 +731,7 @@ fn step(c: &mut Cluster, id: u64) -> Vec<Message> {
     let n = c.node(id);
     n.node.process_ready(&n.net, &mut n.app).unwrap();
     let mut out: Vec<Message> = n.net.out.borrow_mut().drain(..).collect();
-    if let Some(w) = &n.writer {
-        if !w.hold.load(std::sync::atomic::Ordering::SeqCst) {
-            w.run_jobs();
-        }
-        out.append(&mut w.released.lock());
-        if let Some(number) = w.persisted.lock().take() {
-            n.node.on_persisted(number);
-        }
-    }
+    run_writer(n, &mut out);
     out
 }
 
