@@ -230,6 +230,21 @@ fn op_line(op: &Op) -> String {
 }
 
 /// Formats rows as aligned columns: the first left-aligned, the rest right.
+/// A table whose last column is free text: the other columns are aligned
+/// as in [`table`], the text follows left-aligned outside it.
+fn table_with_text(out: &mut String, mut rows: Vec<Vec<String>>) {
+    let texts: Vec<String> = rows
+        .iter_mut()
+        .map(|r| r.pop().unwrap_or_default())
+        .collect();
+    for r in &mut rows {
+        r.insert(0, String::new());
+    }
+    for (line, text) in table(&rows, "").lines().zip(texts) {
+        let _ = writeln!(out, "{line}  {text}");
+    }
+}
+
 fn table(rows: &[Vec<String>], indent: &str) -> String {
     let ncols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; ncols];
@@ -420,22 +435,7 @@ pub fn summary_text(info: &RunInfo, history: &[Op], outcome: &Outcome) -> String
                 text.clone(),
             ]);
         }
-        // Left-align the error text by rendering it outside the table.
-        let texts: Vec<String> = rows.iter_mut().map(|r| r.pop().unwrap()).collect();
-        let counts = table(
-            &rows
-                .iter()
-                .map(|r| {
-                    let mut r = r.clone();
-                    r.insert(0, String::new());
-                    r
-                })
-                .collect::<Vec<_>>(),
-            "",
-        );
-        for (line, text) in counts.lines().zip(texts) {
-            let _ = writeln!(out, "{line}  {text}");
-        }
+        table_with_text(&mut out, rows);
         if groups.len() > MAX_ERROR_GROUPS {
             let _ = writeln!(
                 out,
@@ -466,21 +466,7 @@ pub fn summary_text(info: &RunInfo, history: &[Op], outcome: &Outcome) -> String
                 w.label.clone(),
             ]);
         }
-        let texts: Vec<String> = rows.iter_mut().map(|r| r.pop().unwrap()).collect();
-        let numbers = table(
-            &rows
-                .iter()
-                .map(|r| {
-                    let mut r = r.clone();
-                    r.insert(0, String::new());
-                    r
-                })
-                .collect::<Vec<_>>(),
-            "",
-        );
-        for (line, text) in numbers.lines().zip(texts) {
-            let _ = writeln!(out, "{line}  {text}");
-        }
+        table_with_text(&mut out, rows);
     }
 
     // Leadership and recovery.

@@ -99,6 +99,32 @@ fn int_of(b: &[u8]) -> Option<i64> {
     std::str::from_utf8(b).ok()?.trim().parse().ok()
 }
 
+/// A GET of an integer key: `done` turns the value (None: no key) into the
+/// op's completed value. Reads are idempotent, so every failure is `:fail`.
+fn read_int(
+    client: &mut NodeClient,
+    key: &str,
+    value: &Edn,
+    done: impl FnOnce(Option<Edn>) -> Edn,
+) -> Completion {
+    match client.call(&["GET", key]) {
+        Ok(Reply::Bulk(None)) => Completion::ok(done(None)),
+        Ok(Reply::Bulk(Some(b))) => match int_of(&b) {
+            Some(x) => Completion::ok(done(Some(Edn::Int(x)))),
+            None => Completion::failed(
+                value.clone(),
+                Failure::Fail(format!("non-integer value {b:?}")),
+                true,
+            ),
+        },
+        Ok(Reply::Error(e)) => {
+            Completion::failed(value.clone(), crate::client::classify_error(e), true)
+        }
+        Ok(other) => Completion::failed(value.clone(), unexpected(&other), true),
+        Err(e) => Completion::failed(value.clone(), e, true),
+    }
+}
+
 fn unexpected(r: &Reply) -> Failure {
     // A reply we cannot read: the command ran, its effect is unknown to us.
     Failure::Info(format!("unexpected reply {r:?}"))
@@ -399,22 +425,7 @@ impl Workload for Register {
         };
         let key = Register::redis_key(*k);
         match (f, v) {
-            ("read", _) => match client.call(&["GET", key.as_str()]) {
-                Ok(Reply::Bulk(None)) => Completion::ok(pair(*k, Edn::Nil)),
-                Ok(Reply::Bulk(Some(b))) => match int_of(&b) {
-                    Some(x) => Completion::ok(pair(*k, Edn::Int(x))),
-                    None => Completion::failed(
-                        value.clone(),
-                        Failure::Fail(format!("non-integer value {b:?}")),
-                        true,
-                    ),
-                },
-                Ok(Reply::Error(e)) => {
-                    Completion::failed(value.clone(), crate::client::classify_error(e), true)
-                }
-                Ok(other) => Completion::failed(value.clone(), unexpected(&other), true),
-                Err(e) => Completion::failed(value.clone(), e, true),
-            },
+            ("read", _) => read_int(client, &key, value, |v| pair(*k, v.unwrap_or(Edn::Nil))),
             ("write", Edn::Int(x)) => match client.call(&["SET", key.as_str(), &x.to_string()]) {
                 Ok(Reply::Simple(s)) if s == "OK" => Completion::ok(value.clone()),
                 Ok(Reply::Error(e)) => {
@@ -503,22 +514,7 @@ impl Workload for Counter {
                 Ok(other) => Completion::failed(value.clone(), unexpected(&other), false),
                 Err(e) => Completion::failed(value.clone(), e, false),
             },
-            _ => match client.call(&["GET", COUNTER_KEY]) {
-                Ok(Reply::Bulk(None)) => Completion::ok(Edn::Int(0)),
-                Ok(Reply::Bulk(Some(b))) => match int_of(&b) {
-                    Some(x) => Completion::ok(Edn::Int(x)),
-                    None => Completion::failed(
-                        value.clone(),
-                        Failure::Fail(format!("non-integer value {b:?}")),
-                        true,
-                    ),
-                },
-                Ok(Reply::Error(e)) => {
-                    Completion::failed(value.clone(), crate::client::classify_error(e), true)
-                }
-                Ok(other) => Completion::failed(value.clone(), unexpected(&other), true),
-                Err(e) => Completion::failed(value.clone(), e, true),
-            },
+            _ => read_int(client, COUNTER_KEY, value, |v| v.unwrap_or(Edn::Int(0))),
         }
     }
 
