@@ -187,6 +187,13 @@ mod tests {
             persisted: Box::new(move |n| s1.lock().persisted.push(n)),
             send: Box::new(move |m| {
                 let mut s = s2.lock();
+                // Each message (its index is its job's number) goes only
+                // once its own job was reported durable.
+                let persisted = s.persisted.last().copied().unwrap_or(0);
+                assert!(
+                    m.iter().all(|m| m.index <= persisted),
+                    "sent before its fsync"
+                );
                 s.sent.extend(m.iter().map(|m| m.index));
                 s.fsyncs_at_send.push(store.fsync_stats().count);
             }),

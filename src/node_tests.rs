@@ -669,7 +669,11 @@ fn a_read_lease_is_renewed_by_quorum_heartbeats_and_dropped_on_transfer_or_isola
         stale <= until + Duration::from_millis(300),
         "not renewed while cut off"
     );
+    assert_eq!(stale, until, "not renewed while cut off");
     std::thread::sleep(stale.saturating_duration_since(Instant::now()));
+    assert!(lease(&c, l).is_none_or(|t| t <= Instant::now()));
+    // Still cut off after it ran out: ticking does not bring it back.
+    c.tick(1);
     assert!(lease(&c, l).is_none_or(|t| t <= Instant::now()));
     c.heal();
     let l = c.elect();

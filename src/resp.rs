@@ -925,6 +925,7 @@ mod tests {
     fn peer_closing_mid_reply_is_closed_and_silence_is_a_timeout() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
+        let (timed_out, wait_timeout) = std::sync::mpsc::channel::<()>();
         let server = std::thread::spawn(move || {
             // First connection: half a reply, then close.
             let (mut s, _) = l.accept().unwrap();
@@ -936,7 +937,8 @@ mod tests {
             let (mut s, _) = l.accept().unwrap();
             let _ = s.read(&mut b).unwrap();
             s.write_all(b"$4\r\nab").unwrap();
-            std::thread::sleep(Duration::from_millis(400));
+            // The rest only once the client has seen its timeout.
+            wait_timeout.recv().unwrap();
             s.write_all(b"cd\r\n").unwrap();
             let _ = s.read(&mut b);
         });
@@ -945,6 +947,7 @@ mod tests {
         assert!(matches!(c.call(&[b"GET", b"k"]), Err(RespError::Closed)));
         let mut c = Connection::connect(&addr, ms(1000), ms(150), None).unwrap();
         assert!(matches!(c.call(&[b"GET", b"k"]), Err(RespError::Timeout)));
+        timed_out.send(()).unwrap();
         // The bytes read before the timeout were kept: waiting longer works.
         c.set_io_timeout(ms(2000));
         assert_eq!(c.recv().unwrap(), bulk(b"abcd"));
