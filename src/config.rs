@@ -62,6 +62,10 @@ impl StrSetting {
         self.value.lock().clone()
     }
     pub fn set(&self, v: &str) -> Result<(), String> {
+        // Redis reads configs back as C strings: a NUL would abort it.
+        if v.contains('\0') {
+            return Err("value contains a NUL byte".into());
+        }
         (self.check)(v)?;
         *self.value.lock() = v.to_string();
         Ok(())
@@ -117,7 +121,9 @@ pub fn parse_addr(v: &str) -> Result<(String, u16), String> {
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("invalid address '{v}': bad port"))?;
-    if host.is_empty() || host.contains(char::is_whitespace) {
+    // Addresses end up in INFO, which Redis takes as C strings: no NUL or
+    // other control characters.
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err(format!("invalid address '{v}': bad host"));
     }
     Ok((host.to_string(), port))

@@ -183,9 +183,29 @@ pub fn start(
     .map_err(|e| format!("cannot start Raft: {e}"))?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let writer_tx = tx.clone();
+    let thread_status = status.clone();
     let thread = std::thread::Builder::new()
         .name("raft".into())
-        .spawn(move || run(node, rx, writer_tx, net, logger, campaign))
+        .spawn(move || {
+            // raft-rs and raft-engine panic on what they take for broken
+            // invariants (a peer's impossible message, a failed fsync).
+            // Then the node stops serving with a reason, instead of a
+            // silent dead thread behind a node that still looks healthy.
+            let log = logger.clone();
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(node, rx, writer_tx, net, logger, campaign)
+            }));
+            if let Err(p) = ran {
+                let why = p
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown panic");
+                let msg = format!("the Raft thread stopped on an internal error: {why}");
+                error!(log, "{}", msg);
+                thread_status.write().failed = Some(msg);
+            }
+        })
         .map_err(|e| format!("cannot start the Raft thread: {e}"))?;
     let handle = Arc::new(NodeHandle {
         tx,

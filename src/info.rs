@@ -160,6 +160,8 @@ pub fn fields() -> Vec<(String, String)> {
 pub fn info_handler(ctx: &InfoContext, _for_crash_report: bool) {
     ctx.add_info_section(None);
     for (k, v) in fields() {
-        ctx.add_info_field_str(&k, &v);
+        // Redis copies the value as a C string: a NUL (from an address a
+        // peer sent) would abort it.
+        ctx.add_info_field_str(&k, &v.replace('\0', "?"));
     }
 }

@@ -556,6 +556,11 @@ impl<C: Client> RaftNode<C> {
                         // restart: no vote until that lease surely expired.
                         continue;
                     }
+                    if let Some(why) = self.impossible(&m) {
+                        warn!(self.logger, "dropped a message no correct node sends";
+                            "from" => m.from, "type" => ?m.get_msg_type(), "why" => why);
+                        continue;
+                    }
                     if let Err(e) = self.raw.step(m) {
                         warn!(self.logger, "dropped a message"; "error" => %e);
                     }
@@ -604,6 +609,35 @@ impl<C: Client> RaftNode<C> {
             }
             // Handled by the owner of the node (it stops it).
             Request::Persisted(_) | Request::LogFailed(_) | Request::Shutdown => {}
+        }
+    }
+
+    /// Why raft-rs would panic on `m`, which no correct node sends: the peer
+    /// commands are open to any client that knows the dbid, so such a
+    /// message is dropped rather than allowed to stop the Raft thread.
+    fn impossible(&self, m: &Message) -> Option<&'static str> {
+        let log = &self.raw.raft.raft_log;
+        match m.get_msg_type() {
+            // A leader's heartbeat commits at most what this node acked.
+            MessageType::MsgHeartbeat if m.term >= self.raw.raft.term => {
+                (m.commit > log.last_index()).then_some("commit index past the log")
+            }
+            MessageType::MsgAppend if m.term >= self.raw.raft.term => {
+                for (want, e) in (m.index + 1..).zip(m.get_entries()) {
+                    if e.index != want {
+                        return Some("entries not consecutive after the message index");
+                    }
+                    // Only a log that matches at m.index is appended to.
+                    if e.index <= log.committed
+                        && log.match_term(m.index, m.log_term)
+                        && log.term(e.index).is_ok_and(|t| t != e.term)
+                    {
+                        return Some("entries rewrite committed ones");
+                    }
+                }
+                None
+            }
+            _ => None,
         }
     }
 

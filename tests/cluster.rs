@@ -733,3 +733,81 @@ fn the_entry_cache_holds_the_newest_entries_and_can_be_turned_off() {
         wait_local(n, "k50", "w");
     }
 }
+
+/// Found by a review (a client reproduced it): any client that knows the
+/// dbid (INFO shows it) could send a heartbeat whose commit index lies past
+/// the log, or appended entries with a gap; raft-rs panics on both and the
+/// Raft thread died behind a node that still said `role:leader`.
+#[test]
+fn forged_peer_messages_that_would_panic_raft_are_dropped_and_the_node_keeps_serving() {
+    use protobuf::Message as _;
+    use raft::eraftpb::{Entry, Message, MessageType};
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    for target in [l, (l + 1) % 3] {
+        let n = &c.nodes[target];
+        let dbid = n.info_field("dbid");
+        let me: u64 = n.info_field("node_id").parse().unwrap();
+        let term: u64 = n.info_field("current_term").parse().unwrap();
+        let mut hb = Message::default();
+        hb.set_msg_type(MessageType::MsgHeartbeat);
+        hb.from = 99;
+        hb.to = me;
+        hb.term = term + 1;
+        hb.commit = 1_000_000_000;
+        let mut app = Message::default();
+        app.set_msg_type(MessageType::MsgAppend);
+        app.from = 99;
+        app.to = me;
+        app.term = term + 1;
+        app.index = 1;
+        app.log_term = 1;
+        app.entries = vec![
+            Entry {
+                index: 2,
+                term: term + 1,
+                ..Default::default()
+            },
+            Entry {
+                index: 7,
+                term: term + 1,
+                ..Default::default()
+            },
+        ]
+        .into();
+        for m in [hb, app] {
+            let body = m.write_to_bytes().unwrap();
+            let args: Vec<&[u8]> = vec![b"RAFT.APPENDENTRIES", dbid.as_bytes(), b"99", &body];
+            let _ = n.conn().call(&args);
+        }
+    }
+    // Every node still works: writes commit and reach all of them.
+    let l = c.wait_leader();
+    assert!(ok(&c.nodes[l].cmd(&["SET", "after", "forged"])));
+    for n in &c.nodes {
+        wait_local(n, "after", "forged");
+        assert_eq!(n.info_field("state"), "up", "{}", n.info());
+    }
+}
+
+/// Found by a review (a client reproduced both): a NUL byte in a node
+/// address or a string config was accepted, and the next INFO or CONFIG GET
+/// aborted redis-server (Redis copies them as C strings).
+#[test]
+fn nul_bytes_in_addresses_and_string_configs_are_refused() {
+    let c = Cluster::new(1, &[]);
+    let n = &c.nodes[0];
+    let add: Vec<&[u8]> = vec![b"RAFT.NODE", b"ADD", b"5", b"a\0b:6379"];
+    let r = n.conn().call(&add).unwrap();
+    assert!(
+        err_text(&r).is_some_and(|e| e.contains("bad host")),
+        "{r:?}"
+    );
+    let set: Vec<&[u8]> = vec![b"CONFIG", b"SET", b"raft.ignored-commands", b"a\0b"];
+    let r = n.conn().call(&set).unwrap();
+    assert!(err_text(&r).is_some(), "{r:?}");
+    // The server is alive and both still read back.
+    assert_eq!(n.info_field("num_nodes"), "1");
+    let got = n.cmd(&["CONFIG", "GET", "raft.ignored-commands"]);
+    assert!(!format!("{got:?}").contains('\0'), "{got:?}");
+}
