@@ -14,14 +14,19 @@ use crate::resp::{Connection, RespValue};
 use crate::storage::{LogWrite, NodeMeta};
 
 pub fn start(targets: Vec<String>, my_addr: String, client: RedisClient) {
-    std::thread::Builder::new()
+    // On the main thread: a failed spawn must not panic (it would abort
+    // redis-server). The client, dropped with the closure, is then told the
+    // request was abandoned.
+    if let Err(e) = std::thread::Builder::new()
         .name("raft-join".into())
         .spawn(move || {
             if let Err(e) = join(&targets, &my_addr, client) {
                 crate::logging::warning(&format!("join failed: {e}"));
             }
         })
-        .expect("spawn join thread");
+    {
+        crate::logging::warning(&format!("cannot start the join thread: {e}"));
+    }
 }
 
 enum Attempt {

@@ -31,10 +31,15 @@ pub fn forward(leader: String, argv: Vec<Vec<u8>>, client: RedisClient) {
     PROXY_REQS.fetch_add(1, Ordering::Relaxed);
     let tx = TX.get_or_init(|| {
         let (tx, rx) = crossbeam_channel::unbounded();
-        std::thread::Builder::new()
+        // On the main thread: a failed spawn must not panic (it would abort
+        // redis-server); with no thread the sends below fail, and clients
+        // hear there is no leader to reach.
+        if let Err(e) = std::thread::Builder::new()
             .name("raft-proxy".into())
             .spawn(move || run(rx))
-            .expect("spawn proxy thread");
+        {
+            crate::logging::warning(&format!("cannot start the proxy thread: {e}"));
+        }
         tx
     });
     if let Err(e) = tx.send(ProxyRequest {
