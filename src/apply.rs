@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ use parking_lot::Mutex;
 use crate::config;
 use crate::entry::Payload;
 use crate::ffi::{self, CallContext, RedisClient};
+use crate::machine::command::{self, Outcome};
+use crate::machine::expiry;
 use crate::node::{Applier, ApplyItem, ConfUpdate};
 use crate::storage::Membership;
 
@@ -26,6 +28,13 @@ static CALL_CTX: OnceLock<CallContext> = OnceLock::new();
 /// Index and term of the last entry applied to the dataset.
 pub static APPLIED_INDEX: AtomicU64 = AtomicU64::new(0);
 pub static APPLIED_TERM: AtomicU64 = AtomicU64::new(0);
+/// The time of the last timed entry applied (Unix ms): reads the leader
+/// serves never use an earlier time.
+static APPLIED_TIME_MS: AtomicI64 = AtomicI64::new(0);
+
+pub fn applied_time_ms() -> i64 {
+    APPLIED_TIME_MS.load(Ordering::Acquire)
+}
 /// Set once the dataset has been checked at the first apply after start.
 static DATASET_CHECKED: AtomicBool = AtomicBool::new(false);
 /// Membership as of APPLIED_INDEX (None: the empty one, before any
@@ -66,6 +75,7 @@ pub fn resume_from_snapshot(meta: &crate::snapshot::RdbMeta) {
     set_membership(Some(meta.membership.clone()));
     *DBID.lock() = meta.dbid.clone();
     DATASET_CHECKED.store(true, Ordering::Release);
+    expiry::rebuild_index(call_ctx());
 }
 
 /// Some: the membership from now on; None: not known exactly.
@@ -171,6 +181,7 @@ extern "C" fn drain(_: *mut c_void) {
             ApplyItem::Entry {
                 index,
                 term,
+                time_ms,
                 payload,
                 client,
                 conf,
@@ -180,35 +191,57 @@ extern "C" fn drain(_: *mut c_void) {
                     Some(ConfUpdate::Superseded) => set_membership(None),
                     None => {}
                 }
-                if let Some(Payload::Command(argv)) = payload {
-                    let result = ffi::call(ctx, &argv);
-                    if let Some(c) = client {
-                        answer(c, result);
+                let time = time_ms.map(|t| t as i64);
+                if let Some(t) = time {
+                    APPLIED_TIME_MS.fetch_max(t, Ordering::AcqRel);
+                }
+                match payload {
+                    Some(Payload::Command(argv)) => {
+                        let outcome = command::run_in_entry(ctx, argv, time);
+                        if let Some(c) = client {
+                            outcome.answer(c);
+                        }
                     }
-                } else if let Some(Payload::Multi(cmds)) = payload {
-                    // One callback runs the whole block: nothing interleaves.
-                    let results: Vec<_> = cmds.iter().map(|argv| ffi::call(ctx, argv)).collect();
-                    if let Some(c) = client {
-                        c.reply_with(move |ctx| {
-                            ffi::reply_array(ctx, results.len());
-                            for r in &results {
-                                match r {
-                                    Ok(reply) => ffi::reply_call(ctx, reply),
-                                    Err(text) => ffi::reply_error(ctx, text),
+                    Some(Payload::Multi(cmds)) => {
+                        // One callback runs the whole block: nothing interleaves.
+                        let outcomes: Vec<Outcome> = cmds
+                            .into_iter()
+                            .map(|argv| command::run_in_entry(ctx, argv, time))
+                            .collect();
+                        if let Some(c) = client {
+                            c.reply_with(move |ctx| {
+                                ffi::reply_array(ctx, outcomes.len());
+                                for o in &outcomes {
+                                    o.write(ctx);
                                 }
-                            }
-                        });
+                            });
+                        }
                     }
-                } else if let Some(c) = client {
-                    c.reply_with(|ctx| ffi::reply_simple(ctx, "OK"));
+                    Some(Payload::Expire(keys)) => {
+                        if let Some(t) = time {
+                            expiry::expire_due(ctx, &keys, t);
+                        }
+                        if let Some(c) = client {
+                            c.reply_with(|ctx| ffi::reply_simple(ctx, "OK"));
+                        }
+                    }
+                    None => {
+                        if let Some(c) = client {
+                            c.reply_with(|ctx| ffi::reply_simple(ctx, "OK"));
+                        }
+                    }
                 }
                 APPLIED_INDEX.store(index, Ordering::Release);
                 APPLIED_TERM.store(term, Ordering::Release);
                 crate::failpoint::hit("apply-middle");
             }
             ApplyItem::Reads { requests } => {
+                let now = read_time();
                 for (client, argv) in requests {
-                    answer(client, ffi::call(ctx, &argv));
+                    match command::run_read(ctx, &argv, now) {
+                        Some(outcome) => outcome.answer(client),
+                        None => through_the_log(argv, client),
+                    }
                 }
             }
         }
@@ -241,6 +274,7 @@ fn load_snapshot(
             }));
             DATASET_CHECKED.store(true, Ordering::Release);
             crate::snapshot::RECEIVED.fetch_add(1, Ordering::Relaxed);
+            expiry::rebuild_index(ctx);
             crate::logging::notice(&format!(
                 "loaded the snapshot at index {index} (term {term}) in {} ms",
                 started.elapsed().as_millis()
@@ -269,10 +303,18 @@ fn retry_later() {
     });
 }
 
-fn answer(client: RedisClient, result: Result<ffi::CallReply, String>) {
-    match result {
-        Ok(reply) => client.reply_call(reply),
-        Err(text) => client.reply_error_text(&text),
+/// The time a read served now runs at: this node's clock, but never
+/// before the last entry applied.
+fn read_time() -> i64 {
+    crate::machine::now_ms().max(applied_time_ms())
+}
+
+/// A read that would see a key whose time has come is proposed as an
+/// entry: applying it deletes the key first, on every node.
+fn through_the_log(argv: Vec<Vec<u8>>, client: RedisClient) {
+    match crate::driver::node() {
+        Some(n) => n.send(crate::node::Request::Write { argv, client }),
+        None => client.reply_error_text("TRYAGAIN the node is stopping"),
     }
 }
 
@@ -293,8 +335,9 @@ fn replace_unreplicated_dataset(ctx: *mut redis_module::raw::RedisModuleCtx) {
     }
 }
 
-/// Runs a read right now (quorum-reads no, on a leader that has applied an
-/// entry of its term).
-pub fn read_now(argv: &[Vec<u8>]) -> Result<ffi::CallReply, String> {
-    ffi::call(call_ctx(), argv)
+/// Runs a read right now (quorum-reads no, or a lease, on a leader that has
+/// applied an entry of its term). None: it must go through the log (it
+/// would see a key whose time has come).
+pub fn read_now(argv: &[Vec<u8>]) -> Option<Outcome> {
+    command::run_read(call_ctx(), argv, read_time())
 }

@@ -144,7 +144,7 @@ fn transaction(ctx: &Context, me: u64, argv: &[Vec<u8>]) -> RedisResult {
     }
 }
 
-fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
+fn route(ctx: &Context, argv: Vec<Vec<u8>>, mut read: bool) -> RedisResult {
     let n = running_node()?;
     check_serving(&n)?;
     let (role, term, leader_err, lease_until) = {
@@ -153,13 +153,10 @@ fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
     };
     if read && config::UNSAFE_LOCAL_READS.get() {
         // Test knob (unsafe): serve from this node's dataset, unchecked.
-        return match apply::read_now(&argv) {
-            Ok(reply) => {
-                ffi::reply_call(ctx.ctx, &reply);
-                no_reply()
-            }
-            Err(text) => Err(RedisError::String(text)),
-        };
+        if let Some(outcome) = apply::read_now(&argv) {
+            outcome.write(ctx.ctx);
+            return no_reply();
+        }
     }
     if role != Role::Leader {
         if config::FOLLOWER_PROXY.get() {
@@ -180,13 +177,14 @@ fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
         // reads locally, without a quorum round: under a lease still held
         // (read-mode lease), or unchecked (quorum-reads no: may be stale if
         // it was cut off).
-        return match apply::read_now(&argv) {
-            Ok(reply) => {
-                ffi::reply_call(ctx.ctx, &reply);
-                no_reply()
+        match apply::read_now(&argv) {
+            Some(outcome) => {
+                outcome.write(ctx.ctx);
+                return no_reply();
             }
-            Err(text) => Err(RedisError::String(text)),
-        };
+            // It would see a key whose time has come: through the log.
+            None => read = false,
+        }
     }
     let client = RedisClient::block(ctx.ctx).map_err(err)?;
     n.send(if read {

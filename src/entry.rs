@@ -1,22 +1,94 @@
 //! What our Raft log entries carry, and the small contexts attached to them.
 //!
-//! A normal entry's `data` is a [`Payload`]; its `context` is a [`ProposalId`]
-//! so the proposing node can find the waiting client when the entry commits.
-//! A conf-change entry's `ConfChange.context` is the node's address.
+//! A normal entry's `data` is a [`Record`]: a [`Payload`] and the leader's
+//! clock when it was proposed (the entry's time, which every node uses when
+//! it applies the entry, so the effect never depends on the node's clock).
+//! Its `context` is a [`ProposalId`] so the proposing node can find the
+//! waiting client when the entry commits. A conf-change entry's
+//! `ConfChange.context` is the node's address.
 
 use std::fmt;
 
 /// Entry payload kinds. The first byte of `Entry.data` says which; an empty
-/// `data` is Raft's own no-op (a new leader's first entry).
+/// `data` is Raft's own no-op (a new leader's first entry). Kinds 1 and 2
+/// are the untimed records of logs written before entries carried a time;
+/// `KIND_TIMED` is followed by the time (8 bytes, big endian) and one of
+/// the other kinds.
 const KIND_COMMAND: u8 = 1;
 const KIND_MULTI: u8 = 2;
+const KIND_EXPIRE: u8 = 3;
+const KIND_TIMED: u8 = 0x10;
 
 /// One replicated client command, as its argument vector (`argv[0]` is the
-/// command name), or a MULTI/EXEC block applied as one unit.
+/// command name), a MULTI/EXEC block applied as one unit, or the leader's
+/// request to delete keys whose expiry time has come (each is deleted only
+/// if its expiry time is at or before the entry's time when it is applied).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload {
     Command(Vec<Vec<u8>>),
     Multi(Vec<Vec<Vec<u8>>>),
+    Expire(Vec<Vec<u8>>),
+}
+
+/// A normal entry's content: the payload and the entry's time (Unix ms,
+/// from the leader's clock, never lower than an earlier entry's). `None`
+/// only for entries written before entries were timed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub time_ms: Option<u64>,
+    pub payload: Payload,
+}
+
+impl Record {
+    pub fn timed(time_ms: u64, payload: Payload) -> Record {
+        Record {
+            time_ms: Some(time_ms),
+            payload,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        match self.time_ms {
+            None => self.payload.encode(),
+            Some(t) => {
+                let body = self.payload.encode();
+                let mut out = Vec::with_capacity(body.len() + 9);
+                out.push(KIND_TIMED);
+                out.extend_from_slice(&t.to_be_bytes());
+                out.extend_from_slice(&body);
+                out
+            }
+        }
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
+        match buf.first() {
+            Some(&KIND_TIMED) => {
+                let t = time_of(buf).ok_or(DecodeError("truncated time"))?;
+                let payload = Payload::decode(&buf[9..])?;
+                Ok(Record::timed(t, payload))
+            }
+            _ => {
+                let payload = Payload::decode(buf)?;
+                if matches!(payload, Payload::Expire(_)) {
+                    return Err(DecodeError("expiry without a time"));
+                }
+                Ok(Record {
+                    time_ms: None,
+                    payload,
+                })
+            }
+        }
+    }
+}
+
+/// The time of an encoded record, without decoding the rest (the Raft
+/// thread reads it from every entry it appends).
+pub fn time_of(buf: &[u8]) -> Option<u64> {
+    if buf.first() != Some(&KIND_TIMED) {
+        return None;
+    }
+    Some(u64::from_be_bytes(buf.get(1..9)?.try_into().ok()?))
 }
 
 fn put_argv(out: &mut Vec<u8>, argv: &[Vec<u8>]) {
@@ -78,12 +150,17 @@ fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
 }
 
 impl Payload {
-    pub fn encode(&self) -> Vec<u8> {
+    fn encode(&self) -> Vec<u8> {
         match self {
-            Payload::Command(argv) => {
+            Payload::Command(argv) | Payload::Expire(argv) => {
+                let kind = if matches!(self, Payload::Command(_)) {
+                    KIND_COMMAND
+                } else {
+                    KIND_EXPIRE
+                };
                 let size: usize = argv.iter().map(|a| a.len() + 5).sum();
                 let mut out = Vec::with_capacity(size + 6);
-                out.push(KIND_COMMAND);
+                out.push(kind);
                 put_argv(&mut out, argv);
                 out
             }
@@ -100,11 +177,12 @@ impl Payload {
         }
     }
 
-    pub fn decode(buf: &[u8]) -> Result<Payload, DecodeError> {
+    fn decode(buf: &[u8]) -> Result<Payload, DecodeError> {
         let (&kind, _) = buf.split_first().ok_or(DecodeError("empty"))?;
         let mut pos = 1;
         let payload = match kind {
             KIND_COMMAND => Payload::Command(get_argv(buf, &mut pos)?),
+            KIND_EXPIRE => Payload::Expire(get_argv(buf, &mut pos)?),
             KIND_MULTI => {
                 let n = get_varint(buf, &mut pos)? as usize;
                 if n > buf.len() {
@@ -161,6 +239,28 @@ mod tests {
     fn command_round_trip_keeps_binary_arguments() {
         let p = Payload::Command(vec![b"SET".to_vec(), b"k\r\n\0".to_vec(), vec![0xff; 300]]);
         assert_eq!(Payload::decode(&p.encode()).unwrap(), p);
+    }
+
+    #[test]
+    fn timed_records_round_trip_and_untimed_ones_still_decode() {
+        for payload in [
+            Payload::Command(vec![b"SET".to_vec(), b"k".to_vec()]),
+            Payload::Multi(vec![vec![b"INCR".to_vec(), b"a".to_vec()]]),
+            Payload::Expire(vec![b"a".to_vec(), b"b".to_vec()]),
+        ] {
+            let r = Record::timed(1_700_000_000_123, payload);
+            let buf = r.encode();
+            assert_eq!(time_of(&buf), Some(1_700_000_000_123));
+            assert_eq!(Record::decode(&buf).unwrap(), r);
+        }
+        // A log written before entries were timed.
+        let old = Payload::Command(vec![b"SET".to_vec(), b"k".to_vec()]).encode();
+        assert_eq!(time_of(&old), None);
+        assert_eq!(Record::decode(&old).unwrap().time_ms, None);
+        // An expiry always needs a time; a time needs its 8 bytes.
+        let untimed_expire = Payload::Expire(vec![b"a".to_vec()]).encode();
+        assert!(Record::decode(&untimed_expire).is_err());
+        assert!(Record::decode(&[KIND_TIMED, 0, 0]).is_err());
     }
 
     #[test]

@@ -418,3 +418,193 @@ pub fn client_id(ctx: *mut raw::RedisModuleCtx) -> u64 {
     // SAFETY: ctx is a command context.
     unsafe { api!(RedisModule_GetClientId)(ctx) }
 }
+
+/// A Redis string made from bytes, freed on drop (NULL context: not
+/// auto-memory, so it may outlive the call that made it).
+struct OwnedString(*mut raw::RedisModuleString);
+
+impl OwnedString {
+    fn new(b: &[u8]) -> OwnedString {
+        // SAFETY: a valid slice; a NULL context is allowed for CreateString.
+        OwnedString(unsafe {
+            api!(RedisModule_CreateString)(ptr::null_mut(), b.as_ptr() as *const c_char, b.len())
+        })
+    }
+}
+
+impl Drop for OwnedString {
+    fn drop(&mut self) {
+        // SAFETY: created with a NULL context above, freed once.
+        unsafe { api!(RedisModule_FreeString)(ptr::null_mut(), self.0) };
+    }
+}
+
+fn string_bytes(s: *mut raw::RedisModuleString) -> Vec<u8> {
+    let mut len = 0usize;
+    // SAFETY: s is a live string given to us by Redis.
+    let p = unsafe { api!(RedisModule_StringPtrLen)(s, &mut len) };
+    if p.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: Redis returned a pointer to len bytes.
+    unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec()
+}
+
+/// The keys a command names, as Redis's own key specs find them (none for
+/// an unknown command, a wrong arity, or a command without keys).
+pub fn command_keys(ctx: *mut raw::RedisModuleCtx, argv: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    if argv.len() < 2 {
+        return Vec::new();
+    }
+    let strs: Vec<OwnedString> = argv.iter().map(|a| OwnedString::new(a)).collect();
+    let mut ptrs: Vec<*mut raw::RedisModuleString> = strs.iter().map(|s| s.0).collect();
+    let mut n: c_int = 0;
+    // SAFETY: ptrs holds argc live strings; the result is freed with RM_Free.
+    let pos = unsafe {
+        api!(RedisModule_GetCommandKeys)(ctx, ptrs.as_mut_ptr(), ptrs.len() as c_int, &mut n)
+    };
+    if pos.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: Redis returned n key positions.
+    let positions = unsafe { std::slice::from_raw_parts(pos, n.max(0) as usize) };
+    let keys = positions
+        .iter()
+        .filter_map(|&i| argv.get(i as usize).cloned())
+        .collect();
+    // SAFETY: allocated by Redis for us.
+    unsafe { api!(RedisModule_Free)(pos as *mut c_void) };
+    keys
+}
+
+/// What the dataset holds for a key's expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyExpiry {
+    Missing,
+    Persistent,
+    /// The stored absolute expire time (Unix ms, as Redis holds it).
+    At(i64),
+}
+
+/// A key's stored expire time. The lookup does not touch the key's access
+/// time; stored times are never reached by the clock, so it expires nothing.
+pub fn key_expiry(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> KeyExpiry {
+    let name = OwnedString::new(key);
+    let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as c_int;
+    // SAFETY: main thread, valid context and name; the key is closed below.
+    unsafe {
+        let k = api!(RedisModule_OpenKey)(ctx, name.0, mode);
+        if k.is_null() {
+            return KeyExpiry::Missing;
+        }
+        let t = if api!(RedisModule_KeyType)(k) == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
+            KeyExpiry::Missing
+        } else {
+            match api!(RedisModule_GetAbsExpire)(k) {
+                t if t < 0 => KeyExpiry::Persistent,
+                t => KeyExpiry::At(t),
+            }
+        };
+        api!(RedisModule_CloseKey)(k);
+        t
+    }
+}
+
+/// Deletes a key whose expiry time has come, as Redis's own expiry does:
+/// an `expired` keyspace event, and watchers and client caches told.
+pub fn expire_key(ctx: *mut raw::RedisModuleCtx, key: &[u8]) {
+    let name = OwnedString::new(key);
+    let mode = raw::REDISMODULE_WRITE as c_int;
+    // SAFETY: main thread, valid context and name; closing a key opened
+    // for writing signals the change to WATCH and client tracking.
+    unsafe {
+        let k = api!(RedisModule_OpenKey)(ctx, name.0, mode);
+        if k.is_null() {
+            return;
+        }
+        let existed = api!(RedisModule_KeyType)(k) != raw::REDISMODULE_KEYTYPE_EMPTY as c_int;
+        api!(RedisModule_DeleteKey)(k);
+        api!(RedisModule_CloseKey)(k);
+        if existed {
+            api!(RedisModule_NotifyKeyspaceEvent)(
+                ctx,
+                raw::REDISMODULE_NOTIFY_EXPIRED as c_int,
+                c"expired".as_ptr(),
+                name.0,
+            );
+        }
+    }
+}
+
+/// Calls `f(key, stored expire time)` for every key that has one (a full
+/// pass over the keyspace: at start and after a snapshot load only).
+pub fn for_each_expiring_key(ctx: *mut raw::RedisModuleCtx, f: &mut dyn FnMut(Vec<u8>, i64)) {
+    unsafe extern "C" fn one(
+        _ctx: *mut raw::RedisModuleCtx,
+        keyname: *mut raw::RedisModuleString,
+        key: *mut raw::RedisModuleKey,
+        pd: *mut c_void,
+    ) {
+        if key.is_null() {
+            return;
+        }
+        // SAFETY: key is the handle RM_Scan opened for this callback; pd is
+        // the closure passed below, alive for the whole scan.
+        unsafe {
+            let t = api!(RedisModule_GetAbsExpire)(key);
+            if t >= 0 {
+                let f = &mut *(pd as *mut &mut dyn FnMut(Vec<u8>, i64));
+                f(string_bytes(keyname), t);
+            }
+        }
+    }
+    let mut f = f;
+    // SAFETY: the cursor is created and destroyed here; `one` matches
+    // RedisModuleScanCB and pd points to `f` for the whole loop.
+    unsafe {
+        let cursor = api!(RedisModule_ScanCursorCreate)();
+        let pd = &mut f as *mut &mut dyn FnMut(Vec<u8>, i64) as *mut c_void;
+        while api!(RedisModule_Scan)(ctx, cursor, Some(one), pd) != 0 {}
+        api!(RedisModule_ScanCursorDestroy)(cursor);
+    }
+}
+
+/// The keyspace-event callback type.
+pub type EventFn = unsafe extern "C" fn(
+    *mut raw::RedisModuleCtx,
+    c_int,
+    *const c_char,
+    *mut raw::RedisModuleString,
+) -> c_int;
+
+/// Subscribes `f` to the generic keyspace events (expire, rename, copy,
+/// restore, ...), whatever notify-keyspace-events says.
+pub fn subscribe_generic_events(ctx: *mut raw::RedisModuleCtx, f: EventFn) -> bool {
+    // SAFETY: called once at load with the load context.
+    unsafe {
+        api!(RedisModule_SubscribeToKeyspaceEvents)(
+            ctx,
+            raw::REDISMODULE_NOTIFY_GENERIC as c_int,
+            Some(f),
+        ) == raw::REDISMODULE_OK as c_int
+    }
+}
+
+/// The bytes of a string Redis passed to a callback.
+pub fn bytes_of(s: *mut raw::RedisModuleString) -> Vec<u8> {
+    if s.is_null() {
+        return Vec::new();
+    }
+    string_bytes(s)
+}
+
+/// The timer callback type.
+pub type TimerFn = unsafe extern "C" fn(*mut raw::RedisModuleCtx, *mut c_void);
+
+/// Runs `f` on the main thread once, after `ms` milliseconds.
+pub fn start_timer(ctx: *mut raw::RedisModuleCtx, ms: i64, f: TimerFn) {
+    // SAFETY: main thread; the timer owns no data.
+    unsafe {
+        api!(RedisModule_CreateTimer)(ctx, ms, Some(f), ptr::null_mut());
+    }
+}

@@ -23,6 +23,7 @@ pub mod intercept;
 pub mod join;
 pub mod log_writer;
 pub mod logging;
+pub mod machine;
 pub mod netif;
 pub mod node;
 pub mod proxy;
@@ -48,6 +49,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     apply::init(ctx.ctx);
+    if !machine::expiry::init(ctx.ctx) {
+        ctx.log_warning("RedisRaft: refusing to load: cannot subscribe to keyspace events");
+        return Status::Err;
+    }
     snapshot::init(&commands::redis_config(ctx, "dbfilename"));
     if let Err(e) = intercept::build_table(ctx) {
         ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
@@ -60,6 +65,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         if let Err(e) = intercept::build_table(&ctx) {
             logging::warning(&format!("command table rebuild failed: {e}"));
         }
+        machine::expiry::stop_redis_expiry(apply::call_ctx());
     }
     ffi::run_on_main_thread(rebuild, std::ptr::null_mut());
     if !ffi::register_filter(ctx.ctx, intercept::filter) {

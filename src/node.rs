@@ -19,7 +19,7 @@ use raft::eraftpb::{
 use raft::{RawNode, ReadOnlyOption, StateRole, Storage};
 use slog::{info, warn, Logger};
 
-use crate::entry::{Payload, ProposalId};
+use crate::entry::{self, Payload, ProposalId, Record};
 use crate::error::Error;
 use crate::storage::{LogStore, LogWrite, Membership, SnapshotDescriptor, StorageError};
 
@@ -42,6 +42,9 @@ pub enum ApplyItem<C> {
     Entry {
         index: u64,
         term: u64,
+        /// The entry's time (Unix ms, from the leader that proposed it);
+        /// None for no-ops, membership changes and untimed old entries.
+        time_ms: Option<u64>,
         payload: Option<Payload>,
         client: Option<C>,
         /// For membership changes: the membership from this entry on.
@@ -149,6 +152,11 @@ pub enum Request<C> {
         client: C,
     },
     TimeoutNow,
+    /// The leader's expiry cycle: delete these keys through the log if their
+    /// expiry time has come by the entry's time. Nobody waits for it.
+    Expire {
+        keys: Vec<Vec<u8>>,
+    },
     /// Messages from a peer, already decoded and checked.
     Messages(Vec<Message>),
     /// The leader told us we were removed from the cluster.
@@ -316,6 +324,10 @@ pub struct RaftNode<C: Client> {
     removed: bool,
 
     next_seq: u64,
+    /// The highest entry time in the log as far as this node has seen it:
+    /// a leader never stamps an entry lower, so times never go backwards
+    /// along the log, across leader changes too.
+    last_time_ms: u64,
     proposals: HashMap<u64, Proposal<C>>,
     /// Log index -> proposal seq, for proposals whose entry we appended.
     by_index: BTreeMap<u64, u64>,
@@ -396,6 +408,7 @@ impl<C: Client> RaftNode<C> {
             }
         }
         let removed = store.meta().removed;
+        let last_time_ms = last_time_in_log(&store);
         let next_seq = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -409,6 +422,7 @@ impl<C: Client> RaftNode<C> {
             membership,
             removed,
             next_seq,
+            last_time_ms,
             proposals: HashMap::new(),
             by_index: BTreeMap::new(),
             read_queue: Vec::new(),
@@ -519,6 +533,7 @@ impl<C: Client> RaftNode<C> {
                 | Request::Messages(_)
                 | Request::Removed
                 | Request::Shutdown
+                | Request::Expire { .. }
                 | Request::TimeoutNow => {}
                 Request::Write { client, .. }
                 | Request::Multi { client, .. }
@@ -568,6 +583,15 @@ impl<C: Client> RaftNode<C> {
             }
             Request::Write { argv, client } => self.propose(Payload::Command(argv), client),
             Request::Multi { cmds, client } => self.propose(Payload::Multi(cmds), client),
+            Request::Expire { keys } => {
+                // Only a leader's clock decides that a key's time has come.
+                if self.is_leader() && !keys.is_empty() {
+                    let data = self.stamp(Payload::Expire(keys));
+                    if let Err(e) = self.raw.propose(Vec::new(), data) {
+                        warn!(self.logger, "expiry proposal dropped"; "error" => %e);
+                    }
+                }
+            }
             Request::Read { argv, client } => {
                 if self.is_leader() {
                     self.read_queue.push((client, argv, Instant::now()));
@@ -678,7 +702,7 @@ impl<C: Client> RaftNode<C> {
             return;
         }
         let pid = self.next_proposal_id();
-        let data = payload.encode();
+        let data = self.stamp(payload);
         match self.raw.propose(pid.encode(), data) {
             Ok(()) => {
                 self.proposals.insert(
@@ -691,6 +715,21 @@ impl<C: Client> RaftNode<C> {
             }
             Err(e) => client.reply(Reply::Error(self.proposal_error(e))),
         }
+    }
+
+    /// Encodes `payload` with this entry's time: the leader's clock, but
+    /// never below the time of an entry already in the log.
+    fn stamp(&mut self, payload: Payload) -> Vec<u8> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_time_ms = self.last_time_ms.max(now);
+        Record::timed(self.last_time_ms, payload).encode()
+    }
+
+    /// The highest entry time seen (for tests and INFO).
+    pub fn last_time_ms(&self) -> u64 {
+        self.last_time_ms
     }
 
     fn proposal_error(&self, e: raft::Error) -> Error {
@@ -1085,6 +1124,11 @@ impl<C: Client> RaftNode<C> {
         self.handle_committed(committed, &mut write, items, replies, net);
         self.note_proposal_indexes(rd.entries());
         write.entries = rd.take_entries();
+        for e in &write.entries {
+            if let Some(t) = time_of_entry(e) {
+                self.last_time_ms = self.last_time_ms.max(t);
+            }
+        }
         write.hard_state = rd.hs().cloned();
         write.no_sync = self.commit_only(&write);
         write
@@ -1310,11 +1354,11 @@ impl<C: Client> RaftNode<C> {
             self.sent_to_apply = e.index;
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
-                    let payload = if e.data.is_empty() {
+                    let record = if e.data.is_empty() {
                         None
                     } else {
-                        match Payload::decode(&e.data) {
-                            Ok(p) => Some(p),
+                        match Record::decode(&e.data) {
+                            Ok(r) => Some(r),
                             Err(err) => {
                                 warn!(self.logger, "skipping an entry it cannot decode"; "index" => e.index, "error" => %err);
                                 None
@@ -1324,7 +1368,8 @@ impl<C: Client> RaftNode<C> {
                     items.push(ApplyItem::Entry {
                         index: e.index,
                         term: e.term,
-                        payload,
+                        time_ms: record.as_ref().and_then(|r| r.time_ms),
+                        payload: record.map(|r| r.payload),
                         client,
                         conf: None,
                     });
@@ -1339,6 +1384,7 @@ impl<C: Client> RaftNode<C> {
                     items.push(ApplyItem::Entry {
                         index: e.index,
                         term: e.term,
+                        time_ms: None,
                         payload: None,
                         client: None,
                         conf: Some(conf),
@@ -1352,6 +1398,7 @@ impl<C: Client> RaftNode<C> {
                     items.push(ApplyItem::Entry {
                         index: e.index,
                         term: e.term,
+                        time_ms: None,
                         payload: None,
                         client: None,
                         conf: None,
@@ -1557,3 +1604,31 @@ fn lost_entry() -> Error {
 #[cfg(test)]
 #[path = "node_tests.rs"]
 mod tests;
+
+/// How far back from the end of the log a starting node looks for the
+/// newest entry time (no-ops and membership changes carry none).
+const TIME_SCAN_ENTRIES: u64 = 1024;
+
+/// The newest entry time in the log, 0 when none is found near its end.
+fn last_time_in_log(store: &LogStore) -> u64 {
+    use raft::Storage as _;
+    let last = store.last_index().unwrap_or(0);
+    let first = store.first_index().unwrap_or(1);
+    let from = first.max(last.saturating_sub(TIME_SCAN_ENTRIES) + 1);
+    if from > last {
+        return 0;
+    }
+    let entries = store
+        .entries(from, last + 1, None, raft::GetEntriesContext::empty(false))
+        .unwrap_or_default();
+    entries.iter().rev().find_map(time_of_entry).unwrap_or(0)
+}
+
+/// The time of a normal entry (membership changes carry none, and their
+/// data is no record).
+fn time_of_entry(e: &Entry) -> Option<u64> {
+    if e.get_entry_type() != EntryType::EntryNormal {
+        return None;
+    }
+    entry::time_of(&e.data)
+}

@@ -354,3 +354,45 @@ impl Cluster {
         leader_idx
     }
 }
+
+impl Cluster {
+    /// Waits until every running node has applied the same index, then
+    /// checks that all hold the same dataset (DEBUG DIGEST covers values and
+    /// expiry times). Returns the digest. The index is read before and
+    /// after each digest so both belong to the same applied state.
+    pub fn assert_same_dataset(&self) -> String {
+        let mut last = Vec::new();
+        let agreed = wait_for_quiet(30, || {
+            let mut seen = Vec::new();
+            for n in self.nodes.iter().filter(|n| n.is_running()) {
+                let before = n.info_field("last_applied_index");
+                let digest = match n.cmd(&["RAFT.DEBUG", "EXEC", "DEBUG", "DIGEST"]) {
+                    RespValue::Simple(s) => s,
+                    other => bulk(&other).unwrap_or_else(|| format!("{other:?}")),
+                };
+                if n.info_field("last_applied_index") != before {
+                    return None;
+                }
+                seen.push((before, digest));
+            }
+            last = seen.clone();
+            let first = seen.first()?.clone();
+            seen.iter().all(|s| *s == first).then_some(first.1)
+        });
+        agreed.unwrap_or_else(|| panic!("nodes differ at the same applied index: {last:?}"))
+    }
+}
+
+/// Polls `f` for up to `secs`; None if it never answered Some.
+fn wait_for_quiet<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
