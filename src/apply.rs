@@ -18,7 +18,7 @@ use crate::config;
 use crate::entry::Payload;
 use crate::ffi::{self, CallContext, RedisClient};
 use crate::machine::command::{self, Outcome};
-use crate::machine::expiry;
+use crate::machine::{expiry, Moment};
 use crate::node::{Applier, ApplyItem, ConfUpdate};
 use crate::storage::Membership;
 
@@ -197,7 +197,8 @@ extern "C" fn drain(_: *mut c_void) {
                 }
                 match payload {
                     Some(Payload::Command(argv)) => {
-                        let outcome = command::run_in_entry(ctx, argv, time);
+                        let m = time.map(|t| Moment::of_entry(t, index, 0));
+                        let outcome = command::run_in_entry(ctx, argv, m);
                         if let Some(c) = client {
                             outcome.answer(c);
                         }
@@ -206,7 +207,11 @@ extern "C" fn drain(_: *mut c_void) {
                         // One callback runs the whole block: nothing interleaves.
                         let outcomes: Vec<Outcome> = cmds
                             .into_iter()
-                            .map(|argv| command::run_in_entry(ctx, argv, time))
+                            .enumerate()
+                            .map(|(i, argv)| {
+                                let m = time.map(|t| Moment::of_entry(t, index, i));
+                                command::run_in_entry(ctx, argv, m)
+                            })
                             .collect();
                         if let Some(c) = client {
                             c.reply_with(move |ctx| {

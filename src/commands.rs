@@ -92,6 +92,17 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
 }
 
+/// RAFT._SCRIPTW / RAFT._SCRIPTR: a command of a script an entry runs,
+/// under the machine's rules (`machine::script`).
+pub fn script_call(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let writes = args[0]
+        .as_slice()
+        .eq_ignore_ascii_case(crate::machine::script::WRITE_CALL);
+    let argv = args_bytes(&args[1..]);
+    crate::machine::script::call(ctx.ctx, argv, writes).write(ctx.ctx);
+    no_reply()
+}
+
 /// MULTI / EXEC / DISCARD (see `txn`).
 fn transaction(ctx: &Context, me: u64, argv: &[Vec<u8>]) -> RedisResult {
     let name = String::from_utf8_lossy(&argv[0]).to_ascii_uppercase();

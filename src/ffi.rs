@@ -94,6 +94,33 @@ impl CallReply {
         Some(unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec())
     }
 
+    /// The reply as a list of strings, when it is an array of strings
+    /// (SMEMBERS, HKEYS, KEYS, ...). An element of another type: None.
+    pub fn as_strings(&self) -> Option<Vec<Vec<u8>>> {
+        strings_of(self.0)
+    }
+
+    /// A SCAN-family reply: the cursor and the elements of the page.
+    pub fn as_scan_page(&self) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
+        // SAFETY: valid reply; elements live as long as it.
+        unsafe {
+            if api!(RedisModule_CallReplyType)(self.0) != raw::REDISMODULE_REPLY_ARRAY as c_int
+                || api!(RedisModule_CallReplyLength)(self.0) != 2
+            {
+                return None;
+            }
+            let cursor = string_of(api!(RedisModule_CallReplyArrayElement)(self.0, 0))?;
+            let items = strings_of(api!(RedisModule_CallReplyArrayElement)(self.0, 1))?;
+            Some((cursor, items))
+        }
+    }
+
+    /// Whether Redis answered with an error.
+    pub fn is_error(&self) -> bool {
+        // SAFETY: valid reply.
+        unsafe { api!(RedisModule_CallReplyType)(self.0) == raw::REDISMODULE_REPLY_ERROR as c_int }
+    }
+
     pub fn as_integer(&self) -> Option<i64> {
         // SAFETY: valid reply.
         let t = unsafe { api!(RedisModule_CallReplyType)(self.0) };
@@ -104,6 +131,56 @@ impl CallReply {
             None
         }
     }
+}
+
+fn string_of(r: *mut raw::RedisModuleCallReply) -> Option<Vec<u8>> {
+    if r.is_null() {
+        return None;
+    }
+    // SAFETY: r is a live reply element.
+    unsafe {
+        if api!(RedisModule_CallReplyType)(r) != raw::REDISMODULE_REPLY_STRING as c_int {
+            return None;
+        }
+        let mut len = 0usize;
+        let p = api!(RedisModule_CallReplyStringPtr)(r, &mut len);
+        if p.is_null() {
+            return Some(Vec::new());
+        }
+        Some(std::slice::from_raw_parts(p as *const u8, len).to_vec())
+    }
+}
+
+fn strings_of(r: *mut raw::RedisModuleCallReply) -> Option<Vec<Vec<u8>>> {
+    // SAFETY: r is a live reply; its elements live as long as it.
+    unsafe {
+        let t = api!(RedisModule_CallReplyType)(r);
+        if t != raw::REDISMODULE_REPLY_ARRAY as c_int && t != raw::REDISMODULE_REPLY_SET as c_int {
+            return None;
+        }
+        let n = api!(RedisModule_CallReplyLength)(r);
+        (0..n)
+            .map(|i| string_of(api!(RedisModule_CallReplyArrayElement)(r, i)))
+            .collect()
+    }
+}
+
+thread_local! {
+    /// How deep the module is in its own RM_Calls (main thread): the
+    /// command filter leaves the module's own calls alone.
+    static OWN_CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// True while a command the module itself runs is executing.
+pub fn in_own_call() -> bool {
+    OWN_CALLS.with(|c| c.get() > 0)
+}
+
+/// Whether a script (Lua or a function) is running now.
+pub fn in_script() -> bool {
+    // SAFETY: a NULL context is allowed: it reports the server's state.
+    let f = unsafe { api!(RedisModule_GetContextFlags)(ptr::null_mut()) as u32 };
+    f & raw::REDISMODULE_CTX_FLAGS_LUA != 0
 }
 
 /// Runs a command through RM_Call on `ctx`. A failure to run it at all
@@ -119,6 +196,7 @@ pub fn call(ctx: *mut raw::RedisModuleCtx, argv: &[Vec<u8>]) -> Result<CallReply
         .map(|a| unsafe { create(ctx, a.as_ptr() as *const c_char, a.len()) })
         .collect();
     let rm_call = api!(RedisModule_Call);
+    OWN_CALLS.with(|c| c.set(c.get() + 1));
     // SAFETY: "v" takes (RedisModuleString **argv, size_t argc); argv is
     // valid for the call. No "!": the module does its own replication.
     let reply = unsafe {
@@ -131,6 +209,7 @@ pub fn call(ctx: *mut raw::RedisModuleCtx, argv: &[Vec<u8>]) -> Result<CallReply
         )
     };
     let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    OWN_CALLS.with(|c| c.set(c.get() - 1));
     for s in strs {
         // SAFETY: created above, not retained by RM_Call.
         unsafe { free(ctx, s) };
@@ -314,6 +393,13 @@ pub fn reply_array(ctx: *mut raw::RedisModuleCtx, len: usize) {
     unsafe { api!(RedisModule_ReplyWithArray)(ctx, len as _) };
 }
 
+pub fn reply_bulks(ctx: *mut raw::RedisModuleCtx, items: &[Vec<u8>]) {
+    reply_array(ctx, items.len());
+    for i in items {
+        reply_bulk(ctx, i);
+    }
+}
+
 pub fn reply_call(ctx: *mut raw::RedisModuleCtx, reply: &CallReply) {
     // SAFETY: valid context and reply.
     unsafe { api!(RedisModule_ReplyWithCallReply)(ctx, reply.0) };
@@ -329,16 +415,12 @@ pub fn run_on_main_thread(f: extern "C" fn(*mut c_void), data: *mut c_void) -> b
 /// The command filter callback type.
 pub type FilterFn = extern "C" fn(*mut raw::RedisModuleCommandFilterCtx);
 
-/// Registers the command filter; NOSELF so our own calls are not filtered.
+/// Registers the command filter. Not NOSELF: the commands a script runs
+/// inside an entry the module applies must reach the filter too (it tells
+/// the module's own calls apart with `in_own_call`).
 pub fn register_filter(ctx: *mut raw::RedisModuleCtx, f: FilterFn) -> bool {
     // SAFETY: called once at load with the load context.
-    let h = unsafe {
-        api!(RedisModule_RegisterCommandFilter)(
-            ctx,
-            Some(f),
-            raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
-        )
-    };
+    let h = unsafe { api!(RedisModule_RegisterCommandFilter)(ctx, Some(f), 0) };
     !h.is_null()
 }
 

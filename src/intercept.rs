@@ -197,7 +197,12 @@ pub fn classify(argv: &[&[u8]]) -> Class {
         ));
     }
     if has("write") {
-        if info.tips.iter().any(|t| t == "nondeterministic_output") {
+        if let Some(why) = nondeterministic_write(&name_s) {
+            return Class::Refuse(why);
+        }
+        if info.tips.iter().any(|t| t == "nondeterministic_output")
+            && !DETERMINISTIC_HERE.contains(&name_s.as_str())
+        {
             return Class::Refuse(format!(
                 "{}: non-deterministic write commands cannot be replicated consistently",
                 name_s.to_uppercase()
@@ -209,6 +214,63 @@ pub fn classify(argv: &[&[u8]]) -> Class {
         return Class::Read;
     }
     Class::PassThrough
+}
+
+/// Writes Redis marks `nondeterministic_output` that the machine runs the
+/// same on every node (README, "Deterministic writes"): SPOP draws from the
+/// entry's seed; XTRIM's approximate trimming follows the stream's node
+/// layout, which the same history and settings make equal everywhere.
+const DETERMINISTIC_HERE: &[&str] = &["spop", "xtrim"];
+
+/// Writes that cannot be made deterministic (yet), with the reason and
+/// what to use instead.
+fn nondeterministic_write(name: &str) -> Option<String> {
+    Some(match name {
+        "migrate" => "MIGRATE: every node would connect to the target and move the keys; copy them with DUMP and RESTORE".into(),
+        "xclaim" | "xautoclaim" => format!(
+            "{}: its idle-time test reads each node's clock, so nodes could claim different entries; not supported yet",
+            name.to_uppercase()
+        ),
+        "xadd" => "XADD: the stream ID * comes from each node's clock; not supported yet (the streams work is under way)".into(),
+        _ => return None,
+    })
+}
+
+/// Whether the command `argv` names carries a Redis command flag.
+pub fn has_flag(argv: &[Vec<u8>], flag: &str) -> bool {
+    let table = TABLE.read();
+    let Some(info) = argv
+        .first()
+        .and_then(|n| table.as_ref().and_then(|t| t.get(&lower(n))))
+    else {
+        return false;
+    };
+    let info = match argv.get(1).map(|s| lower(s)) {
+        Some(sub) if !info.subcommands.is_empty() => match info.subcommands.get(&sub) {
+            Some(si) => si,
+            None => return false,
+        },
+        _ => info,
+    };
+    info.flags.iter().any(|f| f == flag)
+}
+
+/// Which script call a command a script runs goes through: the write one
+/// for writes, the read-only one for reads and TIME, none for the rest
+/// (PING, ECHO, ...: nothing in them depends on the node).
+fn script_call_for(argv: &[&[u8]]) -> Option<&'static [u8]> {
+    let first = argv.first()?;
+    if first.eq_ignore_ascii_case(b"time") {
+        return Some(crate::machine::script::READ_CALL);
+    }
+    let owned: Vec<Vec<u8>> = argv.iter().map(|a| a.to_vec()).collect();
+    if has_flag(&owned, "write") {
+        Some(crate::machine::script::WRITE_CALL)
+    } else if has_flag(&owned, "readonly") {
+        Some(crate::machine::script::READ_CALL)
+    } else {
+        None
+    }
 }
 
 /// The command filter: rewrites `CMD args...` to `RAFT CMD args...` for
@@ -224,6 +286,16 @@ pub extern "C" fn filter(fctx: *mut redis_module::raw::RedisModuleCommandFilterC
         return;
     }
     let argv: Vec<&[u8]> = (0..argc.min(2)).map(|i| ffi::filter_arg(fctx, i)).collect();
+    if ffi::in_own_call() {
+        // The module's own commands run as they are, but those of a script
+        // it runs for an entry follow the machine's rules.
+        if crate::machine::script::routes_through_script_call() {
+            if let Some(call) = script_call_for(&argv) {
+                ffi::filter_insert(fctx, 0, call);
+            }
+        }
+        return;
+    }
     if classify(&argv) != Class::PassThrough {
         ffi::filter_insert(fctx, 0, b"RAFT");
     }
@@ -251,6 +323,10 @@ mod tests {
             info(&["write", "fast"], &["nondeterministic_output"]),
         );
         t.insert(b"blpop".to_vec(), info(&["write", "blocking"], &[]));
+        t.insert(
+            b"migrate".to_vec(),
+            info(&["write"], &["nondeterministic_output"]),
+        );
         t.insert(b"ping".to_vec(), info(&["fast"], &[]));
         let mut config = info(&[], &[]);
         config
@@ -265,8 +341,9 @@ mod tests {
         assert_eq!(classify(&[b"CONFIG", b"SET"]), Class::PassThrough);
         assert_eq!(classify(&[b"raft.info"]), Class::PassThrough);
         assert_eq!(classify(&[b"nosuchcommand"]), Class::PassThrough);
+        assert_eq!(classify(&[b"SPOP", b"k"]), Class::Write);
         for refused in [
-            &[b"SPOP".as_slice(), b"k"][..],
+            &[b"MIGRATE".as_slice(), b"h"][..],
             &[b"BLPOP", b"k"],
             &[b"WATCH", b"k"],
             &[b"EVALSHA", b"x"],

@@ -112,6 +112,9 @@ redis_module! {
         ["raft.requestvote", commands::peer_messages, "", 0, 0, 0, ""],
         ["raft.nodeshutdown", commands::node_shutdown, "", 0, 0, 0, ""],
         ["raft.loadsnapshot", commands::load_snapshot, "", 0, 0, 0, ""],
+        // Internal: a command of a script an entry runs (machine::script).
+        ["raft._scriptw", commands::script_call, "write", 0, 0, 0, ""],
+        ["raft._scriptr", commands::script_call, "readonly", 0, 0, 0, ""],
     ],
     configurations: [
         i64: [

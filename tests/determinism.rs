@@ -210,3 +210,104 @@ fn a_key_that_expired_before_a_restart_of_the_whole_cluster_stays_expired() {
         );
     }
 }
+
+fn eval(n: &Node, script: &str, keys: &[&str]) -> RespValue {
+    let nk = keys.len().to_string();
+    let mut args = vec!["EVAL", script, &nk];
+    args.extend_from_slice(keys);
+    n.cmd(&args)
+}
+
+/// The issue's second experiment and its kin: a script runs on every node,
+/// so whatever it reads (time, chance, hash-table order, expiry) must give
+/// every node the same answer.
+#[test]
+fn scripts_get_the_same_answers_on_every_node() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let n = &c.nodes[l];
+    let members: Vec<String> = (0..200).map(|i| format!("member-{i}")).collect();
+    let mut sadd = vec!["SADD", "s"];
+    sadd.extend(members.iter().map(String::as_str));
+    assert_eq!(int(&n.cmd(&sadd)), 200);
+    for _ in 0..3 {
+        let r = eval(n, "return redis.call('SPOP', KEYS[1])", &["s"]);
+        assert!(bulk(&r).is_some_and(|m| m.starts_with("member-")), "{r:?}");
+    }
+    let r = eval(n, "return redis.call('SPOP', KEYS[1], 5)", &["s"]);
+    assert!(
+        matches!(&r, RespValue::Array(Some(a)) if a.len() == 5),
+        "{r:?}"
+    );
+    assert_eq!(int(&n.cmd(&["SCARD", "s"])), 192);
+    // Top-level SPOP is a write now, drawn from the entry.
+    assert!(bulk(&n.cmd(&["SPOP", "s"])).is_some());
+    // TIME, Lua's math.random and SRANDMEMBER, stored.
+    eval(
+        n,
+        "local t = redis.call('TIME'); redis.call('SET', KEYS[1], t[1] .. '.' .. t[2]); \
+         redis.call('SET', KEYS[2], math.random(1000000000)); \
+         redis.call('SET', KEYS[3], redis.call('SRANDMEMBER', 's'))",
+        &["time", "random", "srand"],
+    );
+    // The order of a large set (a hash table) and of a scan, stored in lists.
+    eval(
+        n,
+        "redis.call('RPUSH', KEYS[1], unpack(redis.call('SMEMBERS', 's'))); \
+         local page = redis.call('SSCAN', 's', 0, 'COUNT', 3); \
+         redis.call('RPUSH', KEYS[2], page[1], unpack(page[2]))",
+        &["order", "scanned"],
+    );
+    assert_eq!(
+        int(&n.cmd(&["LLEN", "scanned"])),
+        192,
+        "one page, cursor 0, all members"
+    );
+    // TTLs inside a script: set and read at the entry's time.
+    let r = eval(
+        n,
+        "redis.call('SET', KEYS[1], 'v', 'EX', 100); return redis.call('TTL', KEYS[1])",
+        &["x"],
+    );
+    assert_eq!(r, RespValue::Integer(100));
+    // A key whose time has come, read by a script that did not declare it.
+    assert!(ok(&n.cmd(&["SET", "u", "v", "PX", "50"])));
+    std::thread::sleep(Duration::from_millis(120));
+    assert_eq!(
+        eval(n, "return redis.call('GET', 'u')", &[]),
+        RespValue::Bulk(None)
+    );
+    // The internal read-only script call runs no write, and neither does a
+    // read-only script; outside a script the call is refused.
+    let r = eval(
+        n,
+        "return redis.call('RAFT._SCRIPTR', 'SET', 'a', 'b')",
+        &[],
+    );
+    assert!(
+        err_text(&r).is_some_and(|e| e.contains("read-only")),
+        "{r:?}"
+    );
+    let r = n.cmd(&[
+        "EVAL_RO",
+        "return redis.call('RAFT._SCRIPTR', 'SET', 'a', 'b')",
+        "0",
+    ]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.contains("read-only")),
+        "{r:?}"
+    );
+    let r = n.cmd(&["EVAL_RO", "return redis.call('TTL', KEYS[1])", "1", "x"]);
+    assert!(matches!(r, RespValue::Integer(99 | 100)), "{r:?}");
+    let r = n.cmd(&["RAFT._SCRIPTW", "SET", "a", "b"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.contains("internal")),
+        "{r:?}"
+    );
+    assert_eq!(int(&n.cmd(&["EXISTS", "a"])), 0);
+
+    c.assert_same_dataset();
+    for node in &c.nodes {
+        assert_eq!(int(&local(node, &["EXISTS", "u"])), 0);
+    }
+}

@@ -1,9 +1,10 @@
 //! Running one command of an entry, or a read, under the machine's rules:
-//! at the entry's time, with its keys' expiry decided by that time.
+//! at the entry's time, with its keys' expiry decided by that time, and
+//! with random choices drawn from the entry's seed.
 
 use redis_module::raw;
 
-use super::{expiry, ttl};
+use super::{expiry, random, script, ttl, Moment};
 use crate::ffi::{self, CallReply, KeyExpiry, RedisClient};
 
 type Ctx = *mut raw::RedisModuleCtx;
@@ -13,6 +14,12 @@ pub enum Outcome {
     Reply(CallReply),
     Integer(i64),
     Error(String),
+    /// A bulk string, or nil.
+    Bulk(Option<Vec<u8>>),
+    /// An array of bulk strings.
+    Strings(Vec<Vec<u8>>),
+    /// A complete scan: cursor 0 and these elements.
+    ScanPage(Vec<Vec<u8>>),
 }
 
 impl From<Result<CallReply, String>> for Outcome {
@@ -31,6 +38,14 @@ impl Outcome {
             Outcome::Reply(r) => ffi::reply_call(ctx, r),
             Outcome::Integer(n) => ffi::reply_integer(ctx, *n),
             Outcome::Error(text) => ffi::reply_error(ctx, text),
+            Outcome::Bulk(Some(b)) => ffi::reply_bulk(ctx, b),
+            Outcome::Bulk(None) => ffi::reply_null(ctx),
+            Outcome::Strings(items) => ffi::reply_bulks(ctx, items),
+            Outcome::ScanPage(items) => {
+                ffi::reply_array(ctx, 2);
+                ffi::reply_bulk(ctx, b"0");
+                ffi::reply_bulks(ctx, items);
+            }
         }
     }
 
@@ -39,20 +54,34 @@ impl Outcome {
         match self {
             Outcome::Reply(r) => client.reply_call(r),
             Outcome::Error(text) => client.reply_error_text(&text),
-            Outcome::Integer(n) => client.reply_with(move |ctx| ffi::reply_integer(ctx, n)),
+            other => client.reply_with(move |ctx| other.write(ctx)),
         }
     }
 }
 
-/// Runs one command of an entry whose time is `time` (Unix ms; None for an
-/// entry written before entries were timed, run as it was then).
-pub fn run_in_entry(ctx: Ctx, argv: Vec<Vec<u8>>, time: Option<i64>) -> Outcome {
-    let Some(now) = time else {
+/// Runs one command of an entry at moment `m` (None for an entry written
+/// before entries were timed, run as it was then).
+pub fn run_in_entry(ctx: Ctx, argv: Vec<Vec<u8>>, m: Option<Moment>) -> Outcome {
+    let Some(m) = m else {
         return ffi::call(ctx, &argv).into();
     };
-    expiry::expire_keys_of(ctx, &argv, now);
+    super::at(m, || run_at(ctx, argv, m))
+}
+
+/// One command at moment `m` (also each command a script runs).
+pub fn run_at(ctx: Ctx, argv: Vec<Vec<u8>>, m: Moment) -> Outcome {
+    let now = m.time;
+    if m.in_log {
+        expiry::expire_keys_of(ctx, &argv, now);
+    }
     if let Some(q) = ttl::TtlQuery::of(&argv) {
         return ttl_answer(ctx, q, &argv[1], now);
+    }
+    if let Some(outcome) = random::run(ctx, &argv, m) {
+        return outcome;
+    }
+    if script::is_script(&argv) {
+        script::seed_lua(ctx, m);
     }
     let rw = ttl::rewrite(argv, now);
     let outcome = ffi::call(ctx, &rw.argv).into();
@@ -73,6 +102,15 @@ pub fn run_read(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Outcome> {
     }
     if let Some(q) = ttl::TtlQuery::of(argv) {
         return Some(ttl_answer(ctx, q, &argv[1], now));
+    }
+    if script::is_script(argv) {
+        // A read-only script: its commands see the same time rules.
+        let m = Moment {
+            time: now,
+            seed: random::mix(now as u64),
+            in_log: false,
+        };
+        return Some(super::at(m, || ffi::call(ctx, argv).into()));
     }
     Some(ffi::call(ctx, argv).into())
 }

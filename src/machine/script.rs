@@ -1,0 +1,78 @@
+//! Scripts under the machine's rules. A script an entry runs (EVAL) calls
+//! Redis commands from Lua; each of them passes the command filter, which
+//! sends it to `RAFT._SCRIPTW` / `RAFT._SCRIPTR` (write / read-only, so that
+//! Redis's own script checks still apply). That command runs it as any
+//! command of an entry: at the entry's time, its keys' expiry decided by
+//! that time, TTL queries from logical times, TIME from the entry, random
+//! choices from the entry's seed and hash-table orders sorted. Lua's own
+//! math.random is seeded from the entry before the script runs.
+
+use std::cell::Cell;
+
+use redis_module::raw;
+
+use super::command::{self, Outcome};
+use super::Moment;
+use crate::ffi;
+
+type Ctx = *mut raw::RedisModuleCtx;
+
+pub const WRITE_CALL: &[u8] = b"RAFT._SCRIPTW";
+pub const READ_CALL: &[u8] = b"RAFT._SCRIPTR";
+
+thread_local! {
+    /// Set while a script's command runs inside RAFT._SCRIPT*: the filter
+    /// then leaves that command alone.
+    static INNER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the command filter should route this command through a script
+/// call: it runs inside a script that the machine runs, and is not our own
+/// inner call.
+pub fn routes_through_script_call() -> bool {
+    super::active() && !INNER.with(Cell::get) && ffi::in_script()
+}
+
+pub fn is_script(argv: &[Vec<u8>]) -> bool {
+    argv.first()
+        .is_some_and(|a| a.eq_ignore_ascii_case(b"eval") || a.eq_ignore_ascii_case(b"eval_ro"))
+}
+
+/// Seeds Lua's math.random from the entry, so a script that uses it draws
+/// the same numbers on every node.
+pub fn seed_lua(ctx: Ctx, m: Moment) {
+    let seed = (m.seed >> 33) as i32;
+    let argv = [
+        b"EVAL".to_vec(),
+        b"math.randomseed(tonumber(ARGV[1]))".to_vec(),
+        b"0".to_vec(),
+        seed.to_string().into_bytes(),
+    ];
+    if let Err(e) = ffi::call(ctx, &argv) {
+        crate::logging::warning(&format!("could not seed the script's random numbers: {e}"));
+    }
+}
+
+/// RAFT._SCRIPTW / RAFT._SCRIPTR: one command of a script the machine runs.
+/// Outside such a script: an error (it is internal).
+/// `writes` is false for RAFT._SCRIPTR: a write through it would dodge
+/// Redis's read-only script check (and a read the leader serves outside the
+/// log must change nothing), so it is refused.
+pub fn call(ctx: Ctx, argv: Vec<Vec<u8>>, writes: bool) -> Outcome {
+    let Some(m) = super::draw() else {
+        return Outcome::Error("ERR this command is internal to RedisRaft's scripts".into());
+    };
+    if argv.is_empty() {
+        return Outcome::Error("ERR wrong number of arguments".into());
+    }
+    if crate::intercept::has_flag(&argv, "noscript") {
+        return Outcome::Error("ERR This Redis command is not allowed from script".into());
+    }
+    if (!writes || !m.in_log) && crate::intercept::has_flag(&argv, "write") {
+        return Outcome::Error("ERR Write commands are not allowed from read-only scripts.".into());
+    }
+    let before = INNER.with(|c| c.replace(true));
+    let outcome = command::run_at(ctx, argv, m);
+    INNER.with(|c| c.set(before));
+    outcome
+}
