@@ -69,6 +69,10 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     if crate::txn::in_multi(me) {
         return match class {
+            Class::Write if over_maxmemory(&argv) => {
+                crate::txn::mark_failed(me);
+                Err(RedisError::Str(OOM))
+            }
             Class::Write | Class::Read => {
                 crate::txn::queue(me, argv);
                 Ok(RedisValue::SimpleStringStatic("QUEUED"))
@@ -90,6 +94,15 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         Class::Write => route(ctx, argv, false),
         Class::Read => route(ctx, argv, true),
     }
+}
+
+/// Redis's own reply to a write refused for memory.
+const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+
+/// A write that may grow the dataset (`denyoom`) while this node uses more
+/// than maxmemory: refused as Redis refuses it.
+fn over_maxmemory(argv: &[Vec<u8>]) -> bool {
+    ffi::used_memory_ratio() > 1.0 && crate::intercept::has_flag(argv, "denyoom")
 }
 
 /// RAFT._SCRIPTW / RAFT._SCRIPTR: a command of a script an entry runs,
@@ -178,6 +191,11 @@ fn route(ctx: &Context, argv: Vec<Vec<u8>>, mut read: bool) -> RedisResult {
             }
         }
         return Err(err(leader_err));
+    }
+    if !read && over_maxmemory(&argv) {
+        // Refused before it is proposed: once committed, an entry is applied
+        // on every node whatever its memory, so nodes never split on it.
+        return Err(RedisError::Str(OOM));
     }
     let in_lease = lease_until.is_some_and(|t| std::time::Instant::now() < t);
     if read

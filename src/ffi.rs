@@ -100,6 +100,26 @@ impl CallReply {
         strings_of(self.0)
     }
 
+    /// The strings of a flat array reply, any other element as empty (for
+    /// looking up fields of XINFO-style replies).
+    pub fn as_strings_lossy(&self) -> Option<Vec<Vec<u8>>> {
+        // SAFETY: valid reply; elements live as long as it.
+        unsafe {
+            if api!(RedisModule_CallReplyType)(self.0) != raw::REDISMODULE_REPLY_ARRAY as c_int {
+                return None;
+            }
+            let n = api!(RedisModule_CallReplyLength)(self.0);
+            Some(
+                (0..n)
+                    .map(|i| {
+                        string_of(api!(RedisModule_CallReplyArrayElement)(self.0, i))
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+            )
+        }
+    }
+
     /// A SCAN-family reply: the cursor and the elements of the page.
     pub fn as_scan_page(&self) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
         // SAFETY: valid reply; elements live as long as it.
@@ -689,4 +709,11 @@ pub fn start_timer(ctx: *mut raw::RedisModuleCtx, ms: i64, f: TimerFn) {
     unsafe {
         api!(RedisModule_CreateTimer)(ctx, ms, Some(f), ptr::null_mut());
     }
+}
+
+/// Used memory relative to maxmemory (0 when there is no limit; above 1
+/// when over it).
+pub fn used_memory_ratio() -> f32 {
+    // SAFETY: main thread; no arguments.
+    unsafe { api!(RedisModule_GetUsedMemoryRatio)() }
 }

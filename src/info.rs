@@ -8,6 +8,7 @@ use redis_module::InfoContext;
 
 use crate::apply::APPLIED_INDEX;
 use crate::driver;
+use crate::machine::expiry;
 
 /// Commit index recovered at start: the node is "loading" until applied.
 pub static RECOVERY_TARGET: AtomicU64 = AtomicU64::new(0);
@@ -152,6 +153,11 @@ pub fn fields() -> Vec<(String, String)> {
     put("fsync_max_microseconds", fs.max_micros.to_string());
     put("file_size", n.store.file_size().to_string());
     put("proxy_reqs", PROXY_REQS.load(Ordering::Relaxed).to_string());
+    put(
+        "keys_expired",
+        expiry::EXPIRED.load(Ordering::Relaxed).to_string(),
+    );
+    put("expiry_index_keys", expiry::indexed_keys().to_string());
     f
 }
 

@@ -218,9 +218,9 @@ pub fn classify(argv: &[&[u8]]) -> Class {
 
 /// Writes Redis marks `nondeterministic_output` that the machine runs the
 /// same on every node (README, "Deterministic writes"): SPOP draws from the
-/// entry's seed; XTRIM's approximate trimming follows the stream's node
+/// entry's seed; XADD's automatic ID takes the entry's time; XTRIM's approximate trimming follows the stream's node
 /// layout, which the same history and settings make equal everywhere.
-const DETERMINISTIC_HERE: &[&str] = &["spop", "xtrim"];
+const DETERMINISTIC_HERE: &[&str] = &["spop", "xtrim", "xadd"];
 
 /// Writes that cannot be made deterministic (yet), with the reason and
 /// what to use instead.
@@ -231,7 +231,6 @@ fn nondeterministic_write(name: &str) -> Option<String> {
             "{}: its idle-time test reads each node's clock, so nodes could claim different entries; not supported yet",
             name.to_uppercase()
         ),
-        "xadd" => "XADD: the stream ID * comes from each node's clock; not supported yet (the streams work is under way)".into(),
         _ => return None,
     })
 }

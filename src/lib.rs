@@ -4,7 +4,8 @@
 //! Layout: `config` (settings), `storage` (the durable log, raft-engine),
 //! `node` (Raft logic, no Redis calls), `driver` (the Raft thread),
 //! `transport` + `resp` (node-to-node connections), `apply` (committed
-//! entries to the dataset, on the main thread), `intercept` (the command
+//! entries to the dataset, on the main thread), `machine` (what an entry
+//! means to Redis: time, expiry, scripts, random commands), `intercept` (the command
 //! filter and command classes), `commands` (RAFT.* commands), `join`,
 //! `proxy`, `info`, `error`, `ffi` (raw module API calls).
 //!

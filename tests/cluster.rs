@@ -104,7 +104,7 @@ fn three_nodes_replicate_redirect_and_proxy() {
         &["EVALSHA", "abc", "0"],
         &["BLPOP", "q", "1"],
         &["BGSAVE"],
-        &["SPOP", "s"],
+        &["MIGRATE", "127.0.0.1", "1", "k", "0", "1000"],
     ] {
         let r = leader.cmd(cmd);
         assert!(
@@ -606,7 +606,7 @@ fn multi_exec_is_one_entry_applied_atomically_on_every_node() {
     }
     // Errors while queueing abort the block, as in Redis.
     assert!(ok(&call(&["MULTI"])));
-    assert!(err_text(&call(&["SPOP", "s"])).is_some());
+    assert!(err_text(&call(&["XCLAIM", "s", "g", "c", "0", "1-1"])).is_some());
     assert!(err_text(&call(&["EXEC"])).is_some_and(|e| e.starts_with("EXECABORT")));
     assert!(ok(&call(&["MULTI"])));
     assert!(err_text(&call(&["MULTI"])).is_some_and(|e| e.contains("nested")));

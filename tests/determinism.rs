@@ -311,3 +311,44 @@ fn scripts_get_the_same_answers_on_every_node() {
         assert_eq!(int(&local(node, &["EXISTS", "u"])), 0);
     }
 }
+
+#[test]
+fn xadd_ids_come_from_the_entry_and_writes_over_maxmemory_are_refused_before_the_log() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let n = &c.nodes[l];
+    let before = now_ms();
+    let id = bulk(&n.cmd(&["XADD", "st", "*", "f", "1"])).unwrap();
+    let ms: i64 = id.split('-').next().unwrap().parse().unwrap();
+    assert!((ms - before).abs() < 5_000, "{id}");
+    for i in 0..20 {
+        let r = n.cmd(&["XADD", "st", "MAXLEN", "~", "5", "*", "f", &i.to_string()]);
+        assert!(bulk(&r).is_some(), "{r:?}");
+    }
+    // A stream whose last ID is ahead of the clock: the next is after it.
+    let r = n.cmd(&["XADD", "ahead", "99999999999999-5", "f", "v"]);
+    assert_eq!(bulk(&r).as_deref(), Some("99999999999999-5"));
+    assert_eq!(
+        bulk(&n.cmd(&["XADD", "ahead", "*", "f", "v"])).as_deref(),
+        Some("99999999999999-6")
+    );
+    // An explicit ID is left as it is, with Redis's own error when too low.
+    let r = n.cmd(&["XADD", "ahead", "1-1", "f", "v"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.contains("equal or smaller")),
+        "{r:?}"
+    );
+
+    assert!(ok(&n.cmd(&["CONFIG", "SET", "maxmemory", "1"])));
+    let r = n.cmd(&["SET", "big", "v"]);
+    assert_eq!(
+        err_text(&r),
+        Some("OOM command not allowed when used memory > 'maxmemory'.")
+    );
+    // Writes that free memory and reads still work.
+    assert_eq!(int(&n.cmd(&["DEL", "ahead"])), 1);
+    assert!(bulk(&n.cmd(&["GET", "big"])).is_none());
+    assert!(ok(&n.cmd(&["CONFIG", "SET", "maxmemory", "0"])));
+    assert!(ok(&n.cmd(&["SET", "big", "v"])));
+    c.assert_same_dataset();
+}

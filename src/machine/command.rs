@@ -4,7 +4,7 @@
 
 use redis_module::raw;
 
-use super::{expiry, random, script, ttl, Moment};
+use super::{expiry, random, script, stream, ttl, Moment};
 use crate::ffi::{self, CallReply, KeyExpiry, RedisClient};
 
 type Ctx = *mut raw::RedisModuleCtx;
@@ -83,6 +83,10 @@ pub fn run_at(ctx: Ctx, argv: Vec<Vec<u8>>, m: Moment) -> Outcome {
     if script::is_script(&argv) {
         script::seed_lua(ctx, m);
     }
+    let argv = match stream::xadd_at(ctx, &argv, now) {
+        Some(with_id) => with_id,
+        None => argv,
+    };
     let rw = ttl::rewrite(argv, now);
     let outcome = ffi::call(ctx, &rw.argv).into();
     if rw.expires_at.is_some_and(|at| at <= now) {

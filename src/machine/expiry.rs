@@ -18,6 +18,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{c_void, CStr};
 use std::os::raw::{c_char, c_int};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -28,6 +29,9 @@ use crate::ffi::{self, KeyExpiry};
 use crate::node::{Request, Role};
 
 type Ctx = *mut raw::RedisModuleCtx;
+
+/// Keys this node deleted because their time had come (INFO).
+pub static EXPIRED: AtomicU64 = AtomicU64::new(0);
 
 /// Deletes those of `keys` whose expiry time is at or before `now` (an
 /// entry's time). Returns how many it deleted.
@@ -41,6 +45,7 @@ pub fn expire_due(ctx: Ctx, keys: &[Vec<u8>], now: i64) -> usize {
             }
         }
     }
+    EXPIRED.fetch_add(n as u64, Ordering::Relaxed);
     n
 }
 

@@ -15,6 +15,7 @@
 //!   RANDOMKEY), or whose order follows the node's hash tables (SMEMBERS,
 //!   HGETALL, KEYS, SCAN, ...), made deterministic; TIME from the entry.
 //! - `script`: every command a script runs goes through the same rules.
+//! - `stream`: XADD's automatic IDs from the entry's time.
 //! - `command`: one command of an entry, or a read, run under these rules.
 
 use std::cell::Cell;
@@ -23,6 +24,7 @@ pub mod command;
 pub mod expiry;
 pub mod random;
 pub mod script;
+pub mod stream;
 pub mod ttl;
 
 /// This node's clock, Unix ms. Only the leader's reaches the log (as an
