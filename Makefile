@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MODULE := redisraft.so
 
-.PHONY: all setup build test unit integration cluster cluster-stop cluster-status clean fmt lint bench bench-quick bench-snapshot
+.PHONY: all setup build test unit integration cluster cluster-stop cluster-status clean fmt lint bench bench-quick bench-snapshot bench-expiry
 .PHONY: jepsen jepsen-docker jepsen-smoke
 
 all: build
@@ -20,12 +20,19 @@ test: build
 	REDISRAFT_MODULE=$(CURDIR)/$(MODULE) $(CARGO) test --release -- --test-threads=2
 	$(MAKE) jepsen-smoke
 
-# Side-by-side benchmark against plain Redis (10-15 min); bench-quick ~1 min.
+# Side-by-side benchmark against plain Redis (10-15 min), then what
+# deterministic expiry costs (bench-expiry, ~3 min); bench-quick ~1 min.
 bench: build
 	MODULE=$(CURDIR)/$(MODULE) scripts/bench.sh
+	MODULE=$(CURDIR)/$(MODULE) python3 scripts/bench/expiry.py
 
 bench-quick: build
 	QUICK=1 MODULE=$(CURDIR)/$(MODULE) scripts/bench.sh
+	QUICK=1 MODULE=$(CURDIR)/$(MODULE) python3 scripts/bench/expiry.py
+
+# SET vs SET EX, the time to expire 1M keys on every node, SET while they expire.
+bench-expiry: build
+	MODULE=$(CURDIR)/$(MODULE) python3 scripts/bench/expiry.py
 
 # Snapshot benchmark (~2 min): snapshot size and time, catch-up of a new node,
 # peak RSS, SET throughput while a snapshot is taken; QUICK=1 ~15 s.

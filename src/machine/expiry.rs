@@ -15,7 +15,7 @@
 //! is checked against the dataset before it is proposed and again when
 //! the entry is applied.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, VecDeque};
 use std::ffi::{c_void, CStr};
 use std::os::raw::{c_char, c_int};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,11 +66,12 @@ pub fn reads_an_expired_key(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> bool {
 }
 
 /// Expiring keys by logical expiry time, and the keys this leader proposed
-/// lately (not proposed again while their entry is on its way).
+/// lately (out of `by_time` while their entry is on its way; back in if it
+/// was lost, e.g. with a leader change).
 #[derive(Default)]
 struct Index {
     by_time: BTreeSet<(i64, Vec<u8>)>,
-    proposed: HashMap<Vec<u8>, Instant>,
+    proposed: VecDeque<(Instant, i64, Vec<u8>)>,
 }
 
 /// Main thread only (events, timers, apply); a Mutex for the static.
@@ -85,7 +86,8 @@ fn with_index<R>(f: impl FnOnce(&mut Index) -> R) -> R {
 const BATCH: usize = 1000;
 const PERIOD_MS: i64 = 100;
 const BUSY_MS: i64 = 5;
-/// Index entries one cycle may look at (stale ones are dropped on the way).
+/// Index entries one cycle may look at (stale ones are dropped on the way;
+/// a follower looks at the due keys it keeps until entries delete them).
 const SCAN_LIMIT: usize = 4 * BATCH;
 /// A proposed key is not proposed again before this (its entry commits in
 /// far less; if it was lost with a leader change, it is proposed again).
@@ -159,7 +161,7 @@ unsafe extern "C" fn on_timer(ctx: Ctx, _: *mut c_void) {
 
 /// One round of expiry: on the leader, proposes the deletion of up to
 /// BATCH keys whose time has come; on every node, drops index entries of
-/// keys that are gone. True when it found a full batch.
+/// keys that are gone. True when there may be more to propose at once.
 fn cycle(ctx: Ctx) -> bool {
     let node = crate::driver::node();
     let leading = node.as_ref().is_some_and(|n| {
@@ -167,22 +169,27 @@ fn cycle(ctx: Ctx) -> bool {
         st.role == Role::Leader && st.failed.is_none() && !st.removed
     });
     let now = super::now_ms().max(crate::apply::applied_time_ms());
-    let keys = due_keys(ctx, now, leading);
-    let full = keys.len() >= BATCH;
+    let (keys, busy) = due_keys(ctx, now, leading);
     if let (Some(n), false) = (node, keys.is_empty()) {
         n.send(Request::Expire { keys });
     }
-    full
+    busy
 }
 
 /// Takes from the index the keys whose time has come, checked against the
 /// dataset (only a leader proposes them); entries that are stale (key gone,
 /// expiry removed or moved) are dropped or put back at the key's real time.
-fn due_keys(ctx: Ctx, now: i64, propose: bool) -> Vec<Vec<u8>> {
+fn due_keys(ctx: Ctx, now: i64, propose: bool) -> (Vec<Vec<u8>>, bool) {
     with_index(|ix| {
         let fresh = Instant::now();
-        ix.proposed
-            .retain(|_, at| fresh.duration_since(*at) < RETRY_AFTER);
+        // Proposed long enough ago: if still there, its entry was lost.
+        while let Some((at, _, _)) = ix.proposed.front() {
+            if fresh.duration_since(*at) < RETRY_AFTER {
+                break;
+            }
+            let (_, t, k) = ix.proposed.pop_front().expect("front exists");
+            ix.by_time.insert((t, k));
+        }
         let mut keys = Vec::new();
         let mut later = Vec::new();
         let mut looked = 0;
@@ -197,10 +204,13 @@ fn due_keys(ctx: Ctx, now: i64, propose: bool) -> Vec<Vec<u8>> {
             looked += 1;
             match ffi::key_expiry(ctx, &key) {
                 KeyExpiry::At(t) if ttl::to_logical(t) <= now => {
-                    later.push((ttl::to_logical(t), key.clone()));
-                    if propose && !ix.proposed.contains_key(&key) {
-                        ix.proposed.insert(key.clone(), fresh);
+                    let t = ttl::to_logical(t);
+                    if propose {
+                        ix.proposed.push_back((fresh, t, key.clone()));
                         keys.push(key);
+                    } else {
+                        // A follower only keeps it until an entry deletes it.
+                        later.push((t, key));
                     }
                 }
                 KeyExpiry::At(t) => {
@@ -209,9 +219,8 @@ fn due_keys(ctx: Ctx, now: i64, propose: bool) -> Vec<Vec<u8>> {
                 KeyExpiry::Missing | KeyExpiry::Persistent => {}
             }
         }
-        // Still there until an entry deletes them (or, if the entry was
-        // lost with a leader change, proposed again after RETRY_AFTER).
         ix.by_time.extend(later);
-        keys
+        let busy = propose && (keys.len() >= BATCH || looked >= SCAN_LIMIT);
+        (keys, busy)
     })
 }
