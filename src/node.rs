@@ -328,6 +328,9 @@ pub struct RaftNode<C: Client> {
     /// a leader never stamps an entry lower, so times never go backwards
     /// along the log, across leader changes too.
     last_time_ms: u64,
+    /// Tests: this node's clock runs this far ahead.
+    #[cfg(test)]
+    pub(crate) clock_offset_ms: u64,
     proposals: HashMap<u64, Proposal<C>>,
     /// Log index -> proposal seq, for proposals whose entry we appended.
     by_index: BTreeMap<u64, u64>,
@@ -423,6 +426,8 @@ impl<C: Client> RaftNode<C> {
             removed,
             next_seq,
             last_time_ms,
+            #[cfg(test)]
+            clock_offset_ms: 0,
             proposals: HashMap::new(),
             by_index: BTreeMap::new(),
             read_queue: Vec::new(),
@@ -720,9 +725,14 @@ impl<C: Client> RaftNode<C> {
     /// Encodes `payload` with this entry's time: the leader's clock, but
     /// never below the time of an entry already in the log.
     fn stamp(&mut self, payload: Payload) -> Vec<u8> {
-        let now = std::time::SystemTime::now()
+        #[allow(unused_mut)]
+        let mut now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        #[cfg(test)]
+        {
+            now += self.clock_offset_ms;
+        }
         self.last_time_ms = self.last_time_ms.max(now);
         Record::timed(self.last_time_ms, payload).encode()
     }

@@ -56,6 +56,8 @@ impl Network for TestNet {
 struct TestApplier {
     data: Rc<RefCell<BTreeMap<String, String>>>,
     applied: Rc<RefCell<Vec<u64>>>,
+    /// (index, time) of the timed entries applied.
+    times: Rc<RefCell<Vec<(u64, u64)>>>,
 }
 
 impl Applier<TestClient> for TestApplier {
@@ -64,10 +66,14 @@ impl Applier<TestClient> for TestApplier {
             match item {
                 ApplyItem::Entry {
                     index,
+                    time_ms,
                     payload,
                     client,
                     ..
                 } => {
+                    if let Some(t) = time_ms {
+                        self.times.borrow_mut().push((index, t));
+                    }
                     if let Some(Payload::Command(argv)) = payload {
                         let k = String::from_utf8_lossy(&argv[1]).into_owned();
                         let v = String::from_utf8_lossy(&argv[2]).into_owned();
@@ -830,4 +836,45 @@ fn a_leaders_slow_disk_holds_back_the_answer_and_a_new_leader_takes_over_cleanly
     for id in 1..=3 {
         assert_eq!(c.value(id, "k").as_deref(), Some("v4"), "node {id}");
     }
+}
+
+#[test]
+fn entry_times_never_go_backwards_across_leader_changes_and_restarts() {
+    let mut c = Cluster::new(3);
+    let first = c.elect();
+    // The first leader's clock runs an hour ahead.
+    c.node(first).node.clock_offset_ms = 3_600_000;
+    for i in 0..3 {
+        let rx = c.write(first, &format!("a{i}"), "v");
+        c.pump();
+        assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    }
+    let ahead = c.node(first).node.last_time_ms();
+    c.isolate(first);
+    c.tick(40);
+    for _ in 0..200 {
+        if c.leaders().iter().any(|l| *l != first) {
+            break;
+        }
+        c.tick(1);
+    }
+    let second = *c.leaders().iter().find(|l| **l != first).unwrap();
+    let rx = c.write(second, "b", "v");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    c.heal();
+    c.tick(10);
+    let mine = c.node(second).node.last_time_ms();
+    assert!(mine >= ahead, "the new leader stamped {mine}, below {ahead}");
+    // Every node applied the same times, never decreasing.
+    let seen: Vec<Vec<(u64, u64)>> = (1..=3)
+        .map(|id| c.nodes[&id].app.times.borrow().clone())
+        .collect();
+    assert_eq!(seen[0].len(), 4, "{seen:?}");
+    for s in &seen {
+        assert_eq!(s, &seen[0]);
+        assert!(s.windows(2).all(|w| w[0].1 <= w[1].1), "{s:?}");
+    }
+    // A restarted node reads the newest time back from its log.
+    assert_eq!(last_time_in_log(c.nodes[&second].node.store()), mine);
 }
