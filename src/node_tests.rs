@@ -865,7 +865,10 @@ fn entry_times_never_go_backwards_across_leader_changes_and_restarts() {
     c.heal();
     c.tick(10);
     let mine = c.node(second).node.last_time_ms();
-    assert!(mine >= ahead, "the new leader stamped {mine}, below {ahead}");
+    assert!(
+        mine >= ahead,
+        "the new leader stamped {mine}, below {ahead}"
+    );
     // Every node applied the same times, never decreasing.
     let seen: Vec<Vec<(u64, u64)>> = (1..=3)
         .map(|id| c.nodes[&id].app.times.borrow().clone())

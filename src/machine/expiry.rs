@@ -164,10 +164,11 @@ unsafe extern "C" fn on_timer(ctx: Ctx, _: *mut c_void) {
 /// keys that are gone. True when there may be more to propose at once.
 fn cycle(ctx: Ctx) -> bool {
     let node = crate::driver::node();
-    let leading = node.as_ref().is_some_and(|n| {
-        let st = n.status.read();
-        st.role == Role::Leader && st.failed.is_none() && !st.removed
-    });
+    let leading = !crate::config::EXPIRE_CYCLE_DISABLE.get()
+        && node.as_ref().is_some_and(|n| {
+            let st = n.status.read();
+            st.role == Role::Leader && st.failed.is_none() && !st.removed
+        });
     let now = super::now_ms().max(crate::apply::applied_time_ms());
     let (keys, busy) = due_keys(ctx, now, leading);
     if let (Some(n), false) = (node, keys.is_empty()) {
