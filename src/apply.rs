@@ -316,11 +316,21 @@ fn read_time() -> i64 {
 
 /// A read that would see a key whose time has come is proposed as an
 /// entry: applying it deletes the key first, on every node.
-fn through_the_log(argv: Vec<Vec<u8>>, client: RedisClient) {
-    match crate::driver::node() {
-        Some(n) => n.send(crate::node::Request::Write { argv, client }),
-        None => client.reply_error_text("TRYAGAIN the node is stopping"),
+pub fn through_the_log(argv: Vec<Vec<u8>>, client: RedisClient) {
+    let Some(n) = crate::driver::node() else {
+        client.reply_error_text("TRYAGAIN the node is stopping");
+        return;
+    };
+    if expiry::reads_the_keyspace(&argv) {
+        // The deletion of every key whose time has come goes first.
+        let due = expiry::take_due(call_ctx(), read_time());
+        for keys in due.chunks(1000) {
+            n.send(crate::node::Request::Expire {
+                keys: keys.to_vec(),
+            });
+        }
     }
+    n.send(crate::node::Request::Write { argv, client });
 }
 
 /// The dataset is the Raft log applied from its start: keys that Redis

@@ -168,7 +168,7 @@ fn transaction(ctx: &Context, me: u64, argv: &[Vec<u8>]) -> RedisResult {
     }
 }
 
-fn route(ctx: &Context, argv: Vec<Vec<u8>>, mut read: bool) -> RedisResult {
+fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
     let n = running_node()?;
     check_serving(&n)?;
     let (role, term, leader_err, lease_until) = {
@@ -211,8 +211,12 @@ fn route(ctx: &Context, argv: Vec<Vec<u8>>, mut read: bool) -> RedisResult {
                 outcome.write(ctx.ctx);
                 return no_reply();
             }
-            // It would see a key whose time has come: through the log.
-            None => read = false,
+            None => {
+                // It would see a key whose time has come: through the log.
+                let client = RedisClient::block(ctx.ctx).map_err(err)?;
+                apply::through_the_log(argv, client);
+                return no_reply();
+            }
         }
     }
     let client = RedisClient::block(ctx.ctx).map_err(err)?;

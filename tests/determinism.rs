@@ -153,6 +153,20 @@ fn ttl_queries_answer_the_logical_time_and_expiry_commands_set_absolute_times() 
         0,
         "the read went through the log"
     );
+    // Keyspace reads do not count keys whose time has come either.
+    for i in 0..5 {
+        assert!(ok(&n.cmd(&["SET", &format!("ks{i}"), "v", "PX", "50"])));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let before = int(&local(n, &["DBSIZE"]));
+    let r = n.cmd(&["KEYS", "ks*"]);
+    assert_eq!(r, RespValue::Array(Some(vec![])), "{r:?}");
+    assert_eq!(int(&n.cmd(&["DBSIZE"])), before - 5);
+    let r = n.cmd(&["SCAN", "0", "MATCH", "ks*"]);
+    assert!(
+        matches!(&r, RespValue::Array(Some(a)) if a[1] == RespValue::Array(Some(vec![]))),
+        "{r:?}"
+    );
     assert!(ok(&n.cmd(&[
         "CONFIG",
         "SET",

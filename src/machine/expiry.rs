@@ -149,6 +149,36 @@ pub fn rebuild_index(ctx: Ctx) {
     });
 }
 
+/// Reads that look at the whole keyspace (no key of their own to check).
+const KEYSPACE_READS: &[&str] = &["keys", "scan", "dbsize", "randomkey"];
+
+pub fn reads_the_keyspace(argv: &[Vec<u8>]) -> bool {
+    argv.first().is_some_and(|n| {
+        KEYSPACE_READS
+            .iter()
+            .any(|k| n.eq_ignore_ascii_case(k.as_bytes()))
+    })
+}
+
+/// Whether this node knows of keys whose time has come that entries may
+/// not have deleted yet (due in the index, or proposed lately).
+pub fn any_due(now: i64) -> bool {
+    with_index(|ix| !ix.proposed.is_empty() || ix.by_time.first().is_some_and(|(t, _)| *t <= now))
+}
+
+/// All keys due by `now`, taken out of the index as proposed (for a
+/// keyspace read the leader sends through the log behind their deletion).
+pub fn take_due(ctx: Ctx, now: i64) -> Vec<Vec<u8>> {
+    let mut all = Vec::new();
+    loop {
+        let (keys, busy) = due_keys(ctx, now, true);
+        all.extend(keys);
+        if !busy {
+            return all;
+        }
+    }
+}
+
 /// Number of keys the index holds (INFO).
 pub fn indexed_keys() -> usize {
     with_index(|ix| ix.by_time.len())
