@@ -284,17 +284,18 @@ pub extern "C" fn filter(fctx: *mut redis_module::raw::RedisModuleCommandFilterC
     if first.len() >= 4 && first[..4].eq_ignore_ascii_case(b"raft") {
         return;
     }
-    let argv: Vec<&[u8]> = (0..argc.min(2)).map(|i| ffi::filter_arg(fctx, i)).collect();
+    let argv = || -> Vec<&[u8]> { (0..argc.min(2)).map(|i| ffi::filter_arg(fctx, i)).collect() };
     if ffi::in_own_call() {
         // The module's own commands run as they are, but those of a script
         // it runs for an entry follow the machine's rules.
         if crate::machine::script::routes_through_script_call() {
-            if let Some(call) = script_call_for(&argv) {
+            if let Some(call) = script_call_for(&argv()) {
                 ffi::filter_insert(fctx, 0, call);
             }
         }
         return;
     }
+    let argv = argv();
     if classify(&argv) != Class::PassThrough {
         ffi::filter_insert(fctx, 0, b"RAFT");
     }
