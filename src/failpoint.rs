@@ -4,7 +4,15 @@
 //!
 //! Points: `log-before-fsync`, `log-after-fsync` (a synced log write),
 //! `apply-middle` (between two applied entries), `snapshot-write` (a taken
-//! snapshot, written but not yet in place).
+//! snapshot, written but not yet in place), `snapshot-after-rename` (a taken
+//! snapshot in place, the log not yet compacted to it),
+//! `startup-between-compact-and-commit` (start-up reconciliation with a
+//! snapshot newer than the log: where the log compaction and the commit
+//! index were once two writes).
+//!
+//! Besides RAFT.DEBUG FAILPOINT, points can be armed before the module loads
+//! with the environment variable `REDISRAFT_FAILPOINTS` (a comma list), for
+//! points on the start-up path.
 
 /// Armed points (a handful at most: a linear search is fine).
 #[cfg(feature = "failpoints")]
@@ -16,7 +24,24 @@ pub const POINTS: &[&str] = &[
     "log-after-fsync",
     "apply-middle",
     "snapshot-write",
+    "snapshot-after-rename",
+    "startup-between-compact-and-commit",
 ];
+
+/// Arms the points listed in `REDISRAFT_FAILPOINTS` (at module load).
+pub fn arm_from_env() {
+    let Ok(list) = std::env::var("REDISRAFT_FAILPOINTS") else {
+        return;
+    };
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match configure(name, "crash") {
+            Ok(()) => {
+                crate::logging::warning(&format!("failpoint {name} armed (REDISRAFT_FAILPOINTS)"))
+            }
+            Err(e) => crate::logging::warning(&format!("REDISRAFT_FAILPOINTS: {e}")),
+        }
+    }
+}
 
 /// Kills the process at once when the point is armed with `crash`.
 #[inline]

@@ -43,6 +43,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     commands::log_loaded();
+    failpoint::arm_from_env();
     if let Err(e) = commands::check_redis_settings(ctx) {
         ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
         return Status::Err;

@@ -507,6 +507,7 @@ fn finish(p: &Pending) -> Result<Option<TakenSnapshot>, String> {
     {
         return Ok(None);
     }
+    crate::failpoint::hit("snapshot-after-rename");
     set_transport_source(p.meta.index);
     Ok(Some(TakenSnapshot {
         index: p.meta.index,
@@ -761,18 +762,14 @@ pub fn reconcile_at_start(store: &LogStore, dbid: &str) -> Result<(), String> {
         // A snapshot made durable just before a crash: the log catches up.
         let term_there = raft::Storage::term(store, meta.index).ok();
         if term_there == Some(meta.term) {
+            // One record: the compaction and the commit index that covers
+            // it (as two, a crash between them left a log that raft-rs
+            // refuses on every start).
+            crate::failpoint::hit("startup-between-compact-and-commit");
+            hs.commit = hs.commit.max(meta.index);
             store
-                .compact(meta.index, meta.term)
+                .compact_and_commit(meta.index, meta.term, hs)
                 .map_err(|e| e.to_string())?;
-            if hs.commit < meta.index {
-                hs.commit = meta.index;
-                store
-                    .write(LogWrite {
-                        hard_state: Some(hs),
-                        ..Default::default()
-                    })
-                    .map_err(|e| e.to_string())?;
-            }
         } else {
             // Our log disagrees with the snapshot at its index (or ends
             // before it): everything it holds from there on is another
@@ -782,6 +779,24 @@ pub fn reconcile_at_start(store: &LogStore, dbid: &str) -> Result<(), String> {
                 .install_snapshot(meta.index, meta.term, meta.membership.clone(), hs)
                 .map_err(|e| e.to_string())?;
         }
+    }
+    // A log left by an older build that wrote the two separately and
+    // crashed in between: everything up to the snapshot point is committed
+    // (a snapshot holds only committed entries), so say so.
+    let (snap_index, _) = store.snapshot_point();
+    let mut hs = store.hard_state();
+    if hs.commit < snap_index {
+        logging::warning(&format!(
+            "the durable commit index {} is below the log's snapshot point {snap_index}; raising it",
+            hs.commit
+        ));
+        hs.commit = snap_index;
+        store
+            .write(LogWrite {
+                hard_state: Some(hs),
+                ..Default::default()
+            })
+            .map_err(|e| e.to_string())?;
     }
     let path = rdb_path();
     let (size, crc32) = file_crc32(&path).map_err(|e| e.to_string())?;
