@@ -45,7 +45,9 @@ fn running_node() -> Result<std::sync::Arc<NodeHandle>, RedisError> {
 fn check_serving(n: &NodeHandle) -> Result<(), RedisError> {
     let st = n.status.read();
     if let Some(f) = &st.failed {
-        return Err(RedisError::String(format!("ERR {f}")));
+        return Err(RedisError::String(format!(
+            "ERR this node failed and stopped: {f}; use another node"
+        )));
     }
     if st.removed {
         return Err(err(Error::Removed));

@@ -219,6 +219,8 @@ pub static SNAPSHOT_DISABLE: BoolSetting = BoolSetting::new(false, any_bool);
 pub static SNAPSHOT_DELAY: AtomicI64 = AtomicI64::new(0);
 pub static SNAPSHOT_FAIL: BoolSetting = BoolSetting::new(false, any_bool);
 pub static SNAPSHOT_DISABLE_LOAD: BoolSetting = BoolSetting::new(false, any_bool);
+/// Loading a received snapshot fails (before the dataset is touched).
+pub static SNAPSHOT_FAIL_LOAD: BoolSetting = BoolSetting::new(false, any_bool);
 /// Hidden and unsafe, for testing the test suite: every node, leader or
 /// not, serves reads from its own dataset at once (stale reads guaranteed
 /// under a partition). Never set it in production.
@@ -283,6 +285,7 @@ fn bool_setting(name: &str) -> Option<&'static BoolSetting> {
         "snapshot-disable" => &SNAPSHOT_DISABLE,
         "snapshot-fail" => &SNAPSHOT_FAIL,
         "snapshot-disable-load" => &SNAPSHOT_DISABLE_LOAD,
+        "snapshot-fail-load" => &SNAPSHOT_FAIL_LOAD,
         "unsafe-local-reads" => &UNSAFE_LOCAL_READS,
         _ => return None,
     })

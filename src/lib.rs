@@ -146,6 +146,7 @@ redis_module! {
             ["snapshot-disable", &config::SNAPSHOT_DISABLE, false, F::HIDDEN, None],
             ["snapshot-fail", &config::SNAPSHOT_FAIL, false, F::HIDDEN, None],
             ["snapshot-disable-load", &config::SNAPSHOT_DISABLE_LOAD, false, F::HIDDEN, None],
+            ["snapshot-fail-load", &config::SNAPSHOT_FAIL_LOAD, false, F::HIDDEN, None],
             ["unsafe-local-reads", &config::UNSAFE_LOCAL_READS, false, F::HIDDEN, None],
         ],
         enum: [

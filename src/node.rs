@@ -164,7 +164,8 @@ pub enum Request<C> {
     },
     /// The log writer made this Ready (and all before it) durable.
     Persisted(u64),
-    /// The log writer could not write: the node must stop.
+    /// The log writer could not write, or the node fail-stops for another
+    /// reason (`driver::fail_stop`): the Raft thread stops.
     LogFailed(String),
     Shutdown,
 }

@@ -361,6 +361,9 @@ pub fn start(waiter: Option<RedisClient>) -> Result<bool, String> {
         return Err("a snapshot is already being taken".into());
     }
     let node = crate::driver::node().ok_or("no Raft cluster")?;
+    if let Some(why) = crate::driver::failed() {
+        return Err(format!("this node failed and stopped: {why}"));
+    }
     let meta = apply::applied_meta().ok_or(
         "the membership at the applied index is not known yet (replaying the log); try again later",
     )?;
@@ -445,10 +448,15 @@ unsafe extern "C" fn snapshot_done(exitcode: c_int, bysignal: c_int, _: *mut c_v
         IN_PROGRESS.store(false, Ordering::Release);
         return;
     };
-    if exitcode != 0 || bysignal != 0 {
+    let failed = crate::driver::failed();
+    if exitcode != 0 || bysignal != 0 || failed.is_some() {
         IN_PROGRESS.store(false, Ordering::Release);
         let _ = fs::remove_dir_all(&p.tmp_dir);
-        let why = format!("snapshot child failed (exit code {exitcode}, signal {bysignal})");
+        let why = match failed {
+            // Taken before the node failed, but it goes nowhere now.
+            Some(f) => format!("snapshot dropped: this node failed and stopped ({f})"),
+            None => format!("snapshot child failed (exit code {exitcode}, signal {bysignal})"),
+        };
         logging::warning(&why);
         for w in p.waiters {
             w.reply_error_text(&format!("ERR {why}"));
@@ -676,6 +684,9 @@ pub fn persist_received(index: u64, term: u64) -> Result<(), String> {
 /// Replaces the dataset with the snapshot file in place. Returns the
 /// metadata the loaded file carried.
 pub fn load_into_dataset(ctx: *mut raw::RedisModuleCtx) -> Result<RdbMeta, String> {
+    if config::SNAPSHOT_FAIL_LOAD.get() {
+        return Err("refused by the test knob raft.snapshot-fail-load".into());
+    }
     forget_loaded();
     let path = rdb_path();
     verify_rdb_file(&path)?;

@@ -104,3 +104,80 @@ fn a_crash_during_startup_reconciliation_does_not_crash_loop() {
         n.kill9();
     }
 }
+
+/// Finding 2. A node whose snapshot load failed has a dataset that matches
+/// no index. It must stop for good: no votes (it could win and send that
+/// state on), no applying (over the old dataset), no snapshots (of that
+/// state under a valid index), no serving; INFO says why.
+#[test]
+fn a_failed_snapshot_load_stops_the_node_it_neither_votes_applies_snapshots_nor_serves() {
+    let mut c = Cluster::new(3, &[]);
+    let leader = c.wait_leader();
+    let victim = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    c.nodes[victim].kill9();
+    for i in 0..50 {
+        assert!(ok(&c.nodes[leader].cmd(&["SET", &format!("k{i}"), "v"])));
+    }
+    // The victim now needs the leader's snapshot to catch up.
+    let r = c.nodes[leader].cmd(&["RAFT.DEBUG", "COMPACT"]);
+    assert!(ok(&r), "COMPACT: {r:?}");
+    c.nodes[victim]
+        .extra
+        .extend(["--raft.snapshot-fail-load".into(), "yes".into()]);
+    c.nodes[victim].launch();
+    wait_for(30, "the victim's failed snapshot load", || {
+        c.nodes[victim]
+            .log()
+            .contains("failed: refused by the test knob")
+            .then_some(())
+    });
+    let mut wrong = Vec::new();
+
+    // INFO says why.
+    let info = c.nodes[victim].info();
+    if !info.contains("raft_state:failed")
+        || !info.contains("raft_failed_reason:loading the snapshot")
+    {
+        wrong.push(format!("INFO does not say failed and why:\n{info}"));
+    }
+    // No serving.
+    let r = c.nodes[victim].cmd(&["GET", "k1"]);
+    if !err_text(&r).is_some_and(|e| e.contains("snapshot")) {
+        wrong.push(format!("GET on the failed node answered {r:?}"));
+    }
+    // No applying: a write the others apply never reaches its dataset.
+    assert!(ok(&c.nodes[leader].cmd(&["SET", "after", "v"])));
+    wait_for(10, "the other follower applies", || {
+        (bulk(&c.nodes[other].cmd(&["RAFT.DEBUG", "EXEC", "GET", "after"])).as_deref() == Some("v"))
+            .then_some(())
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        let r = c.nodes[victim].cmd(&["RAFT.DEBUG", "EXEC", "GET", "after"]);
+        if bulk(&r).is_some() {
+            wrong.push("the failed node applied an entry after the failed load".into());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // No snapshots.
+    let r = c.nodes[victim].cmd(&["RAFT.DEBUG", "COMPACT"]);
+    if ok(&r) {
+        wrong.push("the failed node took a snapshot".into());
+    }
+    // No votes: with the leader gone, the other follower needs the failed
+    // node's vote; for 5 election timeouts no one may lead.
+    c.nodes[leader].kill9();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if c.nodes[other].info_field("role") == "leader"
+            || c.nodes[victim].info_field("role") == "leader"
+        {
+            wrong.push("a leader was elected with the failed node's vote".into());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
