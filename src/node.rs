@@ -750,6 +750,11 @@ impl<C: Client> RaftNode<C> {
                 "a membership change is in progress".into(),
             )));
         }
+        if cs.voters.len() == 1 && cs.voters.contains(&id) {
+            return client.reply(Reply::Error(Error::Other(format!(
+                "node {id} is the only voter and cannot be removed; add another voter first"
+            ))));
+        }
         self.propose_conf_change(ConfChangeType::RemoveNode, id, Vec::new(), Some(client));
     }
 
@@ -760,6 +765,19 @@ impl<C: Client> RaftNode<C> {
         context: Vec<u8>,
         client: Option<C>,
     ) {
+        // A change raft-rs would refuse when applying it is refused now:
+        // never answered +OK, and never in the log.
+        let mut single = raft::eraftpb::ConfChangeSingle::default();
+        single.set_change_type(t);
+        single.node_id = id;
+        if let Err(e) = raft::Changer::new(self.raw.raft.prs()).simple(&[single]) {
+            let err = Error::Other(format!("membership change refused by Raft: {e}"));
+            match client {
+                Some(c) => c.reply(Reply::Error(err)),
+                None => warn!(self.logger, "conf change not proposed"; "error" => %err),
+            }
+            return;
+        }
         let mut cc = ConfChange::default();
         cc.set_change_type(t);
         cc.node_id = id;
@@ -1331,8 +1349,11 @@ impl<C: Client> RaftNode<C> {
                     });
                 }
                 EntryType::EntryConfChange => {
-                    self.apply_conf_change(&e, write, net);
-                    let conf = if e.index == self.membership.index {
+                    let refused = self.apply_conf_change(&e, write, net);
+                    // Applied (the membership is as of this entry) or refused
+                    // (it is unchanged): known. Replayed below a membership
+                    // recovered from the log: not known exactly.
+                    let conf = if e.index >= self.membership.index {
                         ConfUpdate::Known(self.membership.clone())
                     } else {
                         ConfUpdate::Superseded
@@ -1345,7 +1366,15 @@ impl<C: Client> RaftNode<C> {
                         conf: Some(conf),
                     });
                     if let Some(c) = client {
-                        replies.push((c, Reply::Ok));
+                        replies.push((
+                            c,
+                            match refused {
+                                None => Reply::Ok,
+                                Some(why) => Reply::Error(Error::Other(format!(
+                                    "membership change refused by Raft: {why}"
+                                ))),
+                            },
+                        ));
                     }
                 }
                 EntryType::EntryConfChangeV2 => {
@@ -1362,23 +1391,30 @@ impl<C: Client> RaftNode<C> {
         }
     }
 
-    fn apply_conf_change(&mut self, e: &Entry, write: &mut LogWrite, net: &dyn Network) {
+    /// Applies a committed membership change; Some(why) if it was refused
+    /// (the membership is unchanged).
+    fn apply_conf_change(
+        &mut self,
+        e: &Entry,
+        write: &mut LogWrite,
+        net: &dyn Network,
+    ) -> Option<String> {
         if e.index <= self.membership.index {
             // Already part of the membership we recovered from the log.
-            return;
+            return None;
         }
         let cc = match ConfChange::parse_from_bytes(&e.data) {
             Ok(cc) => cc,
             Err(err) => {
                 warn!(self.logger, "undecodable conf change"; "index" => e.index, "error" => %err);
-                return;
+                return Some(format!("undecodable: {err}"));
             }
         };
         let cs = match self.raw.apply_conf_change(&cc) {
             Ok(cs) => cs,
             Err(err) => {
                 warn!(self.logger, "conf change refused"; "index" => e.index, "error" => %err);
-                return;
+                return Some(err.to_string());
             }
         };
         let id = cc.node_id;
@@ -1416,6 +1452,7 @@ impl<C: Client> RaftNode<C> {
         if cc.get_change_type() == ConfChangeType::RemoveNode && id == self.cfg.id {
             self.mark_removed(net);
         }
+        None
     }
 
     /// This node is no longer a member: it stops serving. A removed leader

@@ -181,3 +181,38 @@ fn a_failed_snapshot_load_stops_the_node_it_neither_votes_applies_snapshots_nor_
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// Finding 6. raft-rs refuses to remove the last voter when it applies the
+/// change; the change was answered +OK anyway, and the membership at that
+/// index became unknown, so no snapshot or compaction could be taken until
+/// the next membership change.
+#[test]
+fn removing_the_only_voter_is_refused_before_proposing_and_snapshots_keep_working() {
+    let n = Node::start(&[]);
+    assert!(
+        matches!(n.cmd(&["RAFT.CLUSTER", "INIT"]), RespValue::Simple(s) if s.starts_with("OK"))
+    );
+    wait_for(10, "a leader", || {
+        (n.info_field("role") == "leader").then_some(())
+    });
+    let id = n.info_field("node_id");
+    let before = info_u64(&n, "current_index");
+    let r = n.cmd(&["RAFT.NODE", "REMOVE", &id]);
+    let mut wrong = Vec::new();
+    if !err_text(&r).is_some_and(|e| e.contains("only voter")) {
+        wrong.push(format!("REMOVE of the only voter answered {r:?}"));
+    }
+    if info_u64(&n, "current_index") != before {
+        wrong.push("REMOVE of the only voter was proposed".into());
+    }
+    wait_for(10, "SET accepted", || {
+        ok(&n.cmd(&["SET", "k", "v"])).then_some(())
+    });
+    let r = n.cmd(&["RAFT.DEBUG", "COMPACT"]);
+    if !ok(&r) {
+        wrong.push(format!("no snapshot after the refused change: {r:?}"));
+    }
+    assert_eq!(n.info_field("state"), "up");
+    assert_eq!(n.info_field("role"), "leader");
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
