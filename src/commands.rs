@@ -304,12 +304,21 @@ pub fn cluster(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 })
                 .and_then(|_| crate::node::RaftNode::<RedisClient>::bootstrap(&store, id, &addr))
                 .map_err(|e| RedisError::String(format!("ERR cannot write the Raft log: {e}")))?;
+            // Blocked before the start, so that nothing can fail after it.
+            let client = RedisClient::block(ctx.ctx).ok();
             driver::start(store, id, dbid.clone(), true)
                 .map_err(|e| RedisError::String(format!("ERR {e}")))?;
             crate::logging::notice(&format!(
                 "initialized a new cluster: dbid {dbid}, node id {id}, addr {addr}"
             ));
-            Ok(RedisValue::SimpleString(format!("OK {dbid}")))
+            match client {
+                Some(client) => {
+                    answer_init_when_ready(client, dbid);
+                    no_reply()
+                }
+                // A context that cannot block (MULTI, a script).
+                None => Ok(RedisValue::SimpleString(format!("OK {dbid}"))),
+            }
         }
         "JOIN" => {
             if args.len() < 3 {
@@ -329,6 +338,44 @@ pub fn cluster(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         _ => Err(RedisError::String(format!(
             "ERR unknown RAFT.CLUSTER subcommand '{sub}'"
         ))),
+    }
+}
+
+/// Answers INIT once the new node leads and has applied an entry of its
+/// term, so that the next command is served (the lone voter campaigns at
+/// once; this takes milliseconds).
+fn answer_init_when_ready(client: RedisClient, dbid: String) {
+    let wait = move || {
+        let deadline = std::time::Instant::now()
+            + (config::Settings::current().election_timeout * 10)
+                .max(std::time::Duration::from_secs(10));
+        loop {
+            let Some(n) = driver::node() else {
+                return client.reply_error_text("ERR the node stopped");
+            };
+            let st = n.status();
+            if let Some(why) = &st.failed {
+                return client.reply_error_text(&format!("ERR {why}"));
+            }
+            if st.role == Role::Leader && apply::APPLIED_TERM.load(Ordering::Acquire) == st.term {
+                let text = format!("OK {dbid}");
+                return client.reply_with(move |ctx| ffi::reply_simple(ctx, &text));
+            }
+            if std::time::Instant::now() > deadline {
+                return client.reply_error_text(&format!(
+                    "TIMEOUT cluster {dbid} was created, but this node does not lead yet; see INFO raft"
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("raft-init".into())
+        .spawn(wait)
+    {
+        // The client was moved into the closure and is dropped with it:
+        // it gets the TIMEOUT of an abandoned request.
+        crate::logging::warning(&format!("cannot wait for the first election: {e}"));
     }
 }
 

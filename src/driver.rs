@@ -309,8 +309,15 @@ fn run(
     let tick = Settings::current().periodic_interval;
     let mut next_tick = Instant::now() + tick;
     info!(logger, "Raft thread started"; "id" => node.id());
+    // Right after INIT: no waiting for requests or a tick until the lone
+    // voter has campaigned and handled the Ready that makes it leader.
+    let mut no_wait = campaign;
     loop {
-        let wait = next_tick.saturating_duration_since(Instant::now());
+        let wait = if std::mem::take(&mut no_wait) {
+            Duration::ZERO
+        } else {
+            next_tick.saturating_duration_since(Instant::now())
+        };
         match rx.recv_timeout(wait) {
             Ok(Request::Shutdown) => break,
             Ok(req) => {
@@ -380,6 +387,7 @@ fn run(
             // a lone voter need not wait for an election timeout.
             campaign = false;
             node.campaign_if_alone();
+            no_wait = true;
         }
     }
     node.fail_all(Error::Unknown("node is shutting down".into()));

@@ -216,3 +216,34 @@ fn removing_the_only_voter_is_refused_before_proposing_and_snapshots_keep_workin
     assert_eq!(n.info_field("role"), "leader");
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// Finding 1. RAFT.CLUSTER INIT answered before the node led, so a SET
+/// right after it failed with -CLUSTERDOWN.
+#[test]
+fn init_answers_once_the_node_leads_so_the_next_commands_succeed() {
+    for round in 0..3 {
+        let n = Node::start(&[]);
+        let mut c = n.conn();
+        let started = std::time::Instant::now();
+        let r = c.call(&[b"RAFT.CLUSTER", b"INIT"]).unwrap();
+        let took = started.elapsed();
+        assert!(
+            matches!(&r, RespValue::Simple(s) if s.starts_with("OK ")),
+            "{r:?}"
+        );
+        let r = c.call(&[b"SET", b"k", b"v"]).unwrap();
+        assert!(ok(&r), "round {round}: SET right after INIT answered {r:?}");
+        let r = c.call(&[b"GET", b"k"]).unwrap();
+        assert_eq!(
+            bulk(&r).as_deref(),
+            Some("v"),
+            "round {round}: GET after INIT"
+        );
+        eprintln!("round {round}: INIT answered in {took:?}");
+        // A lone voter campaigns at once: no election timeout (1 s here).
+        assert!(
+            took < std::time::Duration::from_millis(900),
+            "INIT took {took:?}"
+        );
+    }
+}
