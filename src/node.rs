@@ -331,6 +331,8 @@ pub struct RaftNode<C: Client> {
     /// Highest committed index handed to the applier.
     sent_to_apply: u64,
     voter_waiters: Vec<C>,
+    /// RAFT.TRANSFER_LEADER: the client, the target and when to give up.
+    transfer_waiter: Option<(C, u64, Instant)>,
     /// read-mode lease: probes in flight (id -> when sent) and the lease.
     lease_probes: HashMap<u64, Instant>,
     lease_until: Option<Instant>,
@@ -418,6 +420,7 @@ impl<C: Client> RaftNode<C> {
             next_read_batch: 1,
             sent_to_apply: snap_index,
             voter_waiters: Vec::new(),
+            transfer_waiter: None,
             handover_ticks: 0,
             lease_probes: HashMap::new(),
             lease_until: None,
@@ -566,6 +569,7 @@ impl<C: Client> RaftNode<C> {
                         warn!(self.logger, "dropped a message"; "error" => %e);
                     }
                 }
+                self.check_transfer();
             }
             Request::Write { argv, client } => self.propose(Payload::Command(argv), client),
             Request::Multi { cmds, client } => self.propose(Payload::Multi(cmds), client),
@@ -805,24 +809,75 @@ impl<C: Client> RaftNode<C> {
         }
     }
 
+    /// Answered +OK once the target leads; an error at once for a target
+    /// that is not a voter; TIMEOUT if it does not lead within the
+    /// election timeout (raft-rs gives the transfer up then).
     fn transfer_leader(&mut self, to: Option<u64>, client: C) {
         if !self.is_leader() {
             return client.reply(Reply::Error(self.not_leader()));
         }
-        let target = to.or_else(|| self.best_follower());
-        match target {
-            Some(t) if t != self.cfg.id && self.membership.conf_state.voters.contains(&t) => {
-                // The transferee campaigns at once, ignoring leases: stop
-                // serving lease reads before it can hear of it.
-                self.lease_until = None;
-                self.publish_status();
-                self.raw.transfer_leader(t);
-                client.reply(Reply::Ok);
+        let cs = &self.membership.conf_state;
+        let target = match to {
+            Some(t) if t == self.cfg.id => return client.reply(Reply::Ok),
+            Some(t) if cs.learners.contains(&t) => {
+                return client.reply(Reply::Error(Error::Other(format!(
+                    "node {t} is not a voter (a learner still catching up)"
+                ))))
             }
-            Some(t) if t == self.cfg.id => client.reply(Reply::Ok),
-            _ => client.reply(Reply::Error(Error::Other(
-                "no voter to transfer leadership to".into(),
-            ))),
+            Some(t) if !cs.voters.contains(&t) => {
+                return client.reply(Reply::Error(Error::Other(format!(
+                    "node {t} is not a member"
+                ))))
+            }
+            Some(t) => t,
+            None => match self.best_follower() {
+                Some(t) => t,
+                None => {
+                    return client.reply(Reply::Error(Error::Other(
+                        "no other voter to transfer leadership to".into(),
+                    )))
+                }
+            },
+        };
+        if let Some((old, t, _)) = self.transfer_waiter.take() {
+            old.reply(Reply::Error(Error::Other(format!(
+                "the transfer to node {t} was replaced by one to node {target}"
+            ))));
+        }
+        // The transferee campaigns at once, ignoring leases: stop serving
+        // lease reads before it can hear of it.
+        self.lease_until = None;
+        self.publish_status();
+        self.raw.transfer_leader(target);
+        let deadline = Instant::now() + self.cfg.tick * self.cfg.election_ticks as u32;
+        self.transfer_waiter = Some((client, target, deadline));
+        self.check_transfer();
+    }
+
+    /// Answers a waiting RAFT.TRANSFER_LEADER once its outcome is known.
+    fn check_transfer(&mut self) {
+        let Some((_, target, deadline)) = &self.transfer_waiter else {
+            return;
+        };
+        let (target, deadline) = (*target, *deadline);
+        let leader = self.raw.raft.leader_id;
+        let reply = if leader == target {
+            Reply::Ok
+        } else if leader != 0 && leader != self.cfg.id {
+            Reply::Error(Error::Other(format!(
+                "node {leader} took the leadership, not node {target}"
+            )))
+        } else if Instant::now() >= deadline
+            || (self.is_leader() && self.raw.raft.lead_transferee.is_none())
+        {
+            Reply::Error(Error::Unknown(format!(
+                "the transfer to node {target} did not finish within the election timeout"
+            )))
+        } else {
+            return;
+        };
+        if let Some((client, _, _)) = self.transfer_waiter.take() {
+            client.reply(reply);
         }
     }
 
@@ -856,6 +911,7 @@ impl<C: Client> RaftNode<C> {
             self.probe_lease();
         }
         self.expire_reads();
+        self.check_transfer();
     }
 
     /// read-mode lease: a read-index round with no reads attached, whose
@@ -1463,6 +1519,9 @@ impl<C: Client> RaftNode<C> {
         }
         warn!(self.logger, "this node was removed from the cluster");
         self.removed = true;
+        if let Some((c, _, _)) = self.transfer_waiter.take() {
+            c.reply(Reply::Error(Error::Removed));
+        }
         if self.is_leader() {
             self.handover_ticks = self.cfg.election_ticks;
             self.send_timeout_now(net);
@@ -1583,6 +1642,9 @@ impl<C: Client> RaftNode<C> {
             }
         }
         for c in self.voter_waiters.drain(..) {
+            c.reply(Reply::Error(err.clone()));
+        }
+        if let Some((c, _, _)) = self.transfer_waiter.take() {
             c.reply(Reply::Error(err.clone()));
         }
     }

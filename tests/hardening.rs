@@ -247,3 +247,73 @@ fn init_answers_once_the_node_leads_so_the_next_commands_succeed() {
         );
     }
 }
+
+/// Finding 11. RAFT.TRANSFER_LEADER answered +OK as soon as the transfer
+/// began, also when it could never finish.
+#[test]
+fn transfer_leader_answers_ok_only_when_done_and_errors_otherwise() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let a = (l + 1) % 3;
+    let b = (l + 2) % 3;
+    let id = |i: usize| c.nodes[i].info_field("node_id");
+    let mut wrong = Vec::new();
+
+    // On a follower: -MOVED to the leader.
+    let r = c.nodes[a].cmd(&["RAFT.TRANSFER_LEADER", &id(b)]);
+    if !err_text(&r).is_some_and(|e| e.starts_with("MOVED")) {
+        wrong.push(format!("on a follower: {r:?}"));
+    }
+    // Unknown target.
+    let r = c.nodes[l].cmd(&["RAFT.TRANSFER_LEADER", "424242"]);
+    if !err_text(&r).is_some_and(|e| e.contains("not a member")) {
+        wrong.push(format!("to an unknown node: {r:?}"));
+    }
+    // A target that cannot take over (stopped): a timeout error within
+    // about the election timeout (1 s), not +OK.
+    c.nodes[a].signal("-STOP");
+    let started = std::time::Instant::now();
+    let r = c.nodes[l].cmd(&["RAFT.TRANSFER_LEADER", &id_of_stopped(&c, a)]);
+    let took = started.elapsed();
+    c.nodes[a].signal("-CONT");
+    eprintln!("transfer to a stopped node answered {r:?} in {took:?}");
+    if !err_text(&r).is_some_and(|e| e.starts_with("TIMEOUT")) {
+        wrong.push(format!("to a stopped node: {r:?}"));
+    }
+    if took > std::time::Duration::from_secs(3) {
+        wrong.push(format!("to a stopped node: answered after {took:?}"));
+    }
+    // A transfer that works: +OK once the target leads.
+    let l = c.wait_leader();
+    let t = (l + 1) % 3;
+    let r = c.nodes[l].cmd(&["RAFT.TRANSFER_LEADER", &id(t)]);
+    if !ok(&r) {
+        wrong.push(format!("to a live voter: {r:?}"));
+    } else if c.nodes[t].info_field("role") != "leader" {
+        wrong.push("+OK before the target leads".into());
+    }
+    // A learner (added with an address nothing listens on: it stays one).
+    let l = c.wait_leader();
+    let r = c.nodes[l].cmd(&["RAFT.NODE", "ADD", "777", "127.0.0.1:1"]);
+    assert!(ok(&r), "ADD: {r:?}");
+    let r = c.nodes[l].cmd(&["RAFT.TRANSFER_LEADER", "777"]);
+    if !err_text(&r).is_some_and(|e| e.contains("not a voter")) {
+        wrong.push(format!("to a learner: {r:?}"));
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// The node id of a node, read before it was stopped (INFO of a stopped
+/// server does not answer): from another node's INFO, by port.
+fn id_of_stopped(c: &Cluster, i: usize) -> String {
+    let port = c.nodes[i].port.to_string();
+    let other = (0..c.nodes.len()).find(|&j| j != i).unwrap();
+    let info = c.nodes[other].info();
+    info.lines()
+        .filter(|l| l.starts_with("raft_node"))
+        .find(|l| l.contains(&format!("port={port},")))
+        .and_then(|l| l.split("id=").nth(1))
+        .and_then(|s| s.split(',').next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no id for port {port} in {info}"))
+}
