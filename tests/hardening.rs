@@ -317,3 +317,70 @@ fn id_of_stopped(c: &Cluster, i: usize) -> String {
         .map(str::to_string)
         .unwrap_or_else(|| panic!("no id for port {port} in {info}"))
 }
+
+/// Two consecutive free loopback ports.
+fn free_port_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// Stops what `scripts/cluster.sh` started, at the end or on a panic.
+struct ScriptCluster {
+    data: tempfile::TempDir,
+    ports: Vec<u16>,
+}
+
+impl ScriptCluster {
+    fn run(&self, base_port: u16, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster.sh"),
+        )
+        .args(args)
+        .env("NODES", "2")
+        .env("BASE_PORT", base_port.to_string())
+        .env("DATA_DIR", self.data.path())
+        .env("MODULE", module_path())
+        .output()
+        .expect("run scripts/cluster.sh")
+    }
+}
+
+impl Drop for ScriptCluster {
+    fn drop(&mut self) {
+        for p in self.ports.clone() {
+            let _ = self.run(p, &["stop"]);
+        }
+    }
+}
+
+/// Finding 12. cluster.sh keys data directories by node number: started
+/// with another BASE_PORT over an existing ./data, it revived the old
+/// membership, whose addresses may now be other servers.
+#[test]
+fn cluster_sh_refuses_data_made_for_other_ports() {
+    let (old, new) = (free_port_pair(), free_port_pair());
+    let sc = ScriptCluster {
+        data: tempfile::tempdir().unwrap(),
+        ports: vec![old, new],
+    };
+    let out = sc.run(old, &["start"]);
+    assert!(out.status.success(), "first start: {out:?}");
+    let out = sc.run(old, &["stop"]);
+    assert!(out.status.success(), "stop: {out:?}");
+    let out = sc.run(new, &["start"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let served = Node::attach(new).try_conn().is_ok();
+    assert!(
+        !out.status.success() && stderr.contains("refusing") && !served,
+        "start over data made for ports {old}.. with BASE_PORT={new}: exit {:?}, server on {new}: {served}, stderr: {stderr}, stdout: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The same ports still start.
+    let out = sc.run(old, &["start"]);
+    assert!(out.status.success(), "restart on the old ports: {out:?}");
+}
