@@ -112,6 +112,10 @@ fn schedule() {
 
 /// Runs on the main thread.
 extern "C" fn drain(_: *mut c_void) {
+    crate::guard::catch("applying committed entries", drain_queue, |_| ());
+}
+
+fn drain_queue() {
     // Clear first: a push after this point schedules another callback.
     SCHEDULED.store(false, Ordering::Release);
     if config::LOG_DISABLE_APPLY.get() {

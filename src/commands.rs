@@ -634,8 +634,19 @@ pub fn start_existing(_ctx: &Context) -> Result<(), String> {
         let Some((store, meta)) = PENDING_START.lock().take() else {
             return;
         };
-        let started = crate::snapshot::reconcile_at_start(&store, &meta.dbid)
-            .and_then(|_| driver::start(store, meta.node_id, meta.dbid.clone(), false).map(|_| ()));
+        // A panic (raft-rs refusing the recovered state) refuses the start
+        // too, with its reason, instead of aborting.
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::snapshot::reconcile_at_start(&store, &meta.dbid).and_then(|_| {
+                driver::start(store, meta.node_id, meta.dbid.clone(), false).map(|_| ())
+            })
+        }))
+        .unwrap_or_else(|p| {
+            Err(format!(
+                "internal error: {}",
+                crate::guard::panic_text(p.as_ref())
+            ))
+        });
         match started {
             Ok(()) => crate::snapshot::publish_source_at_start(),
             Err(e) => {

@@ -14,9 +14,10 @@
 //! with the environment variable `REDISRAFT_FAILPOINTS` (a comma list), for
 //! points on the start-up path.
 
-/// Armed points (a handful at most: a linear search is fine).
+/// Armed points and whether they panic instead of killing the process (a
+/// handful at most: a linear search is fine).
 #[cfg(feature = "failpoints")]
-static ARMED: parking_lot::Mutex<Vec<&'static str>> = parking_lot::Mutex::new(Vec::new());
+static ARMED: parking_lot::Mutex<Vec<(&'static str, bool)>> = parking_lot::Mutex::new(Vec::new());
 
 /// The names RAFT.DEBUG FAILPOINT accepts.
 pub const POINTS: &[&str] = &[
@@ -43,11 +44,24 @@ pub fn arm_from_env() {
     }
 }
 
-/// Kills the process at once when the point is armed with `crash`.
+/// Kills the process at once when the point is armed with `crash`; panics
+/// (once: the point disarms) when armed with `panic`, which tests that a
+/// panic fail-stops the node instead of aborting redis-server.
 #[inline]
 pub fn hit(name: &'static str) {
     #[cfg(feature = "failpoints")]
-    if ARMED.lock().contains(&name) {
+    let armed = ARMED
+        .lock()
+        .iter()
+        .find(|(p, _)| *p == name)
+        .map(|(_, panic)| *panic);
+    #[cfg(feature = "failpoints")]
+    if armed == Some(true) {
+        ARMED.lock().retain(|(p, _)| *p != name);
+        panic!("failpoint {name}: panicking now");
+    }
+    #[cfg(feature = "failpoints")]
+    if armed == Some(false) {
         crate::logging::warning(&format!("failpoint {name}: crashing now"));
         // SIGKILL, like kill -9 at exactly this point (abort would run
         // Redis's slow crash report first, holding the port and files).
@@ -77,11 +91,12 @@ pub fn configure(name: &str, action: &str) -> Result<(), String> {
             .find(|p| *p == name)
             .unwrap_or_default();
         let mut armed = ARMED.lock();
-        armed.retain(|p| *p != name);
+        armed.retain(|(p, _)| *p != name);
         match action {
-            "crash" => armed.push(name),
+            "crash" => armed.push((name, false)),
+            "panic" => armed.push((name, true)),
             "off" => {}
-            _ => return Err(format!("unknown action '{action}': crash or off")),
+            _ => return Err(format!("unknown action '{action}': crash, panic or off")),
         }
         Ok(())
     }

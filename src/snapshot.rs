@@ -190,6 +190,11 @@ unsafe extern "C" fn never_free(_value: *mut c_void) {}
 /// child, exactly the dataset being written). Index 0 means "not a
 /// snapshot" (the membership at the applied index is not known yet).
 unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
+    // A snapshot without the metadata is refused when loaded.
+    crate::guard::catch("saving snapshot metadata", || save_meta(rdb, when), |_| ())
+}
+
+fn save_meta(rdb: *mut raw::RedisModuleIO, when: c_int) {
     if when != raw::Aux::Before as c_int {
         return;
     }
@@ -212,6 +217,14 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
 }
 
 unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, _encver: c_int, when: c_int) -> c_int {
+    crate::guard::catch(
+        "loading snapshot metadata",
+        || load_meta(rdb, when),
+        |_| raw::REDISMODULE_ERR as c_int,
+    )
+}
+
+fn load_meta(rdb: *mut raw::RedisModuleIO, when: c_int) -> c_int {
     if when != raw::Aux::Before as c_int {
         return raw::REDISMODULE_OK as c_int;
     }
@@ -339,9 +352,15 @@ pub fn request() {
     }
     extern "C" fn start_cb(_: *mut c_void) {
         REQUESTED.store(false, Ordering::Release);
-        if let Err(e) = start(None) {
-            logging::verbose(&format!("snapshot not started: {e}"));
-        }
+        crate::guard::catch(
+            "starting a snapshot",
+            || {
+                if let Err(e) = start(None) {
+                    logging::verbose(&format!("snapshot not started: {e}"));
+                }
+            },
+            |_| (),
+        )
     }
     if !ffi::run_on_main_thread(start_cb, std::ptr::null_mut()) {
         REQUESTED.store(false, Ordering::Release);
@@ -444,6 +463,14 @@ fn child_main(tmp: &Path, delay_ms: u64, fail: bool) -> ! {
 
 /// The fork child ended (main thread).
 unsafe extern "C" fn snapshot_done(exitcode: c_int, bysignal: c_int, _: *mut c_void) {
+    crate::guard::catch(
+        "a finished snapshot",
+        || snapshot_finished(exitcode, bysignal),
+        |_| IN_PROGRESS.store(false, Ordering::Release),
+    )
+}
+
+fn snapshot_finished(exitcode: c_int, bysignal: c_int) {
     let Some(p) = PENDING.lock().take() else {
         IN_PROGRESS.store(false, Ordering::Release);
         return;

@@ -384,3 +384,41 @@ fn cluster_sh_refuses_data_made_for_other_ports() {
     let out = sc.run(old, &["start"]);
     assert!(out.status.success(), "restart on the old ports: {out:?}");
 }
+
+/// Finding 10 (panics). A panic in an `extern "C"` entry point (here the
+/// apply callback on Redis's main thread) aborted redis-server; it must
+/// fail-stop the node instead, which keeps answering INFO.
+#[test]
+fn a_panic_in_a_redis_callback_fail_stops_the_node_instead_of_aborting_redis() {
+    let Some(mut n) = Node::start_failpoints(&[]) else {
+        return;
+    };
+    assert!(
+        matches!(n.cmd(&["RAFT.CLUSTER", "INIT"]), RespValue::Simple(s) if s.starts_with("OK"))
+    );
+    wait_for(10, "SET accepted", || {
+        ok(&n.cmd(&["SET", "a", "1"])).then_some(())
+    });
+    assert!(ok(&n.cmd(&[
+        "RAFT.DEBUG",
+        "FAILPOINT",
+        "apply-middle",
+        "panic"
+    ])));
+    let r = n.conn().call(&[b"SET", b"b", b"2"]);
+    assert!(
+        !n.wait_exit(1),
+        "redis-server ended on the panic (SET answered {r:?}); log:\n{}",
+        n.log()
+    );
+    let info = n.info();
+    assert!(
+        info.contains("raft_state:failed") && info.contains("raft_failed_reason:internal error"),
+        "{info}"
+    );
+    let r = n.cmd(&["GET", "a"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.contains("failed and stopped")),
+        "{r:?}"
+    );
+}
