@@ -304,14 +304,14 @@ pub fn cluster(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 })
                 .and_then(|_| crate::node::RaftNode::<RedisClient>::bootstrap(&store, id, &addr))
                 .map_err(|e| RedisError::String(format!("ERR cannot write the Raft log: {e}")))?;
-            // Blocked before the start, so that nothing can fail after it.
-            let client = RedisClient::block(ctx.ctx).ok();
             driver::start(store, id, dbid.clone(), true)
                 .map_err(|e| RedisError::String(format!("ERR {e}")))?;
             crate::logging::notice(&format!(
                 "initialized a new cluster: dbid {dbid}, node id {id}, addr {addr}"
             ));
-            match client {
+            // Blocked only now: a client blocked and then answered by an
+            // error return would get two replies.
+            match RedisClient::block(ctx.ctx).ok() {
                 Some(client) => {
                     answer_init_when_ready(client, dbid);
                     no_reply()
