@@ -422,3 +422,53 @@ fn a_panic_in_a_redis_callback_fail_stops_the_node_instead_of_aborting_redis() {
         "{r:?}"
     );
 }
+
+/// Finding 3, for logs already broken by the old two-write reconciliation:
+/// a log compacted past its durable commit index is repaired at start (the
+/// commit index is raised to the snapshot point, which only committed
+/// entries reach), instead of failing every start.
+#[test]
+fn a_log_compacted_past_its_commit_index_is_repaired_at_start() {
+    let mut n = Node::start(&[]);
+    assert!(
+        matches!(n.cmd(&["RAFT.CLUSTER", "INIT"]), RespValue::Simple(s) if s.starts_with("OK"))
+    );
+    for i in 0..20 {
+        let k = format!("k{i}");
+        wait_for(10, "SET accepted", || {
+            ok(&n.cmd(&["SET", &k, "v"])).then_some(())
+        });
+    }
+    let r = n.cmd(&["RAFT.DEBUG", "COMPACT"]);
+    assert!(ok(&r), "COMPACT: {r:?}");
+    n.kill9();
+    {
+        let store = LogStore::open(&n.dir.join("raftlog.db"), true).unwrap();
+        let (snap_index, _) = store.snapshot_point();
+        assert!(snap_index > 1);
+        let mut hs = store.hard_state();
+        hs.commit = snap_index - 1;
+        store
+            .write(LogWrite {
+                hard_state: Some(hs),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    n.spawn();
+    wait_for(20, "the node up and leading", || {
+        assert!(!n.wait_exit(0), "the start failed; log:\n{}", n.log());
+        let mut c = n.try_conn().ok()?;
+        let info = match c.call(&[b"RAFT.INFO"]).ok()? {
+            RespValue::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+            _ => return None,
+        };
+        (info.contains("raft_state:up") && info.contains("raft_role:leader")).then_some(())
+    });
+    for i in 0..20 {
+        assert_eq!(
+            bulk(&n.cmd(&["GET", &format!("k{i}")])).as_deref(),
+            Some("v")
+        );
+    }
+}
