@@ -482,3 +482,47 @@ fn a_log_compacted_past_its_commit_index_is_repaired_at_start() {
         );
     }
 }
+
+/// Finding 10 (a panic on the Raft thread, as raft-engine panics when an
+/// fsync fails): the node fail-stops and says so, instead of a dead Raft
+/// thread behind a node that looks up.
+#[test]
+fn a_panic_on_a_followers_raft_thread_fail_stops_it() {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let Some(n) = Node::start_failpoints(&[]) else {
+            return;
+        };
+        nodes.push(n);
+    }
+    assert!(
+        matches!(nodes[0].cmd(&["RAFT.CLUSTER", "INIT"]), RespValue::Simple(s) if s.starts_with("OK"))
+    );
+    let first = nodes[0].addr();
+    for n in &nodes[1..] {
+        let r = n.cmd(&["RAFT.CLUSTER", "JOIN", &first]);
+        assert!(ok(&r), "JOIN: {r:?}");
+    }
+    let c = Cluster { nodes };
+    let l = c.wait_leader();
+    let f = (l + 1) % 3;
+    assert!(ok(&c.nodes[f].cmd(&[
+        "RAFT.DEBUG",
+        "FAILPOINT",
+        "log-after-fsync",
+        "panic"
+    ])));
+    assert!(ok(&c.nodes[l].cmd(&["SET", "k", "v"])));
+    wait_for(10, "the follower fail-stopped", || {
+        (c.nodes[f].info_field("state") == "failed").then_some(())
+    });
+    let reason = c.nodes[f].info_field("failed_reason");
+    assert!(reason.contains("failpoint log-after-fsync"), "{reason}");
+    let r = c.nodes[f].cmd(&["GET", "k"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.contains("failed and stopped")),
+        "{r:?}"
+    );
+    // The two others go on.
+    assert!(ok(&c.nodes[l].cmd(&["SET", "k2", "v"])));
+}
