@@ -15,9 +15,14 @@ build: setup
 	cp target/release/libredisraft.so $(MODULE)
 
 # Unit tests (storage, config, Raft driver with in-memory nodes) and
-# integration tests against real redis-server processes.
+# integration tests against real redis-server processes. Tests that crash a
+# node at a failpoint use the module built with failpoints (target/failpoints,
+# as the Jepsen suite does).
+FP_TARGET_DIR ?= target/failpoints
 test: build
-	REDISRAFT_MODULE=$(CURDIR)/$(MODULE) $(CARGO) test --release -- --test-threads=2
+	CARGO_TARGET_DIR=$(FP_TARGET_DIR) $(CARGO) build --release -p redisraft --features failpoints
+	REDISRAFT_MODULE=$(CURDIR)/$(MODULE) REDISRAFT_FP_MODULE=$(abspath $(FP_TARGET_DIR))/release/libredisraft.so \
+		$(CARGO) test --release -- --test-threads=2
 	$(MAKE) jepsen-smoke
 
 # Side-by-side benchmark against plain Redis (10-15 min), then what

@@ -15,12 +15,42 @@ pid_of() { cat "$(dir_of "$1")/redis.pid" 2>/dev/null || true; }
 running() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 cli() { local n=$1; shift; redis-cli -p "$(port_of "$n")" "$@"; }
 
+# The port node N's Raft data were made with: recorded at start in
+# <dir>/port; for data of an older cluster.sh, the port in its redis.log.
+stored_port() {
+    local dir; dir=$(dir_of "$1")
+    if [ -f "$dir/port" ]; then cat "$dir/port"
+    elif [ -f "$dir/redis.log" ]; then
+        sed -n 's/.*Running mode=[a-z]*, port=\([0-9]*\).*/\1/p' "$dir/redis.log" | tail -n 1
+    fi
+}
+
+# Refuses to start node N on another port than the one its Raft log was made
+# with: the stored membership names the old addresses (this node's and the
+# others'), which may now belong to other servers.
+check_port() {
+    local n=$1 want had dir
+    want=$(port_of "$n"); dir=$(dir_of "$n")
+    [ -d "$dir/raftlog$n.db" ] || return 0
+    had=$(stored_port "$n")
+    if [ -z "$had" ]; then
+        echo "refusing to start node $n: its Raft data in $dir record no port; 'scripts/cluster.sh clean' (or DATA_DIR=...) to start anew" >&2
+        exit 1
+    fi
+    if [ "$had" != "$want" ]; then
+        echo "refusing to start node $n on port $want: its Raft data in $dir were made on port $had, and the stored membership names the old ports ($((had - n + 1))...), which may now be other servers; start with BASE_PORT=$((BASE_PORT + had - want)), or 'scripts/cluster.sh clean' (or DATA_DIR=...) to start anew" >&2
+        exit 1
+    fi
+}
+
 start_node() {
     local n=$1 port dir
     port=$(port_of "$n"); dir=$(dir_of "$n")
     if running "$n"; then echo "node $n already running (pid $(pid_of "$n"))"; return; fi
     [ -f "$MODULE" ] || { echo "module $MODULE not found: run 'make build' first" >&2; exit 1; }
+    check_port "$n"
     mkdir -p "$dir"
+    echo "$port" > "$dir/port"
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
         --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
         --dbfilename "raft$n.rdb" --save "" --appendonly no \
@@ -46,6 +76,8 @@ stop_node() {
 cmd=${1:-}
 case "$cmd" in
 start)
+    # All checked before any starts.
+    for n in $(seq 1 "$NODES"); do running "$n" || check_port "$n"; done
     for n in $(seq 1 "$NODES"); do start_node "$n"; done
     if [ ! -f "$DATA_DIR/.initialized" ]; then
         echo "forming the cluster: INIT on node 1, JOIN on the others"

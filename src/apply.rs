@@ -122,6 +122,10 @@ fn schedule() {
 
 /// Runs on the main thread.
 extern "C" fn drain(_: *mut c_void) {
+    crate::guard::catch("applying committed entries", drain_queue, |_| ());
+}
+
+fn drain_queue() {
     // Clear first: a push after this point schedules another callback.
     SCHEDULED.store(false, Ordering::Release);
     if config::LOG_DISABLE_APPLY.get() {
@@ -146,6 +150,11 @@ extern "C" fn drain(_: *mut c_void) {
     }
     let mut items = items.into_iter();
     while let Some(item) = items.next() {
+        if let Some(why) = crate::driver::failed() {
+            // Fail-stopped: nothing more reaches the dataset.
+            refuse(item, &why);
+            continue;
+        }
         match item {
             ApplyItem::Snapshot {
                 index,
@@ -289,11 +298,24 @@ fn load_snapshot(
     }
 }
 
-/// The dataset can no longer be trusted: stop serving, loudly.
+/// The dataset can no longer be trusted: fail-stop, loudly.
 fn fail_node(msg: String) {
-    crate::logging::warning(&format!("{msg}; this node stops serving"));
-    if let Some(n) = crate::driver::node() {
-        n.status.write().failed = Some(msg);
+    crate::driver::fail_stop(msg);
+}
+
+/// Answers the clients of an item that will not be applied.
+fn refuse(item: ApplyItem<RedisClient>, why: &str) {
+    let text = format!("ERR this node failed and stopped ({why}); the outcome is unknown");
+    match item {
+        ApplyItem::Entry {
+            client: Some(c), ..
+        } => c.reply_error_text(&text),
+        ApplyItem::Reads { requests } => {
+            for (c, _) in requests {
+                c.reply_error_text(&text);
+            }
+        }
+        _ => {}
     }
 }
 

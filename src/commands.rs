@@ -45,7 +45,9 @@ fn running_node() -> Result<std::sync::Arc<NodeHandle>, RedisError> {
 fn check_serving(n: &NodeHandle) -> Result<(), RedisError> {
     let st = n.status.read();
     if let Some(f) = &st.failed {
-        return Err(RedisError::String(format!("ERR {f}")));
+        return Err(RedisError::String(format!(
+            "ERR this node failed and stopped: {f}; use another node"
+        )));
     }
     if st.removed {
         return Err(err(Error::Removed));
@@ -338,7 +340,16 @@ pub fn cluster(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             crate::logging::notice(&format!(
                 "initialized a new cluster: dbid {dbid}, node id {id}, addr {addr}"
             ));
-            Ok(RedisValue::SimpleString(format!("OK {dbid}")))
+            // Blocked only now: a client blocked and then answered by an
+            // error return would get two replies.
+            match RedisClient::block(ctx.ctx).ok() {
+                Some(client) => {
+                    answer_init_when_ready(client, dbid);
+                    no_reply()
+                }
+                // A context that cannot block (MULTI, a script).
+                None => Ok(RedisValue::SimpleString(format!("OK {dbid}"))),
+            }
         }
         "JOIN" => {
             if args.len() < 3 {
@@ -358,6 +369,44 @@ pub fn cluster(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         _ => Err(RedisError::String(format!(
             "ERR unknown RAFT.CLUSTER subcommand '{sub}'"
         ))),
+    }
+}
+
+/// Answers INIT once the new node leads and has applied an entry of its
+/// term, so that the next command is served (the lone voter campaigns at
+/// once; this takes milliseconds).
+fn answer_init_when_ready(client: RedisClient, dbid: String) {
+    let wait = move || {
+        let deadline = std::time::Instant::now()
+            + (config::Settings::current().election_timeout * 10)
+                .max(std::time::Duration::from_secs(10));
+        loop {
+            let Some(n) = driver::node() else {
+                return client.reply_error_text("ERR the node stopped");
+            };
+            let st = n.status();
+            if let Some(why) = &st.failed {
+                return client.reply_error_text(&format!("ERR {why}"));
+            }
+            if st.role == Role::Leader && apply::APPLIED_TERM.load(Ordering::Acquire) == st.term {
+                let text = format!("OK {dbid}");
+                return client.reply_with(move |ctx| ffi::reply_simple(ctx, &text));
+            }
+            if std::time::Instant::now() > deadline {
+                return client.reply_error_text(&format!(
+                    "TIMEOUT cluster {dbid} was created, but this node does not lead yet; see INFO raft"
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("raft-init".into())
+        .spawn(wait)
+    {
+        // The client was moved into the closure and is dropped with it:
+        // it gets the TIMEOUT of an abandoned request.
+        crate::logging::warning(&format!("cannot wait for the first election: {e}"));
     }
 }
 
@@ -616,8 +665,19 @@ pub fn start_existing(_ctx: &Context) -> Result<(), String> {
         let Some((store, meta)) = PENDING_START.lock().take() else {
             return;
         };
-        let started = crate::snapshot::reconcile_at_start(&store, &meta.dbid)
-            .and_then(|_| driver::start(store, meta.node_id, meta.dbid.clone(), false).map(|_| ()));
+        // A panic (raft-rs refusing the recovered state) refuses the start
+        // too, with its reason, instead of aborting.
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::snapshot::reconcile_at_start(&store, &meta.dbid).and_then(|_| {
+                driver::start(store, meta.node_id, meta.dbid.clone(), false).map(|_| ())
+            })
+        }))
+        .unwrap_or_else(|p| {
+            Err(format!(
+                "internal error: {}",
+                crate::guard::panic_text(p.as_ref())
+            ))
+        });
         match started {
             Ok(()) => crate::snapshot::publish_source_at_start(),
             Err(e) => {

@@ -222,6 +222,8 @@ pub static SNAPSHOT_DISABLE_LOAD: BoolSetting = BoolSetting::new(false, any_bool
 /// The leader proposes no expiry entries (keys whose time has come are
 /// still deleted when an entry touches them).
 pub static EXPIRE_CYCLE_DISABLE: BoolSetting = BoolSetting::new(false, any_bool);
+/// Loading a received snapshot fails (before the dataset is touched).
+pub static SNAPSHOT_FAIL_LOAD: BoolSetting = BoolSetting::new(false, any_bool);
 /// Hidden and unsafe, for testing the test suite: every node, leader or
 /// not, serves reads from its own dataset at once (stale reads guaranteed
 /// under a partition). Never set it in production.
@@ -287,6 +289,7 @@ fn bool_setting(name: &str) -> Option<&'static BoolSetting> {
         "snapshot-fail" => &SNAPSHOT_FAIL,
         "snapshot-disable-load" => &SNAPSHOT_DISABLE_LOAD,
         "expire-cycle-disable" => &EXPIRE_CYCLE_DISABLE,
+        "snapshot-fail-load" => &SNAPSHOT_FAIL_LOAD,
         "unsafe-local-reads" => &UNSAFE_LOCAL_READS,
         _ => return None,
     })

@@ -73,6 +73,34 @@ pub fn node() -> Option<Arc<NodeHandle>> {
     NODE.read().clone()
 }
 
+/// Why this node fail-stopped, if it did (see [`fail_stop`]).
+pub fn failed() -> Option<String> {
+    node().and_then(|n| n.status.read().failed.clone())
+}
+
+/// Fail-stop: the node can no longer be trusted (its dataset matches no
+/// index, or an internal error). It stops voting, replicating, applying,
+/// snapshotting and serving, for good: INFO shows `raft_state:failed` and
+/// the reason, and an operator must restart it, or wipe it and rejoin.
+/// Callable from any thread; the first reason stays.
+pub fn fail_stop(reason: String) {
+    crate::logging::warning(&format!(
+        "{reason}; this node stops (no votes, no applying, no snapshots, no serving) until an operator restarts it or wipes it and joins it again"
+    ));
+    let Some(n) = node() else {
+        return;
+    };
+    {
+        let mut st = n.status.write();
+        if st.failed.is_none() {
+            st.failed = Some(reason.clone());
+        }
+    }
+    // The Raft thread stops at this request (as when its log cannot be
+    // written); if it is gone already, nothing more to do.
+    let _ = n.tx.send(Request::LogFailed(reason));
+}
+
 pub fn clear_node() {
     if let Some(n) = NODE.write().take() {
         n.stop();
@@ -224,7 +252,13 @@ pub fn start(
 fn stop_failed(node: &mut RaftNode<RedisClient>, logger: &Logger, why: String) {
     let msg = format!("{why}; node stopped");
     error!(logger, "{}", msg);
-    node.status().write().failed = Some(msg.clone());
+    {
+        let status = node.status();
+        let mut st = status.write();
+        if st.failed.is_none() {
+            st.failed = Some(msg.clone());
+        }
+    }
     node.fail_all(Error::Unknown(msg));
 }
 
@@ -275,8 +309,15 @@ fn run(
     let tick = Settings::current().periodic_interval;
     let mut next_tick = Instant::now() + tick;
     info!(logger, "Raft thread started"; "id" => node.id());
+    // Right after INIT: no waiting for requests or a tick until the lone
+    // voter has campaigned and handled the Ready that makes it leader.
+    let mut no_wait = campaign;
     loop {
-        let wait = next_tick.saturating_duration_since(Instant::now());
+        let wait = if std::mem::take(&mut no_wait) {
+            Duration::ZERO
+        } else {
+            next_tick.saturating_duration_since(Instant::now())
+        };
         match rx.recv_timeout(wait) {
             Ok(Request::Shutdown) => break,
             Ok(req) => {
@@ -346,6 +387,7 @@ fn run(
             // a lone voter need not wait for an election timeout.
             campaign = false;
             node.campaign_if_alone();
+            no_wait = true;
         }
     }
     node.fail_all(Error::Unknown("node is shutting down".into()));

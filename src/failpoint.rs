@@ -4,11 +4,20 @@
 //!
 //! Points: `log-before-fsync`, `log-after-fsync` (a synced log write),
 //! `apply-middle` (between two applied entries), `snapshot-write` (a taken
-//! snapshot, written but not yet in place).
+//! snapshot, written but not yet in place), `snapshot-after-rename` (a taken
+//! snapshot in place, the log not yet compacted to it),
+//! `startup-between-compact-and-commit` (start-up reconciliation with a
+//! snapshot newer than the log: where the log compaction and the commit
+//! index were once two writes).
+//!
+//! Besides RAFT.DEBUG FAILPOINT, points can be armed before the module loads
+//! with the environment variable `REDISRAFT_FAILPOINTS` (a comma list), for
+//! points on the start-up path.
 
-/// Armed points (a handful at most: a linear search is fine).
+/// Armed points and whether they panic instead of killing the process (a
+/// handful at most: a linear search is fine).
 #[cfg(feature = "failpoints")]
-static ARMED: parking_lot::Mutex<Vec<&'static str>> = parking_lot::Mutex::new(Vec::new());
+static ARMED: parking_lot::Mutex<Vec<(&'static str, bool)>> = parking_lot::Mutex::new(Vec::new());
 
 /// The names RAFT.DEBUG FAILPOINT accepts.
 pub const POINTS: &[&str] = &[
@@ -16,13 +25,43 @@ pub const POINTS: &[&str] = &[
     "log-after-fsync",
     "apply-middle",
     "snapshot-write",
+    "snapshot-after-rename",
+    "startup-between-compact-and-commit",
 ];
 
-/// Kills the process at once when the point is armed with `crash`.
+/// Arms the points listed in `REDISRAFT_FAILPOINTS` (at module load).
+pub fn arm_from_env() {
+    let Ok(list) = std::env::var("REDISRAFT_FAILPOINTS") else {
+        return;
+    };
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match configure(name, "crash") {
+            Ok(()) => {
+                crate::logging::warning(&format!("failpoint {name} armed (REDISRAFT_FAILPOINTS)"))
+            }
+            Err(e) => crate::logging::warning(&format!("REDISRAFT_FAILPOINTS: {e}")),
+        }
+    }
+}
+
+/// Kills the process at once when the point is armed with `crash`; panics
+/// (once: the point disarms) when armed with `panic`, which tests that a
+/// panic fail-stops the node instead of aborting redis-server.
 #[inline]
 pub fn hit(name: &'static str) {
     #[cfg(feature = "failpoints")]
-    if ARMED.lock().contains(&name) {
+    let armed = ARMED
+        .lock()
+        .iter()
+        .find(|(p, _)| *p == name)
+        .map(|(_, panic)| *panic);
+    #[cfg(feature = "failpoints")]
+    if armed == Some(true) {
+        ARMED.lock().retain(|(p, _)| *p != name);
+        panic!("failpoint {name}: panicking now");
+    }
+    #[cfg(feature = "failpoints")]
+    if armed == Some(false) {
         crate::logging::warning(&format!("failpoint {name}: crashing now"));
         // SIGKILL, like kill -9 at exactly this point (abort would run
         // Redis's slow crash report first, holding the port and files).
@@ -52,11 +91,12 @@ pub fn configure(name: &str, action: &str) -> Result<(), String> {
             .find(|p| *p == name)
             .unwrap_or_default();
         let mut armed = ARMED.lock();
-        armed.retain(|p| *p != name);
+        armed.retain(|(p, _)| *p != name);
         match action {
-            "crash" => armed.push(name),
+            "crash" => armed.push((name, false)),
+            "panic" => armed.push((name, true)),
             "off" => {}
-            _ => return Err(format!("unknown action '{action}': crash or off")),
+            _ => return Err(format!("unknown action '{action}': crash, panic or off")),
         }
         Ok(())
     }

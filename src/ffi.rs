@@ -298,13 +298,16 @@ unsafe extern "C" fn write_answer(
 ) -> c_int {
     // SAFETY: ctx is the reply context Redis made for our blocked client;
     // its private data is the Answer box `answer` passed to UnblockClient.
-    unsafe {
-        let pd = api!(RedisModule_GetBlockedClientPrivateData)(ctx) as *mut Answer;
-        if !pd.is_null() {
-            // Leave a no-op behind (no allocation): free_answer frees the box.
-            let f = std::mem::replace(&mut *pd, Box::new(|_| {}));
-            f(ctx);
-        }
+    let pd = unsafe { api!(RedisModule_GetBlockedClientPrivateData)(ctx) as *mut Answer };
+    if !pd.is_null() {
+        // Leave a no-op behind (no allocation): free_answer frees the box.
+        // SAFETY: as above; only the main thread touches it now.
+        let f = unsafe { std::mem::replace(&mut *pd, Box::new(|_| {})) };
+        crate::guard::catch(
+            "answering a client",
+            || f(ctx),
+            |why| reply_error(ctx, &format!("ERR {why}")),
+        );
     }
     raw::REDISMODULE_OK as c_int
 }

@@ -59,7 +59,9 @@ pub fn fields() -> Vec<(String, String)> {
     };
     let st = n.status();
     let cs = &st.membership.conf_state;
-    let state = if st.removed {
+    let state = if st.failed.is_some() {
+        "failed"
+    } else if st.removed {
         "removed"
     } else if !st.is_voter() {
         "joining"
@@ -70,6 +72,10 @@ pub fn fields() -> Vec<(String, String)> {
     };
     put("node_id", st.node_id.to_string());
     put("state", state.into());
+    if let Some(why) = &st.failed {
+        // Only on a failed node: why it stopped (one line).
+        put("failed_reason", why.replace(['\r', '\n'], " "));
+    }
     put("role", st.role.as_str().into());
     put("is_voting", if st.is_voter() { "yes" } else { "no" }.into());
     put(

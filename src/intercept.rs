@@ -276,6 +276,16 @@ fn script_call_for(argv: &[&[u8]]) -> Option<&'static [u8]> {
 /// every command that is not passed through. Runs for every command, so it
 /// only reads the table.
 pub extern "C" fn filter(fctx: *mut redis_module::raw::RedisModuleCommandFilterCtx) {
+    // On a panic the command still goes to RAFT, which refuses it on the
+    // fail-stopped node: never run unreplicated.
+    crate::guard::catch(
+        "the command filter",
+        || filter_command(fctx),
+        |_| ffi::filter_insert(fctx, 0, b"RAFT"),
+    )
+}
+
+fn filter_command(fctx: *mut redis_module::raw::RedisModuleCommandFilterCtx) {
     let argc = ffi::filter_argc(fctx);
     if argc == 0 {
         return;

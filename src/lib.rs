@@ -19,6 +19,7 @@ pub mod entry;
 pub mod error;
 pub mod failpoint;
 pub mod ffi;
+pub mod guard;
 pub mod info;
 pub mod intercept;
 pub mod join;
@@ -39,12 +40,24 @@ use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString,
 use snapshot::META_TYPE;
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    guard::catch(
+        "module load",
+        || init_inner(ctx, args),
+        |why| {
+            ctx.log_warning(&format!("RedisRaft: refusing to load: {why}"));
+            Status::Err
+        },
+    )
+}
+
+fn init_inner(ctx: &Context, args: &[RedisString]) -> Status {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
     if let Err(e) = config::apply_args(&args) {
         ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
         return Status::Err;
     }
     commands::log_loaded();
+    failpoint::arm_from_env();
     if let Err(e) = commands::check_redis_settings(ctx) {
         ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
         return Status::Err;
@@ -62,11 +75,17 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     // Once the server runs, rebuild the table to see commands of modules
     // loaded after this one.
     extern "C" fn rebuild(_: *mut std::ffi::c_void) {
-        let ctx = Context::new(apply::call_ctx());
-        if let Err(e) = intercept::build_table(&ctx) {
-            logging::warning(&format!("command table rebuild failed: {e}"));
-        }
-        machine::expiry::stop_redis_expiry(apply::call_ctx());
+        guard::catch(
+            "the command table rebuild",
+            || {
+                let ctx = Context::new(apply::call_ctx());
+                if let Err(e) = intercept::build_table(&ctx) {
+                    logging::warning(&format!("command table rebuild failed: {e}"));
+                }
+                machine::expiry::stop_redis_expiry(apply::call_ctx());
+            },
+            |_| (),
+        )
     }
     ffi::run_on_main_thread(rebuild, std::ptr::null_mut());
     if !ffi::register_filter(ctx.ctx, intercept::filter) {
@@ -81,12 +100,48 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 }
 
 fn raft_info(ctx: &InfoContext, for_crash_report: bool) {
-    info::info_handler(ctx, for_crash_report);
+    guard::catch("INFO", || info::info_handler(ctx, for_crash_report), |_| ())
 }
 
 fn deinit(_ctx: &Context) -> Status {
-    driver::clear_node();
-    Status::Ok
+    guard::catch(
+        "module unload",
+        || {
+            driver::clear_node();
+            Status::Ok
+        },
+        |_| Status::Err,
+    )
+}
+
+/// Each command handler behind [`guard::catch`]: a panic answers an error
+/// and fail-stops the node instead of aborting redis-server.
+macro_rules! guarded_commands {
+    ($($name:ident => $handler:path, $what:expr;)*) => {
+        $(
+            fn $name(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+                guard::catch($what, || $handler(ctx, args), |why| {
+                    Err(redis_module::RedisError::String(format!(
+                        "ERR {why}; this node stopped"
+                    )))
+                })
+            }
+        )*
+    };
+}
+
+guarded_commands! {
+    cmd_raft => commands::raft, "RAFT";
+    cmd_script_call => commands::script_call, "a script's command";
+    cmd_cluster => commands::cluster, "RAFT.CLUSTER";
+    cmd_node => commands::node, "RAFT.NODE";
+    cmd_info => commands::info, "RAFT.INFO";
+    cmd_transfer_leader => commands::transfer_leader, "RAFT.TRANSFER_LEADER";
+    cmd_timeout_now => commands::timeout_now, "RAFT.TIMEOUT_NOW";
+    cmd_debug => commands::debug, "RAFT.DEBUG";
+    cmd_peer_messages => commands::peer_messages, "RAFT.APPENDENTRIES";
+    cmd_node_shutdown => commands::node_shutdown, "RAFT.NODESHUTDOWN";
+    cmd_load_snapshot => commands::load_snapshot, "RAFT.LOADSNAPSHOT";
 }
 
 redis_module! {
@@ -102,20 +157,20 @@ redis_module! {
     deinit: deinit,
     info: raft_info,
     commands: [
-        ["raft", commands::raft, "", 0, 0, 0, ""],
-        ["raft.cluster", commands::cluster, "admin", 0, 0, 0, ""],
-        ["raft.node", commands::node, "admin", 0, 0, 0, ""],
-        ["raft.info", commands::info, "", 0, 0, 0, ""],
-        ["raft.transfer_leader", commands::transfer_leader, "admin", 0, 0, 0, ""],
-        ["raft.timeout_now", commands::timeout_now, "admin", 0, 0, 0, ""],
-        ["raft.debug", commands::debug, "admin", 0, 0, 0, ""],
-        ["raft.appendentries", commands::peer_messages, "", 0, 0, 0, ""],
-        ["raft.requestvote", commands::peer_messages, "", 0, 0, 0, ""],
-        ["raft.nodeshutdown", commands::node_shutdown, "", 0, 0, 0, ""],
-        ["raft.loadsnapshot", commands::load_snapshot, "", 0, 0, 0, ""],
+        ["raft", cmd_raft, "", 0, 0, 0, ""],
+        ["raft.cluster", cmd_cluster, "admin", 0, 0, 0, ""],
+        ["raft.node", cmd_node, "admin", 0, 0, 0, ""],
+        ["raft.info", cmd_info, "", 0, 0, 0, ""],
+        ["raft.transfer_leader", cmd_transfer_leader, "admin", 0, 0, 0, ""],
+        ["raft.timeout_now", cmd_timeout_now, "admin", 0, 0, 0, ""],
+        ["raft.debug", cmd_debug, "admin", 0, 0, 0, ""],
+        ["raft.appendentries", cmd_peer_messages, "", 0, 0, 0, ""],
+        ["raft.requestvote", cmd_peer_messages, "", 0, 0, 0, ""],
+        ["raft.nodeshutdown", cmd_node_shutdown, "", 0, 0, 0, ""],
+        ["raft.loadsnapshot", cmd_load_snapshot, "", 0, 0, 0, ""],
         // Internal: a command of a script an entry runs (machine::script).
-        ["raft._scriptw", commands::script_call, "write", 0, 0, 0, ""],
-        ["raft._scriptr", commands::script_call, "readonly", 0, 0, 0, ""],
+        ["raft._scriptw", cmd_script_call, "write", 0, 0, 0, ""],
+        ["raft._scriptr", cmd_script_call, "readonly", 0, 0, 0, ""],
     ],
     configurations: [
         i64: [
@@ -156,6 +211,7 @@ redis_module! {
             ["snapshot-fail", &config::SNAPSHOT_FAIL, false, F::HIDDEN, None],
             ["snapshot-disable-load", &config::SNAPSHOT_DISABLE_LOAD, false, F::HIDDEN, None],
             ["expire-cycle-disable", &config::EXPIRE_CYCLE_DISABLE, false, F::HIDDEN, None],
+            ["snapshot-fail-load", &config::SNAPSHOT_FAIL_LOAD, false, F::HIDDEN, None],
             ["unsafe-local-reads", &config::UNSAFE_LOCAL_READS, false, F::HIDDEN, None],
         ],
         enum: [

@@ -172,7 +172,8 @@ pub enum Request<C> {
     },
     /// The log writer made this Ready (and all before it) durable.
     Persisted(u64),
-    /// The log writer could not write: the node must stop.
+    /// The log writer could not write, or the node fail-stops for another
+    /// reason (`driver::fail_stop`): the Raft thread stops.
     LogFailed(String),
     Shutdown,
 }
@@ -345,6 +346,8 @@ pub struct RaftNode<C: Client> {
     /// Highest committed index handed to the applier.
     sent_to_apply: u64,
     voter_waiters: Vec<C>,
+    /// RAFT.TRANSFER_LEADER: the client, the target and when to give up.
+    transfer_waiter: Option<(C, u64, Instant)>,
     /// read-mode lease: probes in flight (id -> when sent) and the lease.
     lease_probes: HashMap<u64, Instant>,
     lease_until: Option<Instant>,
@@ -436,6 +439,7 @@ impl<C: Client> RaftNode<C> {
             next_read_batch: 1,
             sent_to_apply: snap_index,
             voter_waiters: Vec::new(),
+            transfer_waiter: None,
             handover_ticks: 0,
             lease_probes: HashMap::new(),
             lease_until: None,
@@ -585,6 +589,7 @@ impl<C: Client> RaftNode<C> {
                         warn!(self.logger, "dropped a message"; "error" => %e);
                     }
                 }
+                self.check_transfer();
             }
             Request::Write { argv, client } => self.propose(Payload::Command(argv), client),
             Request::Multi { cmds, client } => self.propose(Payload::Multi(cmds), client),
@@ -798,6 +803,11 @@ impl<C: Client> RaftNode<C> {
                 "a membership change is in progress".into(),
             )));
         }
+        if cs.voters.len() == 1 && cs.voters.contains(&id) {
+            return client.reply(Reply::Error(Error::Other(format!(
+                "node {id} is the only voter and cannot be removed; add another voter first"
+            ))));
+        }
         self.propose_conf_change(ConfChangeType::RemoveNode, id, Vec::new(), Some(client));
     }
 
@@ -808,6 +818,19 @@ impl<C: Client> RaftNode<C> {
         context: Vec<u8>,
         client: Option<C>,
     ) {
+        // A change raft-rs would refuse when applying it is refused now:
+        // never answered +OK, and never in the log.
+        let mut single = raft::eraftpb::ConfChangeSingle::default();
+        single.set_change_type(t);
+        single.node_id = id;
+        if let Err(e) = raft::Changer::new(self.raw.raft.prs()).simple(&[single]) {
+            let err = Error::Other(format!("membership change refused by Raft: {e}"));
+            match client {
+                Some(c) => c.reply(Reply::Error(err)),
+                None => warn!(self.logger, "conf change not proposed"; "error" => %err),
+            }
+            return;
+        }
         let mut cc = ConfChange::default();
         cc.set_change_type(t);
         cc.node_id = id;
@@ -835,24 +858,75 @@ impl<C: Client> RaftNode<C> {
         }
     }
 
+    /// Answered +OK once the target leads; an error at once for a target
+    /// that is not a voter; TIMEOUT if it does not lead within the
+    /// election timeout (raft-rs gives the transfer up then).
     fn transfer_leader(&mut self, to: Option<u64>, client: C) {
         if !self.is_leader() {
             return client.reply(Reply::Error(self.not_leader()));
         }
-        let target = to.or_else(|| self.best_follower());
-        match target {
-            Some(t) if t != self.cfg.id && self.membership.conf_state.voters.contains(&t) => {
-                // The transferee campaigns at once, ignoring leases: stop
-                // serving lease reads before it can hear of it.
-                self.lease_until = None;
-                self.publish_status();
-                self.raw.transfer_leader(t);
-                client.reply(Reply::Ok);
+        let cs = &self.membership.conf_state;
+        let target = match to {
+            Some(t) if t == self.cfg.id => return client.reply(Reply::Ok),
+            Some(t) if cs.learners.contains(&t) => {
+                return client.reply(Reply::Error(Error::Other(format!(
+                    "node {t} is not a voter (a learner still catching up)"
+                ))))
             }
-            Some(t) if t == self.cfg.id => client.reply(Reply::Ok),
-            _ => client.reply(Reply::Error(Error::Other(
-                "no voter to transfer leadership to".into(),
-            ))),
+            Some(t) if !cs.voters.contains(&t) => {
+                return client.reply(Reply::Error(Error::Other(format!(
+                    "node {t} is not a member"
+                ))))
+            }
+            Some(t) => t,
+            None => match self.best_follower() {
+                Some(t) => t,
+                None => {
+                    return client.reply(Reply::Error(Error::Other(
+                        "no other voter to transfer leadership to".into(),
+                    )))
+                }
+            },
+        };
+        if let Some((old, t, _)) = self.transfer_waiter.take() {
+            old.reply(Reply::Error(Error::Other(format!(
+                "the transfer to node {t} was replaced by one to node {target}"
+            ))));
+        }
+        // The transferee campaigns at once, ignoring leases: stop serving
+        // lease reads before it can hear of it.
+        self.lease_until = None;
+        self.publish_status();
+        self.raw.transfer_leader(target);
+        let deadline = Instant::now() + self.cfg.tick * self.cfg.election_ticks as u32;
+        self.transfer_waiter = Some((client, target, deadline));
+        self.check_transfer();
+    }
+
+    /// Answers a waiting RAFT.TRANSFER_LEADER once its outcome is known.
+    fn check_transfer(&mut self) {
+        let Some((_, target, deadline)) = &self.transfer_waiter else {
+            return;
+        };
+        let (target, deadline) = (*target, *deadline);
+        let leader = self.raw.raft.leader_id;
+        let reply = if leader == target {
+            Reply::Ok
+        } else if leader != 0 && leader != self.cfg.id {
+            Reply::Error(Error::Other(format!(
+                "node {leader} took the leadership, not node {target}"
+            )))
+        } else if Instant::now() >= deadline
+            || (self.is_leader() && self.raw.raft.lead_transferee.is_none())
+        {
+            Reply::Error(Error::Unknown(format!(
+                "the transfer to node {target} did not finish within the election timeout"
+            )))
+        } else {
+            return;
+        };
+        if let Some((client, _, _)) = self.transfer_waiter.take() {
+            client.reply(reply);
         }
     }
 
@@ -886,6 +960,7 @@ impl<C: Client> RaftNode<C> {
             self.probe_lease();
         }
         self.expire_reads();
+        self.check_transfer();
     }
 
     /// read-mode lease: a read-index round with no reads attached, whose
@@ -1385,8 +1460,11 @@ impl<C: Client> RaftNode<C> {
                     });
                 }
                 EntryType::EntryConfChange => {
-                    self.apply_conf_change(&e, write, net);
-                    let conf = if e.index == self.membership.index {
+                    let refused = self.apply_conf_change(&e, write, net);
+                    // Applied (the membership is as of this entry) or refused
+                    // (it is unchanged): known. Replayed below a membership
+                    // recovered from the log: not known exactly.
+                    let conf = if e.index >= self.membership.index {
                         ConfUpdate::Known(self.membership.clone())
                     } else {
                         ConfUpdate::Superseded
@@ -1400,7 +1478,15 @@ impl<C: Client> RaftNode<C> {
                         conf: Some(conf),
                     });
                     if let Some(c) = client {
-                        replies.push((c, Reply::Ok));
+                        replies.push((
+                            c,
+                            match refused {
+                                None => Reply::Ok,
+                                Some(why) => Reply::Error(Error::Other(format!(
+                                    "membership change refused by Raft: {why}"
+                                ))),
+                            },
+                        ));
                     }
                 }
                 EntryType::EntryConfChangeV2 => {
@@ -1418,23 +1504,30 @@ impl<C: Client> RaftNode<C> {
         }
     }
 
-    fn apply_conf_change(&mut self, e: &Entry, write: &mut LogWrite, net: &dyn Network) {
+    /// Applies a committed membership change; Some(why) if it was refused
+    /// (the membership is unchanged).
+    fn apply_conf_change(
+        &mut self,
+        e: &Entry,
+        write: &mut LogWrite,
+        net: &dyn Network,
+    ) -> Option<String> {
         if e.index <= self.membership.index {
             // Already part of the membership we recovered from the log.
-            return;
+            return None;
         }
         let cc = match ConfChange::parse_from_bytes(&e.data) {
             Ok(cc) => cc,
             Err(err) => {
                 warn!(self.logger, "undecodable conf change"; "index" => e.index, "error" => %err);
-                return;
+                return Some(format!("undecodable: {err}"));
             }
         };
         let cs = match self.raw.apply_conf_change(&cc) {
             Ok(cs) => cs,
             Err(err) => {
                 warn!(self.logger, "conf change refused"; "index" => e.index, "error" => %err);
-                return;
+                return Some(err.to_string());
             }
         };
         let id = cc.node_id;
@@ -1472,6 +1565,7 @@ impl<C: Client> RaftNode<C> {
         if cc.get_change_type() == ConfChangeType::RemoveNode && id == self.cfg.id {
             self.mark_removed(net);
         }
+        None
     }
 
     /// This node is no longer a member: it stops serving. A removed leader
@@ -1482,6 +1576,9 @@ impl<C: Client> RaftNode<C> {
         }
         warn!(self.logger, "this node was removed from the cluster");
         self.removed = true;
+        if let Some((c, _, _)) = self.transfer_waiter.take() {
+            c.reply(Reply::Error(Error::Removed));
+        }
         if self.is_leader() {
             self.handover_ticks = self.cfg.election_ticks;
             self.send_timeout_now(net);
@@ -1602,6 +1699,9 @@ impl<C: Client> RaftNode<C> {
             }
         }
         for c in self.voter_waiters.drain(..) {
+            c.reply(Reply::Error(err.clone()));
+        }
+        if let Some((c, _, _)) = self.transfer_waiter.take() {
             c.reply(Reply::Error(err.clone()));
         }
     }

@@ -881,3 +881,60 @@ fn entry_times_never_go_backwards_across_leader_changes_and_restarts() {
     // A restarted node reads the newest time back from its log.
     assert_eq!(last_time_in_log(c.nodes[&second].node.store()), mine);
 }
+
+#[test]
+fn a_transfer_is_answered_once_the_target_leads_and_one_that_cannot_finish_times_out() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let t = (1..=3).find(|i| *i != l).unwrap();
+    let transfer = |c: &mut Cluster, on: u64, to: Option<u64>| {
+        let (cl, rx) = client();
+        let n = c.node(on);
+        n.node
+            .handle(Request::TransferLeader { to, client: cl }, &n.net);
+        rx
+    };
+    // Not a member: refused at once.
+    let rx = transfer(&mut c, l, Some(99));
+    assert!(matches!(rx.try_recv(), Ok(Err(Error::Other(e))) if e.contains("not a member")));
+    // Under way: no answer until the target leads.
+    let rx = transfer(&mut c, l, Some(t));
+    assert!(rx.try_recv().is_err(), "answered before the target leads");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    assert_eq!(c.leaders(), vec![t]);
+    // A target that hears nothing: TIMEOUT once Raft gives the transfer up
+    // (an election timeout of ticks).
+    let cut_off = (1..=3).find(|i| *i != t).unwrap();
+    c.isolate(cut_off);
+    let rx = transfer(&mut c, t, Some(cut_off));
+    for _ in 0..12 {
+        if rx.try_recv().is_ok() {
+            panic!("answered before the election timeout ran out");
+        }
+        c.tick(1);
+        if c.nodes[&t].node.raw().raft.lead_transferee.is_none() {
+            break;
+        }
+    }
+    c.tick(1);
+    assert!(matches!(rx.try_recv(), Ok(Err(Error::Unknown(_)))));
+    assert_eq!(c.leaders(), vec![t]);
+}
+
+#[test]
+fn removing_the_only_voter_is_refused_at_once_and_nothing_is_proposed() {
+    let mut c = Cluster::new(1);
+    let l = c.elect();
+    let last = c.nodes[&l].node.raw().raft.raft_log.last_index();
+    let (cl, rx) = client();
+    let n = c.node(l);
+    n.node
+        .handle(Request::RemoveNode { id: l, client: cl }, &n.net);
+    assert!(matches!(rx.try_recv(), Ok(Err(Error::Other(e))) if e.contains("only voter")));
+    c.pump();
+    assert_eq!(c.nodes[&l].node.raw().raft.raft_log.last_index(), last);
+    let w = c.write(l, "k", "v");
+    c.pump();
+    assert_eq!(w.try_recv().unwrap(), Ok("OK".into()));
+}

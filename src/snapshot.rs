@@ -190,6 +190,11 @@ unsafe extern "C" fn never_free(_value: *mut c_void) {}
 /// child, exactly the dataset being written). Index 0 means "not a
 /// snapshot" (the membership at the applied index is not known yet).
 unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
+    // A snapshot without the metadata is refused when loaded.
+    crate::guard::catch("saving snapshot metadata", || save_meta(rdb, when), |_| ())
+}
+
+fn save_meta(rdb: *mut raw::RedisModuleIO, when: c_int) {
     if when != raw::Aux::Before as c_int {
         return;
     }
@@ -212,6 +217,14 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
 }
 
 unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, _encver: c_int, when: c_int) -> c_int {
+    crate::guard::catch(
+        "loading snapshot metadata",
+        || load_meta(rdb, when),
+        |_| raw::REDISMODULE_ERR as c_int,
+    )
+}
+
+fn load_meta(rdb: *mut raw::RedisModuleIO, when: c_int) -> c_int {
     if when != raw::Aux::Before as c_int {
         return raw::REDISMODULE_OK as c_int;
     }
@@ -339,9 +352,15 @@ pub fn request() {
     }
     extern "C" fn start_cb(_: *mut c_void) {
         REQUESTED.store(false, Ordering::Release);
-        if let Err(e) = start(None) {
-            logging::verbose(&format!("snapshot not started: {e}"));
-        }
+        crate::guard::catch(
+            "starting a snapshot",
+            || {
+                if let Err(e) = start(None) {
+                    logging::verbose(&format!("snapshot not started: {e}"));
+                }
+            },
+            |_| (),
+        )
     }
     if !ffi::run_on_main_thread(start_cb, std::ptr::null_mut()) {
         REQUESTED.store(false, Ordering::Release);
@@ -361,6 +380,9 @@ pub fn start(waiter: Option<RedisClient>) -> Result<bool, String> {
         return Err("a snapshot is already being taken".into());
     }
     let node = crate::driver::node().ok_or("no Raft cluster")?;
+    if let Some(why) = crate::driver::failed() {
+        return Err(format!("this node failed and stopped: {why}"));
+    }
     let meta = apply::applied_meta().ok_or(
         "the membership at the applied index is not known yet (replaying the log); try again later",
     )?;
@@ -441,14 +463,27 @@ fn child_main(tmp: &Path, delay_ms: u64, fail: bool) -> ! {
 
 /// The fork child ended (main thread).
 unsafe extern "C" fn snapshot_done(exitcode: c_int, bysignal: c_int, _: *mut c_void) {
+    crate::guard::catch(
+        "a finished snapshot",
+        || snapshot_finished(exitcode, bysignal),
+        |_| IN_PROGRESS.store(false, Ordering::Release),
+    )
+}
+
+fn snapshot_finished(exitcode: c_int, bysignal: c_int) {
     let Some(p) = PENDING.lock().take() else {
         IN_PROGRESS.store(false, Ordering::Release);
         return;
     };
-    if exitcode != 0 || bysignal != 0 {
+    let failed = crate::driver::failed();
+    if exitcode != 0 || bysignal != 0 || failed.is_some() {
         IN_PROGRESS.store(false, Ordering::Release);
         let _ = fs::remove_dir_all(&p.tmp_dir);
-        let why = format!("snapshot child failed (exit code {exitcode}, signal {bysignal})");
+        let why = match failed {
+            // Taken before the node failed, but it goes nowhere now.
+            Some(f) => format!("snapshot dropped: this node failed and stopped ({f})"),
+            None => format!("snapshot child failed (exit code {exitcode}, signal {bysignal})"),
+        };
         logging::warning(&why);
         for w in p.waiters {
             w.reply_error_text(&format!("ERR {why}"));
@@ -507,6 +542,7 @@ fn finish(p: &Pending) -> Result<Option<TakenSnapshot>, String> {
     {
         return Ok(None);
     }
+    crate::failpoint::hit("snapshot-after-rename");
     set_transport_source(p.meta.index);
     Ok(Some(TakenSnapshot {
         index: p.meta.index,
@@ -675,6 +711,9 @@ pub fn persist_received(index: u64, term: u64) -> Result<(), String> {
 /// Replaces the dataset with the snapshot file in place. Returns the
 /// metadata the loaded file carried.
 pub fn load_into_dataset(ctx: *mut raw::RedisModuleCtx) -> Result<RdbMeta, String> {
+    if config::SNAPSHOT_FAIL_LOAD.get() {
+        return Err("refused by the test knob raft.snapshot-fail-load".into());
+    }
     forget_loaded();
     let path = rdb_path();
     verify_rdb_file(&path)?;
@@ -761,18 +800,14 @@ pub fn reconcile_at_start(store: &LogStore, dbid: &str) -> Result<(), String> {
         // A snapshot made durable just before a crash: the log catches up.
         let term_there = raft::Storage::term(store, meta.index).ok();
         if term_there == Some(meta.term) {
+            // One record: the compaction and the commit index that covers
+            // it (as two, a crash between them left a log that raft-rs
+            // refuses on every start).
+            crate::failpoint::hit("startup-between-compact-and-commit");
+            hs.commit = hs.commit.max(meta.index);
             store
-                .compact(meta.index, meta.term)
+                .compact_and_commit(meta.index, meta.term, hs)
                 .map_err(|e| e.to_string())?;
-            if hs.commit < meta.index {
-                hs.commit = meta.index;
-                store
-                    .write(LogWrite {
-                        hard_state: Some(hs),
-                        ..Default::default()
-                    })
-                    .map_err(|e| e.to_string())?;
-            }
         } else {
             // Our log disagrees with the snapshot at its index (or ends
             // before it): everything it holds from there on is another
@@ -782,6 +817,24 @@ pub fn reconcile_at_start(store: &LogStore, dbid: &str) -> Result<(), String> {
                 .install_snapshot(meta.index, meta.term, meta.membership.clone(), hs)
                 .map_err(|e| e.to_string())?;
         }
+    }
+    // A log left by an older build that wrote the two separately and
+    // crashed in between: everything up to the snapshot point is committed
+    // (a snapshot holds only committed entries), so say so.
+    let (snap_index, _) = store.snapshot_point();
+    let mut hs = store.hard_state();
+    if hs.commit < snap_index {
+        logging::warning(&format!(
+            "the durable commit index {} is below the log's snapshot point {snap_index}; raising it",
+            hs.commit
+        ));
+        hs.commit = snap_index;
+        store
+            .write(LogWrite {
+                hard_state: Some(hs),
+                ..Default::default()
+            })
+            .map_err(|e| e.to_string())?;
     }
     let path = rdb_path();
     let (size, crc32) = file_crc32(&path).map_err(|e| e.to_string())?;

@@ -129,10 +129,16 @@ unsafe extern "C" fn on_event(
     // SAFETY: Redis passes a NUL-terminated event name.
     let name = unsafe { CStr::from_ptr(event) }.to_bytes();
     if EXPIRY_EVENTS.contains(&name) {
-        let key = ffi::bytes_of(key);
-        if let KeyExpiry::At(t) = ffi::key_expiry(ctx, &key) {
-            with_index(|ix| ix.by_time.insert((ttl::to_logical(t), key)));
-        }
+        crate::guard::catch(
+            "the expiry index",
+            || {
+                let key = ffi::bytes_of(key);
+                if let KeyExpiry::At(t) = ffi::key_expiry(ctx, &key) {
+                    with_index(|ix| ix.by_time.insert((ttl::to_logical(t), key)));
+                }
+            },
+            |_| (),
+        );
     }
     0
 }
@@ -185,7 +191,7 @@ pub fn indexed_keys() -> usize {
 }
 
 unsafe extern "C" fn on_timer(ctx: Ctx, _: *mut c_void) {
-    let busy = std::panic::catch_unwind(|| cycle(ctx)).unwrap_or(false);
+    let busy = crate::guard::catch("the expiry cycle", || cycle(ctx), |_| false);
     ffi::start_timer(ctx, if busy { BUSY_MS } else { PERIOD_MS }, on_timer);
 }
 

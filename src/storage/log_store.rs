@@ -754,7 +754,32 @@ impl LogStore {
                 )));
             }
         }
-        self.write_snapshot_point(index, term, index + 1, false)
+        self.write_snapshot_point(index, term, index + 1, false, None)
+    }
+
+    /// [`LogStore::compact`] and a new hard state in ONE fsynced record: start-up reconciliation
+    /// with a snapshot newer than the durable commit index. As two records, a crash between them
+    /// would leave the log starting after the commit index, which raft-rs refuses (a panic in
+    /// `RawNode::new`) on every start.
+    pub fn compact_and_commit(
+        &self,
+        index: u64,
+        term: u64,
+        hard_state: HardState,
+    ) -> Result<(), StorageError> {
+        let _writer = self.inner.write_lock.lock();
+        {
+            let st = self.inner.state.read();
+            let have = st.term_of(index);
+            if index <= st.snap_index || index > st.last_index || have != Some(term) {
+                return Err(StorageError::Invalid(format!(
+                    "cannot compact to {index} with term {term}: log holds {}..={} (term there {have:?})",
+                    st.snap_index + 1,
+                    st.last_index
+                )));
+            }
+        }
+        self.write_snapshot_point(index, term, index + 1, false, Some(hard_state))
     }
 
     /// Resets the log to start right after a snapshot at `(index, term)`: drops all entries,
@@ -763,16 +788,18 @@ impl LogStore {
         let _writer = self.inner.write_lock.lock();
         // Compact past the engine's own last entry too: entries above `index` must go as well.
         let engine_last = self.inner.engine.last_index(GROUP).unwrap_or(0);
-        self.write_snapshot_point(index, term, index.max(engine_last) + 1, true)
+        self.write_snapshot_point(index, term, index.max(engine_last) + 1, true, None)
     }
 
-    /// Records the snapshot point and compacts the engine below `compact_to` in one record.
+    /// Records the snapshot point and compacts the engine below `compact_to` in one record, with
+    /// `hard_state` if given.
     fn write_snapshot_point(
         &self,
         index: u64,
         term: u64,
         compact_to: u64,
         drop_all: bool,
+        hard_state: Option<HardState>,
     ) -> Result<(), StorageError> {
         let mut batch = LogBatch::default();
         batch.add_command(GROUP, Command::Compact { index: compact_to });
@@ -783,6 +810,11 @@ impl LogStore {
                 encode_snapshot_point(index, term),
             )
             .map_err(self.engine_err("encode snapshot point"))?;
+        if let Some(hs) = &hard_state {
+            batch
+                .put_message(GROUP, KEY_HARD_STATE.to_vec(), hs)
+                .map_err(self.engine_err("encode hard state"))?;
+        }
         // Always fsynced, whatever the fsync setting: the purge below deletes files, and if this
         // record were lost in a crash after that, the log would restart with a hole.
         self.commit(&mut batch, true, "compact")?;
@@ -791,7 +823,13 @@ impl LogStore {
         } else {
             self.inner.cache.lock().compact_to(index);
         }
-        self.inner.state.write().set_snapshot(index, term, drop_all);
+        {
+            let mut st = self.inner.state.write();
+            st.set_snapshot(index, term, drop_all);
+            if let Some(hs) = hard_state {
+                st.hard_state = hs;
+            }
+        }
         self.inner
             .engine
             .purge_expired_files()

@@ -48,6 +48,10 @@ pub struct Node {
     pub extra: Vec<String>,
     /// requirepass of the server, used by the harness's connections.
     pub password: Option<String>,
+    /// Another module build (e.g. with failpoints) instead of [`module_path`].
+    pub module: Option<PathBuf>,
+    /// Environment variables of the server process.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -71,11 +75,33 @@ impl Node {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             password,
+            module: None,
+            env: Vec::new(),
             child: None,
             _tmp: Some(tmp),
         };
         n.launch();
         n
+    }
+
+    /// Starts a node with the module built with failpoints, or None (the
+    /// caller skips its test) when there is no such build.
+    pub fn start_failpoints(extra: &[&str]) -> Option<Node> {
+        let module = failpoints_module()?;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut n = Node {
+            port: free_port(),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            password: None,
+            module: Some(module),
+            env: Vec::new(),
+            child: None,
+            _tmp: Some(tmp),
+        };
+        n.launch();
+        Some(n)
     }
 
     /// A handle to a server started by the test itself (not killed on drop).
@@ -85,6 +111,8 @@ impl Node {
             dir: std::env::temp_dir(),
             extra: Vec::new(),
             password: None,
+            module: None,
+            env: Vec::new(),
             child: None,
             _tmp: None,
         }
@@ -128,7 +156,11 @@ impl Node {
             "--appendonly".into(),
             "no".into(),
             "--loadmodule".into(),
-            module_path().to_string_lossy().into(),
+            self.module
+                .clone()
+                .unwrap_or_else(module_path)
+                .to_string_lossy()
+                .into(),
             "--raft.addr".into(),
             self.addr(),
             "--raft.log-filename".into(),
@@ -139,6 +171,7 @@ impl Node {
         args.extend(extra.iter().cloned());
         Command::new("redis-server")
             .args(&args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -213,6 +246,33 @@ impl Node {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Waits until the process exits by itself (e.g. at a failpoint);
+    /// false if it still runs after `secs`.
+    pub fn wait_exit(&mut self, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            match self.child.as_mut() {
+                None => return true,
+                Some(c) => {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        self.child = None;
+                        return true;
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process without waiting for it to answer.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.child = Some(self.spawn_with(&self.extra.clone()));
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -242,6 +302,30 @@ impl Drop for Node {
             let _ = c.wait();
         }
     }
+}
+
+/// The module built with the `failpoints` feature: $REDISRAFT_FP_MODULE,
+/// ./redisraft-fp.so or target/failpoints/release/libredisraft.so (what
+/// `make test` and the Jepsen scripts build). None: tests that need it say
+/// they are skipped.
+pub fn failpoints_module() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("REDISRAFT_FP_MODULE") {
+        return Some(PathBuf::from(p));
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let found = [
+        "redisraft-fp.so",
+        "target/failpoints/release/libredisraft.so",
+    ]
+    .iter()
+    .map(|c| root.join(c))
+    .find(|p| p.exists());
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED: no module built with failpoints (set REDISRAFT_FP_MODULE, or build with --features failpoints into target/failpoints)"
+        );
+    }
+    found
 }
 
 /// A process started directly by a test, killed when dropped (also when the
