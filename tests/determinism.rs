@@ -162,6 +162,19 @@ fn ttl_queries_answer_the_logical_time_and_expiry_commands_set_absolute_times() 
     let r = n.cmd(&["KEYS", "ks*"]);
     assert_eq!(r, RespValue::Array(Some(vec![])), "{r:?}");
     assert_eq!(int(&n.cmd(&["DBSIZE"])), before - 5);
+    // Inside MULTI too (a full pass deletes what is due first).
+    for i in 0..3 {
+        assert!(ok(&n.cmd(&["SET", &format!("km{i}"), "v", "PX", "50"])));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let mut conn = n.conn();
+    assert!(ok(&conn.call(&[b"MULTI"]).unwrap()));
+    conn.call(&[b"KEYS", b"km*"]).unwrap();
+    let r = conn.call(&[b"EXEC"]).unwrap();
+    assert_eq!(
+        r,
+        RespValue::Array(Some(vec![RespValue::Array(Some(vec![]))]))
+    );
     let r = n.cmd(&["SCAN", "0", "MATCH", "ks*"]);
     assert!(
         matches!(&r, RespValue::Array(Some(a)) if a[1] == RespValue::Array(Some(vec![]))),

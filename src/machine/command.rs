@@ -73,6 +73,9 @@ pub fn run_at(ctx: Ctx, argv: Vec<Vec<u8>>, m: Moment) -> Outcome {
     let now = m.time;
     if m.in_log {
         expiry::expire_keys_of(ctx, &argv, now);
+        if expiry::reads_the_keyspace(&argv) {
+            expiry::expire_all_due(ctx, now);
+        }
     }
     if let Some(q) = ttl::TtlQuery::of(&argv) {
         return ttl_answer(ctx, q, &argv[1], now);

@@ -166,6 +166,22 @@ pub fn reads_the_keyspace(argv: &[Vec<u8>]) -> bool {
     })
 }
 
+/// Inside an entry, before a keyspace command (KEYS, SCAN, DBSIZE,
+/// RANDOMKEY in MULTI or a script): every key whose time has come is
+/// deleted, found by a full pass over the dataset, so the same on every
+/// node (O(keys), like KEYS itself).
+pub fn expire_all_due(ctx: Ctx, now: i64) {
+    let mut due = Vec::new();
+    ffi::for_each_expiring_key(ctx, &mut |key, t| {
+        if ttl::to_logical(t) <= now {
+            due.push(key);
+        }
+    });
+    if !due.is_empty() {
+        expire_due(ctx, &due, now);
+    }
+}
+
 /// Whether this node knows of keys whose time has come that entries may
 /// not have deleted yet (due in the index, or proposed lately).
 pub fn any_due(now: i64) -> bool {
