@@ -66,33 +66,34 @@ pub struct Rewritten {
 /// Rewrites the expiry arguments of `argv` (applied at entry time `now`,
 /// Unix ms) into stored absolute times. Commands that set no expiry, and
 /// arguments Redis itself would refuse, are returned unchanged: Redis then
-/// answers with its own error, and sets no expiry.
-pub fn rewrite(argv: Vec<Vec<u8>>, now: i64) -> Rewritten {
-    let unchanged = |argv| Rewritten {
-        argv,
-        expires_at: None,
-    };
-    let Some(name) = argv.first() else {
-        return unchanged(argv);
-    };
-    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-    let out = match name.as_str() {
-        "set" if argv.len() > 3 => rewrite_option(&argv, 3, now),
-        "getex" if argv.len() > 2 => rewrite_option(&argv, 2, now),
-        "setex" | "psetex" if argv.len() == 4 => rewrite_setex(&argv, name == "setex", now),
-        "expire" | "pexpire" | "expireat" | "pexpireat" if argv.len() >= 3 => {
-            rewrite_expire(&argv, &name, now)
+/// answers with its own error, and sets no expiry. Arguments are changed in
+/// place (a value is never copied).
+pub fn rewrite(mut argv: Vec<Vec<u8>>, now: i64) -> Rewritten {
+    let expires_at = match argv.first() {
+        Some(name) if is(name, "set") && argv.len() > 3 => rewrite_option(&mut argv, 3, now),
+        Some(name) if is(name, "getex") && argv.len() > 2 => rewrite_option(&mut argv, 2, now),
+        Some(name) if (is(name, "setex") || is(name, "psetex")) && argv.len() == 4 => {
+            let seconds = is(name, "setex");
+            rewrite_setex(&mut argv, seconds, now)
         }
-        "restore" if argv.len() >= 4 => rewrite_restore(&argv, now),
+        Some(name)
+            if ["expire", "pexpire", "expireat", "pexpireat"]
+                .iter()
+                .any(|n| is(name, n))
+                && argv.len() >= 3 =>
+        {
+            rewrite_expire(&mut argv, now)
+        }
+        Some(name) if is(name, "restore") && argv.len() >= 4 => rewrite_restore(&mut argv, now),
         _ => None,
     };
-    out.unwrap_or_else(|| unchanged(argv))
+    Rewritten { argv, expires_at }
 }
 
 /// SET and GETEX: one EX/PX/EXAT/PXAT option among the options from
 /// `first`. Redis refuses a value <= 0 (or one that overflows once made
 /// absolute): left to Redis.
-fn rewrite_option(argv: &[Vec<u8>], first: usize, now: i64) -> Option<Rewritten> {
+fn rewrite_option(argv: &mut [Vec<u8>], first: usize, now: i64) -> Option<i64> {
     let mut found = None;
     let mut i = first;
     while i < argv.len() {
@@ -112,90 +113,73 @@ fn rewrite_option(argv: &[Vec<u8>], first: usize, now: i64) -> Option<Rewritten>
     if v <= 0 {
         return None;
     }
-    let opt = String::from_utf8_lossy(&argv[at]).to_ascii_lowercase();
-    let logical = match opt.as_str() {
-        "ex" => v.checked_mul(1000)?.checked_add(now)?,
-        "px" => v.checked_add(now)?,
-        "exat" => v.checked_mul(1000)?,
-        _ => v,
+    let opt = &argv[at];
+    let logical = if is(opt, "ex") {
+        v.checked_mul(1000)?.checked_add(now)?
+    } else if is(opt, "px") {
+        v.checked_add(now)?
+    } else if is(opt, "exat") {
+        v.checked_mul(1000)?
+    } else {
+        v
     };
-    let mut out = argv.to_vec();
-    out[at] = b"PXAT".to_vec();
-    out[at + 1] = num(to_stored(logical));
-    Some(Rewritten {
-        argv: out,
-        expires_at: Some(logical),
-    })
+    argv[at] = b"PXAT".to_vec();
+    argv[at + 1] = num(to_stored(logical));
+    Some(logical)
 }
 
 /// SETEX key seconds value / PSETEX key ms value -> SET key value PXAT t
 /// (same reply, same keyspace events).
-fn rewrite_setex(argv: &[Vec<u8>], seconds: bool, now: i64) -> Option<Rewritten> {
+fn rewrite_setex(argv: &mut Vec<Vec<u8>>, seconds: bool, now: i64) -> Option<i64> {
     let v = parse_i64(&argv[2])?;
     if v <= 0 {
         return None;
     }
     let ms = if seconds { v.checked_mul(1000)? } else { v };
     let logical = ms.checked_add(now)?;
-    Some(Rewritten {
-        argv: vec![
-            b"SET".to_vec(),
-            argv[1].clone(),
-            argv[3].clone(),
-            b"PXAT".to_vec(),
-            num(to_stored(logical)),
-        ],
-        expires_at: Some(logical),
-    })
+    let value = std::mem::take(&mut argv[3]);
+    let key = std::mem::take(&mut argv[1]);
+    *argv = vec![
+        b"SET".to_vec(),
+        key,
+        value,
+        b"PXAT".to_vec(),
+        num(to_stored(logical)),
+    ];
+    Some(logical)
 }
 
 /// EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT key t [NX|XX|GT|LT] -> PEXPIREAT.
 /// Negative and past times are allowed, as in Redis: the key is deleted.
-fn rewrite_expire(argv: &[Vec<u8>], name: &str, now: i64) -> Option<Rewritten> {
+fn rewrite_expire(argv: &mut [Vec<u8>], now: i64) -> Option<i64> {
+    let name = &argv[0];
     let v = parse_i64(&argv[2])?;
-    let ms = if name == "expire" || name == "expireat" {
+    let ms = if is(name, "expire") || is(name, "expireat") {
         v.checked_mul(1000)?
     } else {
         v
     };
-    let logical = if name.ends_with("at") {
-        ms
-    } else {
-        ms.checked_add(now)?
-    };
-    let mut out = Vec::with_capacity(argv.len());
-    out.push(b"PEXPIREAT".to_vec());
-    out.push(argv[1].clone());
-    out.push(num(to_stored(logical)));
-    out.extend(argv[3..].iter().cloned());
-    Some(Rewritten {
-        argv: out,
-        expires_at: Some(logical),
-    })
+    let absolute = is(name, "expireat") || is(name, "pexpireat");
+    let logical = if absolute { ms } else { ms.checked_add(now)? };
+    argv[0] = b"PEXPIREAT".to_vec();
+    argv[2] = num(to_stored(logical));
+    Some(logical)
 }
 
 /// RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f]: a TTL
 /// of 0 is none; otherwise it becomes an absolute stored time.
-fn rewrite_restore(argv: &[Vec<u8>], now: i64) -> Option<Rewritten> {
+fn rewrite_restore(argv: &mut Vec<Vec<u8>>, now: i64) -> Option<i64> {
     let ttl = parse_i64(&argv[2])?;
     if ttl <= 0 {
         return None; // 0: no expiry; negative: Redis's error
     }
-    let abs_at = argv[4..].iter().position(|a| is(a, "absttl"));
-    let logical = if abs_at.is_some() {
-        ttl
-    } else {
-        ttl.checked_add(now)?
-    };
-    let mut out = argv.to_vec();
-    out[2] = num(to_stored(logical));
-    if abs_at.is_none() {
-        out.push(b"ABSTTL".to_vec());
+    let has_abs = argv[4..].iter().any(|a| is(a, "absttl"));
+    let logical = if has_abs { ttl } else { ttl.checked_add(now)? };
+    argv[2] = num(to_stored(logical));
+    if !has_abs {
+        argv.push(b"ABSTTL".to_vec());
     }
-    Some(Rewritten {
-        argv: out,
-        expires_at: Some(logical),
-    })
+    Some(logical)
 }
 
 /// The commands that report a key's expiry, answered by the module from
