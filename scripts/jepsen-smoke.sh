@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Jepsen smoke (about two minutes; make jepsen-smoke, part of make test):
+# Jepsen smoke (about three minutes; make jepsen-smoke, part of make test):
 #   1. list-append, nemesis kill,partition,member, 40 s, raft.log-max-file-size
 #      200000 (snapshots and snapshot catch-up under faults);
 #   2. register, nemesis partition,pause, 30 s;
-#   3. cargo test -p redisraft-jepsen: the checkers' unit tests and the
+#   3. ttl (short TTLs, PERSIST, APPEND, GET and PTTL), nemesis
+#      kill,pause,partition, 30 s;
+#   4. cargo test -p redisraft-jepsen: the checkers' unit tests, the
 #      unsafe-setting detection test (raft.unsafe-local-reads yes must be
-#      reported nonlinearizable, the default must pass).
+#      reported nonlinearizable, the default must pass) and the digest test
+#      (a node written alone must fail a run with nodes-differ).
+# Every run ends with the comparison of the nodes' DEBUG DIGEST at one
+# applied index (the digests column of the table).
 # Without network namespaces (not root, no `ip netns`) it runs on
 # local-loopback and leaves partitions out.
 # Env: MODULE (the module .so) [./redisraft.so], CARGO_TARGET_DIR [target],
@@ -31,10 +36,12 @@ ENV=${JEPSEN_ENV:-$("$BIN" env)}
 if [[ $ENV == local ]]; then
     LA_NEMESIS=kill,partition,member
     REG_NEMESIS=partition,pause
+    TTL_NEMESIS=kill,pause,partition
 else
     echo "jepsen-smoke: network namespaces not usable: local-loopback, no partitions"
     LA_NEMESIS=kill,member
     REG_NEMESIS=pause
+    TTL_NEMESIS=kill,pause
 fi
 
 stamp=$(date +%Y%m%dT%H%M%S)
@@ -58,9 +65,10 @@ run() { # name args...
 run list-append-1 --workload list-append --nemesis "$LA_NEMESIS" --time-limit 40 \
     --config "raft.log-max-file-size 200000"
 run register-1 --workload register --nemesis "$REG_NEMESIS" --time-limit 30
+run ttl-1 --workload ttl --nemesis "$TTL_NEMESIS" --time-limit 30
 
 echo
-echo "== jepsen-smoke: cargo test -p redisraft-jepsen (checkers, unsafe-setting detection)"
+echo "== jepsen-smoke: cargo test -p redisraft-jepsen (checkers, unsafe-setting detection, digest check)"
 t0=$(date +%s)
 test_rc=0
 JEPSEN_TEST_ENV=$ENV REDISRAFT_MODULE=$MODULE CARGO_TARGET_DIR=$TARGET \

@@ -4,7 +4,7 @@
 # Env (defaults in brackets):
 #   TIME      seconds of workload and faults per run [120]
 #   RUNS      runs of each workload [1]
-#   WORKLOAD  workloads, comma or space separated [list-append register counter]
+#   WORKLOAD  workloads, comma or space separated [list-append register counter ttl]
 #   NEMESIS   nemesis list for every run [all]
 #   NODES     cluster size [5]
 #   JEPSEN_ENV  local | local-loopback | docker [what the runner picks]
@@ -21,14 +21,15 @@
 #                     so that the crash nemesis works [target/failpoints]
 #   SKIP_BUILD=1      use the binaries as they are
 #   DOCKER=1          run through jepsen/docker (up.sh, run.sh, down.sh)
-# Prints a table of the runs at the end; exits 1 if any run was not valid.
+# Prints a table of the runs at the end (with each run's final DEBUG DIGEST
+# comparison); exits 1 if any run was not valid or its digests differed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 
 TIME=${TIME:-120}
 RUNS=${RUNS:-1}
-WORKLOAD=${WORKLOAD:-list-append register counter}
+WORKLOAD=${WORKLOAD:-list-append register counter ttl}
 NEMESIS=${NEMESIS:-all}
 NODES=${NODES:-5}
 JEPSEN_OUT=${JEPSEN_OUT:-$ROOT/target/jepsen}

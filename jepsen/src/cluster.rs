@@ -540,9 +540,13 @@ impl Cluster {
     }
 
     /// Waits until every node has applied the leader's commit index, then
-    /// compares `DEBUG DIGEST` of every node. Ok(None) when equal, Ok(Some
-    /// (detail)) when they differ, Err when they could not be compared.
-    pub fn compare_digests(&self, timeout: Duration) -> Result<Option<String>, String> {
+    /// compares `DEBUG DIGEST` (values and stored expiry times) of every
+    /// node. The applied indexes are read before and after the digests, so
+    /// that all digests belong to one index; when they moved (the leader's
+    /// expiry cycle may still propose deletions) it tries again, every 200
+    /// ms up to `timeout`. Differing digests at one index three times in a
+    /// row are a difference.
+    pub fn compare_digests(&self, timeout: Duration) -> Digests {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no leader");
         let mut mismatches = 0;
@@ -565,7 +569,7 @@ impl Cluster {
                 .map(|i| self.name(i))
                 .collect();
             if !lagging.is_empty() {
-                last = format!("nodes {lagging:?} have not applied index {commit}");
+                last = format!("nodes {lagging:?} had not applied index {commit}");
                 continue;
             }
             let mut digests = Vec::new();
@@ -577,10 +581,13 @@ impl Cluster {
                 ) {
                     Ok(r) => match r.text() {
                         Some(d) => digests.push(d),
-                        None => return Err(format!("{}: DEBUG DIGEST: {r:?}", self.name(i))),
+                        None => {
+                            last = format!("{}: DEBUG DIGEST: {r:?}", self.name(i));
+                            break;
+                        }
                     },
                     Err(e) => {
-                        last = e;
+                        last = format!("{}: DEBUG DIGEST: {e}", self.name(i));
                         break;
                     }
                 }
@@ -600,21 +607,82 @@ impl Cluster {
                 last = "the applied index moved while comparing".into();
                 continue;
             }
-            if digests.iter().all(|d| *d == digests[0]) {
-                return Ok(None);
-            }
-            mismatches += 1;
-            if mismatches >= 3 {
-                let per: Vec<String> = (0..self.len())
-                    .map(|i| format!("{}={}", self.name(i), digests[i]))
-                    .collect();
-                return Ok(Some(format!(
-                    "at applied index {commit}: {}",
-                    per.join(" ")
-                )));
+            let per: Vec<(String, String)> =
+                (0..self.len()).map(|i| self.name(i)).zip(digests).collect();
+            match Digests::of(commit, per) {
+                d @ Digests::Equal { .. } => return d,
+                d => {
+                    mismatches += 1;
+                    if mismatches >= 3 {
+                        return d;
+                    }
+                    last = d.line();
+                }
             }
         }
-        Err(format!("could not compare digests: {last}"))
+        Digests::Unchecked(format!(
+            "no comparison within {} s: {last}",
+            timeout.as_secs()
+        ))
+    }
+}
+
+/// The final comparison of the nodes' datasets (`DEBUG DIGEST`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Digests {
+    /// Every node has this digest at this applied index.
+    Equal {
+        nodes: usize,
+        index: u64,
+        digest: String,
+    },
+    /// At this applied index the nodes' digests differ.
+    Differ {
+        index: u64,
+        per_node: Vec<(String, String)>,
+    },
+    /// Not compared, and why.
+    Unchecked(String),
+}
+
+impl Digests {
+    /// Equal or Differ from each node's digest at `index`.
+    pub fn of(index: u64, per_node: Vec<(String, String)>) -> Digests {
+        match per_node.first() {
+            Some((_, d0)) if per_node.iter().all(|(_, d)| d == d0) => Digests::Equal {
+                nodes: per_node.len(),
+                index,
+                digest: d0.clone(),
+            },
+            _ => Digests::Differ { index, per_node },
+        }
+    }
+
+    /// One line for the report: `equal (5 nodes at index 1234, <digest>)`,
+    /// `differ at index 1234: n1=<digest> ...`, `not compared: <why>`.
+    pub fn line(&self) -> String {
+        match self {
+            Digests::Equal {
+                nodes,
+                index,
+                digest,
+            } => format!("equal ({nodes} nodes at index {index}, {digest})"),
+            Digests::Differ { index, per_node } => {
+                let per: Vec<String> = per_node.iter().map(|(n, d)| format!("{n}={d}")).collect();
+                format!("differ at index {index}: {}", per.join(" "))
+            }
+            Digests::Unchecked(why) => format!("not compared: {why}"),
+        }
+    }
+
+    /// The `digests` cell of result.tsv: `equal@1234`, `DIFFER@1234`,
+    /// `unchecked`.
+    pub fn cell(&self) -> String {
+        match self {
+            Digests::Equal { index, .. } => format!("equal@{index}"),
+            Digests::Differ { index, .. } => format!("DIFFER@{index}"),
+            Digests::Unchecked(_) => "unchecked".into(),
+        }
     }
 }
 
@@ -659,6 +727,23 @@ mod tests {
         m.insert("raft_leader_id".into(), leader.to_string());
         m.insert("raft_num_voting_nodes".into(), voters.to_string());
         Some(m)
+    }
+
+    #[test]
+    fn digests_equal_or_differ() {
+        let per = |ds: &[&str]| -> Vec<(String, String)> {
+            ds.iter()
+                .enumerate()
+                .map(|(i, d)| (format!("n{}", i + 1), d.to_string()))
+                .collect()
+        };
+        let eq = Digests::of(7, per(&["ab", "ab", "ab"]));
+        assert_eq!(eq.line(), "equal (3 nodes at index 7, ab)");
+        assert_eq!(eq.cell(), "equal@7");
+        let ne = Digests::of(7, per(&["ab", "ab", "cd"]));
+        assert_eq!(ne.line(), "differ at index 7: n1=ab n2=ab n3=cd");
+        assert_eq!(ne.cell(), "DIFFER@7");
+        assert_eq!(Digests::Unchecked("x".into()).cell(), "unchecked");
     }
 
     #[test]

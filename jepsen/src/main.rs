@@ -15,12 +15,12 @@ redisraft-jepsen: Jepsen-style safety tests for redisraft
 
 USAGE:
   redisraft-jepsen run [OPTIONS]
-  redisraft-jepsen check --workload W HISTORY
+  redisraft-jepsen check --workload W [--ttl-tolerance MS] HISTORY
   redisraft-jepsen cleanup [--hosts n1,n2,..]
   redisraft-jepsen env
 
 run OPTIONS (defaults in brackets):
-  --workload W          list-append | register | counter [{wl}]
+  --workload W          list-append | register | counter | ttl [{wl}]
   --nemesis N           comma list of kill, pause, partition, member, transfer,
                         crash; or all, none [{nem}]
   --nodes N             cluster size [{nodes}]
@@ -40,6 +40,11 @@ run OPTIONS (defaults in brackets):
   --rate R              operations per second over all processes [{rate}]
   --op-timeout S        seconds a client waits for a reply [{opt}]
   --keep-data           keep the nodes' data directories (local envs)
+  --ttl-tolerance MS    clock tolerance of the ttl checker: a bound taken from
+                        real time counts as broken only by more than this [{tol}]
+  --test-diverge NODE   test knob: before the final digest comparison, SET a key
+                        on NODE alone (RAFT.DEBUG EXEC), so the run must fail
+                        with nodes-differ
 
 Exit status of run: 0 valid; 1 an anomaly (or no operation succeeded);
 2 setup failure; 130 interrupted. check: 0 valid, 1 anomaly, 2 error.
@@ -59,6 +64,7 @@ env prints the environment run picks without --env: `local`, or
         fb = d.fault_interval.1,
         rate = d.rate,
         opt = d.op_timeout_s,
+        tol = d.ttl_tolerance_ms,
     )
 }
 
@@ -146,6 +152,8 @@ fn parse_run(args: &[String]) -> RunOpts {
                 o.fault_interval = (lo, hi);
             }
             "--rate" => o.rate = num(flag, &val),
+            "--ttl-tolerance" => o.ttl_tolerance_ms = num(flag, &val),
+            "--test-diverge" => o.test_diverge = Some(val),
             "--op-timeout" => {
                 o.op_timeout_s = num(flag, &val);
                 if o.op_timeout_s <= 0.0 {
@@ -167,6 +175,7 @@ fn parse_run(args: &[String]) -> RunOpts {
 fn check(args: &[String]) -> i32 {
     let mut workload = None;
     let mut path = None;
+    let mut copts = checker::CheckOpts::default();
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -180,6 +189,11 @@ fn check(args: &[String]) -> i32 {
             }
             a if a.starts_with("--workload=") => {
                 workload = Some(a["--workload=".len()..].to_string())
+            }
+            "--ttl-tolerance" => {
+                let v = args.get(i + 1).map(String::as_str).unwrap_or("");
+                copts.ttl_tolerance_ms = num("--ttl-tolerance", v);
+                i += 1;
             }
             a if a.starts_with("--") => die(&format!("unknown option {a}")),
             a => path = Some(a.to_string()),
@@ -195,7 +209,7 @@ fn check(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let outcome = checker::check(&workload, &ops);
+    let outcome = checker::check_with(&workload, &ops, &copts);
     run::print_outcome(&outcome);
     if outcome.validity == checker::Validity::Valid {
         0

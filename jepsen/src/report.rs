@@ -47,6 +47,9 @@ pub struct RunInfo {
     pub recovery_ns: Option<u64>,
     /// equality of every node's data at the end: None = not checked
     pub nodes_equal: Option<bool>,
+    /// The digest comparison, one line (`equal (5 nodes at index 1234,
+    /// ..)`, `differ at index ..: n1=.. n2=..`, `not compared: ..`).
+    pub digests: Option<String>,
     pub notes: Vec<String>,
 }
 
@@ -355,6 +358,9 @@ pub fn summary_text(info: &RunInfo, history: &[Op], outcome: &Outcome) -> String
         None => "not checked",
     };
     let _ = writeln!(out, "\nVerdict: {verdict}    nodes' data equal: {equal}");
+    if let Some(d) = &info.digests {
+        let _ = writeln!(out, "digests: {d}");
+    }
     let _ = writeln!(
         out,
         "checker looked at {} completed ops and found {} anomal{}",
@@ -871,6 +877,7 @@ mod tests {
             leaderless_ns: 1_200 * MS,
             recovery_ns: Some(100 * MS),
             nodes_equal: Some(true),
+            digests: Some("equal (3 nodes at index 42, 0123abcd)".into()),
             notes: vec!["synthetic history".into()],
         };
         let outcome = Outcome {
@@ -921,6 +928,7 @@ mod tests {
             s.contains("Verdict: INVALID    nodes' data equal: yes"),
             "{s}"
         );
+        assert!(s.contains("\ndigests: equal (3 nodes at index 42, 0123abcd)\n"));
         assert!(s.contains("17 entries, 9 invokes, 8 completed, 1 pending at end"));
         // :f total ok fail info p50 p99 max
         assert_eq!(

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::checker::{self, Anomaly, Outcome, Validity};
 use crate::client::{Directory, NodeClient};
-use crate::cluster::{sleep_unless, Cluster};
+use crate::cluster::{sleep_unless, Cluster, Digests};
 use crate::env::{Env, LoopbackEnv, SshEnv};
 use crate::history::{self, Edn, Op, OpType};
 use crate::nemesis::{self, Nemesis};
@@ -47,6 +47,11 @@ pub struct RunOpts {
     pub op_timeout_s: f64,
     /// Keep the nodes' data directories (local envs).
     pub keep_data: bool,
+    /// The ttl checker's clock tolerance, in ms.
+    pub ttl_tolerance_ms: u64,
+    /// Test knob: before the final comparison, write a key on this node
+    /// alone (`RAFT.DEBUG EXEC SET`), so that the digests must differ.
+    pub test_diverge: Option<String>,
 }
 
 impl Default for RunOpts {
@@ -67,6 +72,8 @@ impl Default for RunOpts {
             rate: 200.0,
             op_timeout_s: 3.0,
             keep_data: false,
+            ttl_tolerance_ms: checker::ttl::DEFAULT_TOLERANCE_MS,
+            test_diverge: None,
         }
     }
 }
@@ -525,6 +532,7 @@ fn run_cluster(
 
     let mut extra_anomalies: Vec<Anomaly> = Vec::new();
     let mut nodes_equal = None;
+    let mut digests: Option<Digests> = None;
     if interrupted() {
         notes.push("interrupted: no final reads nor node comparison".into());
     } else {
@@ -569,19 +577,41 @@ fn run_cluster(
                 });
             }
         }
+        if let Some(name) = &o.test_diverge {
+            match (0..n).find(|&i| cluster.name(i) == *name) {
+                Some(i) => {
+                    let r = cluster.cmd(
+                        i,
+                        &["RAFT.DEBUG", "EXEC", "SET", "jepsen:diverged", "1"],
+                        Duration::from_secs(5),
+                    );
+                    notes.push(format!(
+                        "--test-diverge: SET jepsen:diverged on {name} alone: {r:?}"
+                    ));
+                }
+                None => notes.push(format!("--test-diverge: no node {name}")),
+            }
+        }
         log(Some(origin), "comparing the nodes' data (DEBUG DIGEST)");
-        match cluster.compare_digests(Duration::from_secs(60)) {
-            Ok(None) => nodes_equal = Some(true),
-            Ok(Some(detail)) => {
+        let d = cluster.compare_digests(Duration::from_secs(60));
+        log(Some(origin), &format!("digests: {}", d.line()));
+        match &d {
+            Digests::Equal { .. } => nodes_equal = Some(true),
+            Digests::Differ { .. } => {
                 nodes_equal = Some(false);
                 extra_anomalies.push(Anomaly {
                     kind: "nodes-differ".into(),
-                    detail: format!("the nodes' datasets differ {detail}"),
+                    detail: format!("the nodes' datasets {}", d.line()),
                     ops: Vec::new(),
                 });
             }
-            Err(e) => notes.push(e),
+            Digests::Unchecked(why) => extra_anomalies.push(Anomaly {
+                kind: "digests-unchecked".into(),
+                detail: format!("the nodes' datasets could not be compared: {why}"),
+                ops: Vec::new(),
+            }),
         }
+        digests = Some(d);
     }
     stop_monitors(monitors);
     let _ = watch.join();
@@ -599,7 +629,10 @@ fn run_cluster(
         Some(origin),
         &format!("checking {} history entries", ops.len()),
     );
-    let mut outcome = checker::check(&o.workload, &ops);
+    let copts = checker::CheckOpts {
+        ttl_tolerance_ms: o.ttl_tolerance_ms,
+    };
+    let mut outcome = checker::check_with(&o.workload, &ops, &copts);
     if !extra_anomalies.is_empty() {
         outcome.anomalies.extend(extra_anomalies);
         outcome.validity = Validity::Invalid;
@@ -617,6 +650,11 @@ fn run_cluster(
         leaderless_ns: leaderless.load(Ordering::Relaxed),
         recovery_ns,
         nodes_equal,
+        digests: Some(
+            digests
+                .as_ref()
+                .map_or_else(|| "not compared (interrupted)".into(), Digests::line),
+        ),
         notes: notes.clone(),
     };
     match report::write_report(&o.out, &info, &ops, &outcome) {
@@ -645,6 +683,7 @@ fn run_cluster(
         (0, "valid")
     };
     let kinds_used = kind_names(&kinds_used);
+    let digest_cell = digests.as_ref().map_or_else(|| "-".into(), Digests::cell);
     let line = result_line(
         o,
         cluster.env.kind(),
@@ -653,6 +692,7 @@ fn run_cluster(
         &outcome,
         verdict,
         code,
+        &digest_cell,
     );
     if let Err(e) = std::fs::write(o.out.join(RESULT_FILE), line) {
         eprintln!("writing {}: {e}", RESULT_FILE);
@@ -664,7 +704,7 @@ fn run_cluster(
 pub const RESULT_FILE: &str = "result.tsv";
 /// The columns of [`RESULT_FILE`] (its first line).
 pub const RESULT_HEADER: &str =
-    "workload\tnemesis\tenv\tnodes\tseconds\tok\tfail\tinfo\tops checked\tanomalies\tverdict\texit";
+    "workload\tnemesis\tenv\tnodes\tseconds\tok\tfail\tinfo\tops checked\tanomalies\tverdict\texit\tdigests";
 
 fn kind_names(kinds: &[nemesis::Kind]) -> String {
     if kinds.is_empty() {
@@ -675,7 +715,9 @@ fn kind_names(kinds: &[nemesis::Kind]) -> String {
 }
 
 /// The header and the line of [`RESULT_FILE`]: anomalies as `kind xN`
-/// joined by commas (`-` for none).
+/// joined by commas (`-` for none); `digests` as [`Digests::cell`] (`-`
+/// when not compared).
+#[allow(clippy::too_many_arguments)]
 pub fn result_line(
     o: &RunOpts,
     env_kind: &str,
@@ -684,6 +726,7 @@ pub fn result_line(
     outcome: &Outcome,
     verdict: &str,
     code: i32,
+    digests: &str,
 ) -> String {
     let count = |t: OpType| ops.iter().filter(|op| op.typ == t).count();
     let mut kinds: Vec<(&str, usize)> = Vec::new();
@@ -703,7 +746,7 @@ pub fn result_line(
             .join(", ")
     };
     format!(
-        "{RESULT_HEADER}\n{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+        "{RESULT_HEADER}\n{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
         o.workload,
         nemeses,
         env_kind,
@@ -715,7 +758,8 @@ pub fn result_line(
         outcome.ops_checked,
         anomalies,
         verdict,
-        code
+        code,
+        digests
     )
 }
 

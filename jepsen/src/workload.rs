@@ -9,6 +9,11 @@
 //!   `:write` (SET) and `:cas [old new]` (an EVAL script: SET to new if GET
 //!   is old; a missing key, nil, never equals old).
 //! - `counter`: `:add 1` (INCR) and `:read` (GET) of one key.
+//! - `ttl`: keys with short TTLs over a small rotating pool: `:set [k id
+//!   ttl]` (`SET k s<id> PX ttl`, ids unique over the run), `:append [k id]`
+//!   (`APPEND k a<id>`), `:persist [k nil]` (PERSIST, ok value `[k 0|1]`),
+//!   `:get [k nil]` (GET, ok value `[k "s5a9"|nil]`) and `:read [k nil nil]`
+//!   (`MULTI GET PTTL EXEC`, ok value `[k "s5a9"|nil pttl]`).
 
 use std::sync::Mutex;
 
@@ -27,7 +32,7 @@ pub const CAS_ENABLED: bool = true;
 pub const CAS_MISMATCH: &str = "cas mismatch";
 
 /// The names `--workload` accepts.
-pub const NAMES: &[&str] = &["list-append", "register", "counter"];
+pub const NAMES: &[&str] = &["list-append", "register", "counter", "ttl"];
 
 /// How one operation completed.
 #[derive(Clone, Debug)]
@@ -87,6 +92,7 @@ pub fn make(name: &str, seed: u64) -> Option<Box<dyn Workload>> {
         "counter" => Some(Box::new(Counter {
             rng: Mutex::new(rng),
         })),
+        "ttl" => Some(Box::new(Ttl::new(rng))),
         _ => None,
     }
 }
@@ -523,6 +529,203 @@ impl Workload for Counter {
     }
 }
 
+// ----- ttl -----
+
+/// Keys in use at a time.
+const TTL_KEYS: usize = 10;
+/// Operations on a key before it is retired.
+const TTL_OPS_PER_KEY: u64 = 60;
+/// Short TTLs of `:set`, in ms (most sets).
+pub const TTL_SHORT_MS: (i64, i64) = (50, 1000);
+/// Long TTLs of `:set`, in ms (one set in four): they must outlive the
+/// reads that follow them closely.
+pub const TTL_LONG_MS: (i64, i64) = (3000, 8000);
+
+struct TtlState {
+    rng: StdRng,
+    active: Vec<(i64, u64)>,
+    next_key: i64,
+    next_id: i64,
+    used: Vec<i64>,
+}
+
+pub struct Ttl {
+    state: Mutex<TtlState>,
+}
+
+impl Ttl {
+    fn new(rng: StdRng) -> Ttl {
+        Ttl {
+            state: Mutex::new(TtlState {
+                rng,
+                active: (0..TTL_KEYS as i64).map(|k| (k, 0)).collect(),
+                next_key: TTL_KEYS as i64,
+                next_id: 1,
+                used: Vec::new(),
+            }),
+        }
+    }
+
+    fn redis_key(k: i64) -> String {
+        format!("ttl:{k}")
+    }
+}
+
+/// A string value or nil.
+fn str_or_nil(r: &Reply) -> Option<Edn> {
+    match r {
+        Reply::Bulk(None) => Some(Edn::Nil),
+        Reply::Bulk(Some(b)) => Some(Edn::Str(String::from_utf8_lossy(b).into_owned())),
+        _ => None,
+    }
+}
+
+impl Workload for Ttl {
+    fn name(&self) -> &'static str {
+        "ttl"
+    }
+
+    fn next(&self) -> (String, Edn) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *st;
+        let slot = st.rng.gen_range(0..st.active.len());
+        let key = st.active[slot].0;
+        if !st.used.contains(&key) {
+            st.used.push(key);
+        }
+        st.active[slot].1 += 1;
+        if st.active[slot].1 >= TTL_OPS_PER_KEY {
+            st.active[slot] = (st.next_key, 0);
+            st.next_key += 1;
+        }
+        let k = Edn::Int(key);
+        match st.rng.gen_range(0..100) {
+            0..=19 => {
+                let id = st.next_id;
+                st.next_id += 1;
+                let (lo, hi) = if st.rng.gen_bool(0.25) {
+                    TTL_LONG_MS
+                } else {
+                    TTL_SHORT_MS
+                };
+                let ttl = st.rng.gen_range(lo..=hi);
+                (
+                    "set".into(),
+                    Edn::Vector(vec![k, Edn::Int(id), Edn::Int(ttl)]),
+                )
+            }
+            20..=29 => {
+                let id = st.next_id;
+                st.next_id += 1;
+                ("append".into(), Edn::Vector(vec![k, Edn::Int(id)]))
+            }
+            30..=34 => ("persist".into(), Edn::Vector(vec![k, Edn::Nil])),
+            35..=69 => ("get".into(), Edn::Vector(vec![k, Edn::Nil])),
+            _ => ("read".into(), Edn::Vector(vec![k, Edn::Nil, Edn::Nil])),
+        }
+    }
+
+    fn invoke(&self, client: &mut NodeClient, f: &str, value: &Edn) -> Completion {
+        let bad =
+            || Completion::failed(value.clone(), Failure::Fail("malformed value".into()), true);
+        let Some(v) = value.as_vec() else {
+            return bad();
+        };
+        let Some(Edn::Int(k)) = v.first() else {
+            return bad();
+        };
+        let k = *k;
+        let key = Ttl::redis_key(k);
+        // A write's reply: `done` maps it to the completed value.
+        let write = |r: Result<Reply, Failure>, done: &dyn Fn(&Reply) -> Option<Edn>| match r {
+            Ok(Reply::Error(e)) => {
+                Completion::failed(value.clone(), crate::client::classify_error(e), false)
+            }
+            Ok(r) => match done(&r) {
+                Some(v) => Completion::ok(v),
+                None => Completion::failed(value.clone(), unexpected(&r), false),
+            },
+            Err(e) => Completion::failed(value.clone(), e, false),
+        };
+        match (f, &v[1..]) {
+            ("set", [Edn::Int(id), Edn::Int(ttl)]) => {
+                let r = client.call(&[
+                    "SET",
+                    key.as_str(),
+                    &format!("s{id}"),
+                    "PX",
+                    &ttl.to_string(),
+                ]);
+                write(r, &|r| {
+                    matches!(r, Reply::Simple(s) if s == "OK").then(|| value.clone())
+                })
+            }
+            ("append", [Edn::Int(id)]) => {
+                let r = client.call(&["APPEND", key.as_str(), &format!("a{id}")]);
+                write(r, &|r| matches!(r, Reply::Int(_)).then(|| value.clone()))
+            }
+            ("persist", [_]) => {
+                let r = client.call(&["PERSIST", key.as_str()]);
+                write(r, &|r| match r {
+                    Reply::Int(x @ (0 | 1)) => Some(Edn::Vector(vec![Edn::Int(k), Edn::Int(*x)])),
+                    _ => None,
+                })
+            }
+            ("get", [_]) => match client.call(&["GET", key.as_str()]) {
+                Ok(Reply::Error(e)) => {
+                    Completion::failed(value.clone(), crate::client::classify_error(e), true)
+                }
+                Ok(r) => match str_or_nil(&r) {
+                    Some(x) => Completion::ok(Edn::Vector(vec![Edn::Int(k), x])),
+                    None => Completion::failed(value.clone(), unexpected(&r), true),
+                },
+                Err(e) => Completion::failed(value.clone(), e, true),
+            },
+            ("read", [_, _]) => {
+                let cmds = vec![
+                    vec![b"GET".to_vec(), key.clone().into_bytes()],
+                    vec![b"PTTL".to_vec(), key.clone().into_bytes()],
+                ];
+                match client.transaction(&cmds) {
+                    Ok(replies) => match replies.as_slice() {
+                        [g, Reply::Int(p)] => match str_or_nil(g) {
+                            Some(x) => {
+                                Completion::ok(Edn::Vector(vec![Edn::Int(k), x, Edn::Int(*p)]))
+                            }
+                            None => Completion::failed(value.clone(), unexpected(g), true),
+                        },
+                        other => Completion::failed(
+                            value.clone(),
+                            Failure::Info(format!("unexpected EXEC replies {other:?}")),
+                            true,
+                        ),
+                    },
+                    Err(e) => Completion::failed(value.clone(), e, true),
+                }
+            }
+            _ => Completion::failed(
+                value.clone(),
+                Failure::Fail(format!("unknown ttl op {f}")),
+                true,
+            ),
+        }
+    }
+
+    fn final_reads(&self) -> Vec<(String, Edn)> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = st.used.clone();
+        keys.sort_unstable();
+        keys.into_iter()
+            .map(|k| {
+                (
+                    "read".to_string(),
+                    Edn::Vector(vec![Edn::Int(k), Edn::Nil, Edn::Nil]),
+                )
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,5 +775,34 @@ mod tests {
         }
         assert!(cas > 0, "cas is issued");
         assert!(w.final_reads().len() >= 1000 / REG_OPS_PER_KEY as usize);
+    }
+
+    #[test]
+    fn ttl_ids_are_unique_and_keys_rotate() {
+        let w = make("ttl", 1).unwrap();
+        let mut ids = std::collections::HashSet::new();
+        let mut fs = std::collections::HashMap::new();
+        let mut keys = std::collections::HashSet::new();
+        for _ in 0..3000 {
+            let (f, v) = w.next();
+            let v = v.as_vec().unwrap().to_vec();
+            keys.insert(v[0].as_int().unwrap());
+            if f == "set" || f == "append" {
+                assert!(ids.insert(v[1].as_int().unwrap()), "unique ids");
+            }
+            if f == "set" {
+                let ttl = v[2].as_int().unwrap();
+                assert!(
+                    (TTL_SHORT_MS.0..=TTL_SHORT_MS.1).contains(&ttl)
+                        || (TTL_LONG_MS.0..=TTL_LONG_MS.1).contains(&ttl)
+                );
+            }
+            *fs.entry(f).or_insert(0) += 1;
+        }
+        for f in ["set", "append", "persist", "get", "read"] {
+            assert!(fs.get(f).copied().unwrap_or(0) > 0, "{f} is issued");
+        }
+        assert!(keys.len() > TTL_KEYS, "keys rotate");
+        assert_eq!(w.final_reads().len(), keys.len());
     }
 }

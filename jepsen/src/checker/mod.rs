@@ -3,6 +3,7 @@
 pub mod counter;
 pub mod list_append;
 pub mod register;
+pub mod ttl;
 
 use crate::history::{pair, Op, OpType};
 
@@ -44,22 +45,43 @@ pub const MALFORMED_OP: &str = "malformed-op";
 pub const BUDGET_EXHAUSTED: &str = "budget-exhausted";
 
 /// Checks `history` with the checker for `workload`: "register"
-/// ([`register::check`]), "list-append" ([`list_append::check`]) or "counter"
-/// ([`counter::check`]). An unknown workload is `Invalid` with an
+/// ([`register::check`]), "list-append" ([`list_append::check`]), "counter"
+/// ([`counter::check`]) or "ttl" ([`ttl::check`], default options). An unknown workload is `Invalid` with an
 /// "unknown-workload" anomaly.
 ///
 /// `validity` is `Valid` only when there is no anomaly at all; `Unknown`
 /// when the only anomalies are "budget-exhausted" ones; `Invalid` otherwise.
 pub fn check(workload: &str, history: &[Op]) -> Outcome {
+    check_with(workload, history, &CheckOpts::default())
+}
+
+/// Options of the checkers.
+#[derive(Clone, Debug)]
+pub struct CheckOpts {
+    /// The clock tolerance of the ttl checker, in ms.
+    pub ttl_tolerance_ms: u64,
+}
+
+impl Default for CheckOpts {
+    fn default() -> Self {
+        CheckOpts {
+            ttl_tolerance_ms: ttl::DEFAULT_TOLERANCE_MS,
+        }
+    }
+}
+
+/// [`check`] with options; "ttl" ([`ttl::check`]) takes the tolerance.
+pub fn check_with(workload: &str, history: &[Op], opts: &CheckOpts) -> Outcome {
     match workload {
         "register" => register::check(history),
         "list-append" => list_append::check(history),
         "counter" => counter::check(history),
+        "ttl" => ttl::check(history, opts.ttl_tolerance_ms),
         _ => outcome(
             vec![Anomaly {
                 kind: UNKNOWN_WORKLOAD.to_string(),
                 detail: format!(
-                    "no checker for workload {workload:?} (known: register, list-append, counter)"
+                    "no checker for workload {workload:?} (known: register, list-append, counter, ttl)"
                 ),
                 ops: Vec::new(),
             }],
