@@ -115,6 +115,7 @@ fn three_nodes_replicate_redirect_and_proxy() {
     // RAFT <command> is the explicit form.
     assert!(ok(&leader.cmd(&["RAFT", "SET", "e", "1"])));
     wait_local(&c.nodes[f], "e", "1");
+    c.assert_same_dataset();
 }
 
 #[test]
@@ -152,6 +153,7 @@ fn leader_kill9_elects_a_new_leader_and_loses_no_acknowledged_write() {
             _ => None,
         }
     });
+    c.assert_same_dataset();
 }
 
 #[test]
@@ -183,6 +185,7 @@ fn paused_leader_serves_no_stale_read_after_resume() {
         ),
         other => panic!("{other:?}"),
     }
+    c.assert_same_dataset();
 }
 
 #[test]
@@ -221,6 +224,7 @@ fn all_nodes_restarted_recover_their_data() {
     for n in &c.nodes {
         wait_local(n, "k19", "19");
     }
+    c.assert_same_dataset();
 }
 
 #[test]
@@ -290,6 +294,7 @@ fn garbage_to_appendentries_is_refused_and_the_node_keeps_serving() {
     }
     assert!(ok(&c.nodes[l].cmd(&["SET", "still", "ok"])));
     wait_local(n, "still", "ok");
+    c.assert_same_dataset();
 }
 
 #[test]
@@ -615,6 +620,7 @@ fn multi_exec_is_one_entry_applied_atomically_on_every_node() {
     assert!(err_text(&call(&["EXEC"])).is_some_and(|e| e.contains("without MULTI")));
     assert_eq!(bulk(&call(&["GET", "a"])).as_deref(), Some("2"));
     assert!(err_text(&call(&["WATCH", "a"])).is_some());
+    c.assert_same_dataset();
 }
 
 #[test]
@@ -646,6 +652,7 @@ fn eval_replicates_the_script_as_one_entry() {
         err_text(&leader.cmd(&["EVALSHA", "abc", "0"])).is_some_and(|e| e.starts_with("ERR")),
         "EVALSHA must be refused by the module"
     );
+    c.assert_same_dataset();
 }
 
 /// Found by the Jepsen suite (member + kill nemeses): a node killed during
@@ -732,6 +739,7 @@ fn the_entry_cache_holds_the_newest_entries_and_can_be_turned_off() {
         wait_local(n, "k0", "v");
         wait_local(n, "k50", "w");
     }
+    c.assert_same_dataset();
 }
 
 /// Found by a review (a client reproduced it): any client that knows the
@@ -788,6 +796,7 @@ fn forged_peer_messages_that_would_panic_raft_are_dropped_and_the_node_keeps_ser
         wait_local(n, "after", "forged");
         assert_eq!(n.info_field("state"), "up", "{}", n.info());
     }
+    c.assert_same_dataset();
 }
 
 /// Found by a review (a client reproduced both): a NUL byte in a node
