@@ -228,7 +228,7 @@ fn nondeterministic_write(name: &str) -> Option<String> {
     Some(match name {
         "migrate" => "MIGRATE: every node would connect to the target and move the keys; copy them with DUMP and RESTORE".into(),
         "xclaim" | "xautoclaim" => format!(
-            "{}: its idle-time test reads each node's clock, so nodes could claim different entries; not supported yet",
+            "{}: its idle-time test and the delivery time it records read each node's clock, so nodes could claim different entries; acknowledge the entry (XACK) and add it again (XADD) instead",
             name.to_uppercase()
         ),
         _ => return None,
