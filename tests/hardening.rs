@@ -311,6 +311,7 @@ fn transfer_leader_answers_ok_only_when_done_and_errors_otherwise() {
         wrong.push(format!("to a learner: {r:?}"));
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+    c.assert_same_dataset();
 }
 
 /// The node id of a node, read before it was stopped (INFO of a stopped
