@@ -949,9 +949,20 @@ impl<C: Client> RaftNode<C> {
             return Ok(());
         }
         let mut rd = self.raw.ready();
+        // raft-rs lets a leader send its Ready's messages before the write,
+        // which is safe for entries but not for a new term or vote: a sole
+        // voter wins its election inside one step, so the Ready with its new
+        // term also carries its first appends. Were they sent first, a crash
+        // before the fsync would let it win the same term again and write
+        // other entries at (index, term) pairs a learner already holds. Such
+        // a Ready is written, and fsynced, before any of its messages leave.
+        let new_term_or_vote = rd.hs().is_some_and(|hs| {
+            let old = self.store.hard_state();
+            hs.term != old.term || hs.vote != old.vote
+        });
         if self.writer.is_some() {
             let leading = self.raw.raft.state == StateRole::Leader;
-            if rd.snapshot().is_empty() && leading {
+            if rd.snapshot().is_empty() && leading && !new_term_or_vote {
                 return self.process_ready_async(rd, net, applier);
             }
             // A snapshot resets the log: everything before it first. A
@@ -964,11 +975,18 @@ impl<C: Client> RaftNode<C> {
         let mut replies = Vec::new();
 
         // 1. Messages that need no persistence (a leader's appends and
-        // heartbeats) go out first, in parallel with our own fsync.
-        for m in rd.take_messages() {
-            net.send(m);
-        }
-        net.flush();
+        // heartbeats) go out first, in parallel with our own fsync; with a
+        // new term or vote, only after it (step 6).
+        let early = rd.take_messages();
+        let held = if new_term_or_vote {
+            early
+        } else {
+            for m in early {
+                net.send(m);
+            }
+            net.flush();
+            Vec::new()
+        };
         // 2. A snapshot from the leader: durable data first, then the log
         // restarts after it, then the dataset is replaced (in apply order).
         if !rd.snapshot().is_empty() {
@@ -990,7 +1008,7 @@ impl<C: Client> RaftNode<C> {
             self.store.write(write)?;
         }
         // 6. Messages that must follow persistence (votes, append acks).
-        for m in rd.take_persisted_messages() {
+        for m in held.into_iter().chain(rd.take_persisted_messages()) {
             net.send(m);
         }
         // 7. Advance, then the light ready.

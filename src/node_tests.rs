@@ -224,13 +224,24 @@ impl Cluster {
     }
 
     fn build(n: u64, start: fn(u64, tempfile::TempDir) -> TestNode) -> Cluster {
+        let voters: Vec<u64> = (1..=n).collect();
+        Cluster::build_members(&voters, &[], start)
+    }
+
+    /// Nodes that all start from the membership `voters` + `learners`.
+    fn build_members(
+        voters: &[u64],
+        learners: &[u64],
+        start: fn(u64, tempfile::TempDir) -> TestNode,
+    ) -> Cluster {
         let mut nodes = BTreeMap::new();
-        for id in 1..=n {
+        for &id in voters.iter().chain(learners) {
             let dir = tempfile::tempdir().unwrap();
             let store = LogStore::open(dir.path(), false).unwrap();
             let mut m = Membership::default();
-            m.conf_state.voters = (1..=n).collect();
-            for p in 1..=n {
+            m.conf_state.voters = voters.to_vec();
+            m.conf_state.learners = learners.to_vec();
+            for &p in voters.iter().chain(learners) {
                 m.addrs.insert(p, format!("127.0.0.1:{}", 5000 + p));
             }
             store
@@ -255,6 +266,19 @@ impl Cluster {
 
     fn node(&mut self, id: u64) -> &mut TestNode {
         self.nodes.get_mut(&id).unwrap()
+    }
+
+    /// Kills a node: what its log writer still holds is lost, what reached
+    /// its log files survives. Returns its directory for a restart.
+    fn crash(&mut self, id: u64) -> tempfile::TempDir {
+        let TestNode { dir, .. } = self.nodes.remove(&id).unwrap();
+        dir
+    }
+
+    /// Crashes a node and starts it again from its files.
+    fn restart(&mut self, id: u64, start: fn(u64, tempfile::TempDir) -> TestNode) {
+        let dir = self.crash(id);
+        self.nodes.insert(id, start(id, dir));
     }
 
     /// Processes readies and delivers messages until the network is quiet.
@@ -830,4 +854,63 @@ fn a_leaders_slow_disk_holds_back_the_answer_and_a_new_leader_takes_over_cleanly
     for id in 1..=3 {
         assert_eq!(c.value(id, "k").as_deref(), Some("v4"), "node {id}");
     }
+}
+
+/// Finding 4 (issue 11): a sole voter wins an election in one step, and the
+/// Ready with its new term and vote also carries appends to its learners.
+/// Sent before that term is durable, a crash lets it win the same term again
+/// and write a different entry at an (index, term) a learner already holds:
+/// the learner keeps the old one and the two diverge once it commits.
+#[test]
+fn a_sole_voters_new_term_is_durable_before_its_appends_leave() {
+    let mut c = Cluster::build_members(&[1], &[2], start_async_node);
+    c.node(1).node.campaign_if_alone();
+    c.pump();
+    assert!(c.nodes[&1].node.is_leader());
+    let w0 = c.write(1, "k", "w0");
+    c.pump();
+    assert_eq!(w0.try_recv().unwrap(), Ok("OK".into()));
+    assert_eq!(c.value(2, "k").as_deref(), Some("w0"));
+
+    // A clean restart; its disk is slow from now on.
+    c.restart(1, start_async_node);
+    let old_term = c.nodes[&1].node.raw().raft.term;
+    hold_writer(&c, 1, true);
+    c.node(1).node.campaign_if_alone();
+    assert!(c.nodes[&1].node.is_leader());
+    let mut sent = step(&mut c, 1);
+    deliver(&mut c, sent.clone());
+    let acks = step(&mut c, 2);
+    deliver(&mut c, acks);
+    let _w1 = c.write(1, "k", "w1");
+    let more = step(&mut c, 1);
+    deliver(&mut c, more.clone());
+    step(&mut c, 2);
+    sent.extend(more);
+    let new_term = c.nodes[&1].node.raw().raft.term;
+    assert!(new_term > old_term);
+    assert!(sent.iter().any(|m| m.to == 2 && m.term == new_term));
+
+    // Node 1 dies before its writer ran: what did it promise on disk?
+    c.restart(1, start_async_node);
+    let durable_term = c.nodes[&1].node.raw().raft.term;
+    let early: Vec<_> = sent.iter().filter(|m| m.term > durable_term).collect();
+
+    c.node(1).node.campaign_if_alone();
+    c.pump();
+    let w2 = c.write(1, "k", "w2");
+    c.pump();
+    c.tick(3);
+    assert_eq!(w2.try_recv().unwrap(), Ok("OK".into()));
+    assert_eq!(c.value(1, "k").as_deref(), Some("w2"));
+    assert_eq!(
+        c.value(2, "k").as_deref(),
+        Some("w2"),
+        "the learner diverged from the leader; messages sent at a term not yet durable: {:?}",
+        early
+            .iter()
+            .map(|m| (m.get_msg_type(), m.term))
+            .collect::<Vec<_>>()
+    );
+    assert!(early.is_empty(), "sent before the term was durable");
 }
