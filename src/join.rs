@@ -95,7 +95,7 @@ fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), St
             Attempt::Added => {
                 crate::logging::notice(&format!("joined the cluster through {addr} as node {id}"));
                 match driver::node() {
-                    Some(n) => n.send(Request::WaitVoter { client }),
+                    Some(n) => n.send(Request::WaitVoter { client, deadline }),
                     None => client.reply(Reply::Error(Error::Other(
                         "join succeeded but the node stopped".into(),
                     ))),

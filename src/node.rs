@@ -7,7 +7,7 @@
 //! and confirmed reads, in order). Unit tests drive three nodes in memory with
 //! their own implementations of those traits.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,9 +153,11 @@ pub enum Request<C> {
     Messages(Vec<Message>),
     /// The leader told us we were removed from the cluster.
     Removed,
-    /// Answer this client once this node is a voter (a joining node).
+    /// Answer this client once this node is a voter (a joining node), or
+    /// with an error once `deadline` passed (join-timeout).
     WaitVoter {
         client: C,
+        deadline: Instant,
     },
     /// A snapshot was taken and is durable: compact the log up to it.
     SnapshotTaken {
@@ -188,6 +190,9 @@ pub struct NodeConfig {
 /// is margin for clocks ticking at slightly different rates.
 const LEASE_SHARE: f64 = 0.8;
 
+/// A client waits at most this many election timeouts for its write.
+const PROPOSAL_TIMEOUT_ELECTIONS: usize = 10;
+
 /// A read-index request context that marks a lease probe, not client reads.
 const LEASE_PROBE: u8 = b'L';
 
@@ -214,6 +219,12 @@ impl NodeConfig {
             read_only_option: ReadOnlyOption::Safe,
             ..Default::default()
         }
+    }
+
+    /// Ticks a proposal's client may wait for its entry to commit (or be
+    /// known lost) before it hears that the outcome is unknown.
+    pub(crate) fn proposal_timeout_ticks(&self) -> usize {
+        self.election_ticks.max(2) * PROPOSAL_TIMEOUT_ELECTIONS
     }
 
     /// How long a read may wait for its quorum confirmation.
@@ -294,7 +305,12 @@ pub type SharedStatus = Arc<RwLock<Status>>;
 
 struct Proposal<C> {
     client: C,
-    index: Option<u64>,
+    /// Where raft-rs appended its entry, known from the moment it was
+    /// proposed: the entry can leave raft-rs's memory (a new leader's
+    /// append) before any Ready shows it.
+    index: u64,
+    /// `ticks` when it was proposed, for the proposal bound.
+    since_tick: usize,
 }
 
 /// A waiting client and the read command it sent.
@@ -317,8 +333,10 @@ pub struct RaftNode<C: Client> {
 
     next_seq: u64,
     proposals: HashMap<u64, Proposal<C>>,
-    /// Log index -> proposal seq, for proposals whose entry we appended.
-    by_index: BTreeMap<u64, u64>,
+    /// (log index, proposal seq) of every waiting proposal. Several can
+    /// share an index (one replaced another in our log): none of them is
+    /// lost until another entry commits there.
+    by_index: BTreeSet<(u64, u64)>,
 
     /// Reads waiting for the next ReadIndex round.
     read_queue: Vec<(C, Vec<Vec<u8>>, Instant)>,
@@ -329,7 +347,9 @@ pub struct RaftNode<C: Client> {
 
     /// Highest committed index handed to the applier.
     sent_to_apply: u64,
-    voter_waiters: Vec<C>,
+    /// Joining clients waiting for this node to be a voter, with their
+    /// deadlines.
+    voter_waiters: Vec<(C, Instant)>,
     /// read-mode lease: probes in flight (id -> when sent) and the lease.
     lease_probes: HashMap<u64, Instant>,
     lease_until: Option<Instant>,
@@ -337,6 +357,8 @@ pub struct RaftNode<C: Client> {
     /// no one for an election timeout, so it cannot help elect a new leader
     /// inside an old leader's lease that it acknowledged before a restart.
     ticks_since_start: usize,
+    /// Ticks since start, for the proposal bound.
+    ticks: usize,
     /// Ticks left during which a removed leader keeps asking its best
     /// follower to take over (the first request can arrive before the
     /// follower has applied the removal, and raft-rs ignores it then).
@@ -410,7 +432,7 @@ impl<C: Client> RaftNode<C> {
             removed,
             next_seq,
             proposals: HashMap::new(),
-            by_index: BTreeMap::new(),
+            by_index: BTreeSet::new(),
             read_queue: Vec::new(),
             read_batches: HashMap::new(),
             confirmed_reads: Vec::new(),
@@ -421,6 +443,7 @@ impl<C: Client> RaftNode<C> {
             lease_probes: HashMap::new(),
             lease_until: None,
             ticks_since_start: 0,
+            ticks: 0,
             writer: None,
             last_submitted: 0,
             last_persisted: 0,
@@ -526,7 +549,7 @@ impl<C: Client> RaftNode<C> {
                 | Request::AddNode { client, .. }
                 | Request::RemoveNode { client, .. }
                 | Request::TransferLeader { client, .. }
-                | Request::WaitVoter { client } => client.reply(Reply::Error(Error::Removed)),
+                | Request::WaitVoter { client, .. } => client.reply(Reply::Error(Error::Removed)),
                 Request::SnapshotTaken { clients, .. } => {
                     for c in clients {
                         c.reply(Reply::Error(Error::Removed));
@@ -591,11 +614,11 @@ impl<C: Client> RaftNode<C> {
                 }
             }
             Request::Removed => self.mark_removed(net),
-            Request::WaitVoter { client } => {
+            Request::WaitVoter { client, deadline } => {
                 if self.membership.conf_state.voters.contains(&self.cfg.id) {
                     client.reply(Reply::Ok);
                 } else {
-                    self.voter_waiters.push(client);
+                    self.voter_waiters.push((client, deadline));
                 }
             }
             Request::SnapshotTaken { snapshot, clients } => {
@@ -680,16 +703,64 @@ impl<C: Client> RaftNode<C> {
         let pid = self.next_proposal_id();
         let data = payload.encode();
         match self.raw.propose(pid.encode(), data) {
-            Ok(()) => {
-                self.proposals.insert(
-                    pid.seq,
-                    Proposal {
-                        client,
-                        index: None,
-                    },
-                );
-            }
+            Ok(()) => self.track_proposal(pid.seq, client),
             Err(e) => client.reply(Reply::Error(self.proposal_error(e))),
+        }
+    }
+
+    /// A proposal raft-rs accepted: as leader it appended the entry at
+    /// once, at the end of the log. (A conf change it refuses there becomes
+    /// an empty entry: it is then answered as lost once that commits.)
+    fn track_proposal(&mut self, seq: u64, client: C) {
+        let index = self.raw.raft.raft_log.last_index();
+        self.proposals.insert(
+            seq,
+            Proposal {
+                client,
+                index,
+                since_tick: self.ticks,
+            },
+        );
+        self.by_index.insert((index, seq));
+    }
+
+    /// Answers the clients that waited longer than the bound. Their
+    /// entries may still commit: the outcome is unknown.
+    fn expire_proposals(&mut self) {
+        let bound = self.cfg.proposal_timeout_ticks();
+        let now = self.ticks;
+        let expired: Vec<u64> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| now.saturating_sub(p.since_tick) > bound)
+            .map(|(seq, _)| *seq)
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let ms = (self.cfg.tick * bound as u32).as_millis();
+        for seq in expired {
+            if let Some(p) = self.proposals.remove(&seq) {
+                self.by_index.remove(&(p.index, seq));
+                p.client.reply(Reply::Error(Error::Unknown(format!(
+                    "no outcome within {ms} ms; the command may or may not have been applied"
+                ))));
+            }
+        }
+    }
+
+    /// Joining clients whose deadline passed before this node was promoted.
+    fn expire_voter_waiters(&mut self) {
+        let now = Instant::now();
+        let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.voter_waiters)
+            .into_iter()
+            .partition(|(_, deadline)| now >= *deadline);
+        self.voter_waiters = keep;
+        for (c, _) in late {
+            c.reply(Reply::Error(Error::Unknown(format!(
+                "node {} was added as a learner but not promoted to voter within join-timeout; the leader may still promote it once it catches up",
+                self.cfg.id
+            ))));
         }
     }
 
@@ -767,13 +838,7 @@ impl<C: Client> RaftNode<C> {
         match self.raw.propose_conf_change(pid.encode(), cc) {
             Ok(()) => {
                 if let Some(client) = client {
-                    self.proposals.insert(
-                        pid.seq,
-                        Proposal {
-                            client,
-                            index: None,
-                        },
-                    );
+                    self.track_proposal(pid.seq, client);
                 }
             }
             Err(e) => {
@@ -832,6 +897,9 @@ impl<C: Client> RaftNode<C> {
         self.settle_log_if_sole_voter();
         self.raw.tick();
         self.ticks_since_start = self.ticks_since_start.saturating_add(1);
+        self.ticks = self.ticks.saturating_add(1);
+        self.expire_proposals();
+        self.expire_voter_waiters();
         if self.is_leader() && !self.removed {
             self.promote_caught_up_learner();
             self.probe_lease();
@@ -1101,7 +1169,6 @@ impl<C: Client> RaftNode<C> {
         let mut write = LogWrite::default();
         let committed = rd.take_committed_entries();
         self.handle_committed(committed, &mut write, items, replies, net);
-        self.note_proposal_indexes(rd.entries());
         write.entries = rd.take_entries();
         write.hard_state = rd.hs().cloned();
         write.no_sync = self.commit_only(&write);
@@ -1168,7 +1235,7 @@ impl<C: Client> RaftNode<C> {
             c.reply(r);
         }
         if self.membership.conf_state.voters.contains(&self.cfg.id) {
-            for c in self.voter_waiters.drain(..) {
+            for (c, _) in self.voter_waiters.drain(..) {
                 c.reply(Reply::Ok);
             }
         }
@@ -1210,12 +1277,10 @@ impl<C: Client> RaftNode<C> {
         self.store.set_snapshot(Some(snap.clone()));
         // Our proposals the snapshot covers committed or were overwritten;
         // which one cannot be told any more.
-        let covered: Vec<u64> = self.by_index.range(..=index).map(|(_, s)| *s).collect();
-        for seq in covered {
+        let covered: Vec<(u64, u64)> = self.by_index.range(..=(index, u64::MAX)).copied().collect();
+        for (i, seq) in covered {
+            self.by_index.remove(&(i, seq));
             if let Some(p) = self.proposals.remove(&seq) {
-                if let Some(i) = p.index {
-                    self.by_index.remove(&i);
-                }
                 replies.push((
                     p.client,
                     Reply::Error(Error::Unknown(
@@ -1268,46 +1333,21 @@ impl<C: Client> RaftNode<C> {
         }
     }
 
-    /// Remembers at which index each of our proposals was appended.
-    fn note_proposal_indexes(&mut self, entries: &[Entry]) {
-        for e in entries {
-            let Some(pid) = ProposalId::decode(&e.context) else {
-                continue;
-            };
-            if pid.node != self.cfg.id {
-                continue;
-            }
-            if let Some(p) = self.proposals.get_mut(&pid.seq) {
-                p.index = Some(e.index);
-                if let Some(old) = self.by_index.insert(e.index, pid.seq) {
-                    if old != pid.seq {
-                        // Our older proposal at this index was overwritten
-                        // before it committed: it can never commit.
-                        if let Some(p) = self.proposals.remove(&old) {
-                            p.client.reply(Reply::Error(lost_entry()));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// The waiting client of a committed entry, if we proposed it. Our
-    /// proposals at lower or equal indexes that this entry is not are lost.
+    /// proposals at lower or equal indexes that this entry is not are lost:
+    /// an entry keeps its index, and another one committed there.
     fn take_client(&mut self, e: &Entry) -> Option<C> {
         let mine = ProposalId::decode(&e.context)
             .filter(|p| p.node == self.cfg.id)
             .and_then(|p| self.proposals.remove(&p.seq).map(|pr| (p.seq, pr)));
-        if let Some((_, pr)) = &mine {
-            if let Some(i) = pr.index {
-                self.by_index.remove(&i);
-            }
+        if let Some((seq, pr)) = &mine {
+            self.by_index.remove(&(pr.index, *seq));
         }
-        while let Some((&idx, &seq)) = self.by_index.first_key_value() {
+        while let Some(&(idx, seq)) = self.by_index.first() {
             if idx > e.index {
                 break;
             }
-            self.by_index.remove(&idx);
+            self.by_index.remove(&(idx, seq));
             if let Some(p) = self.proposals.remove(&seq) {
                 p.client.reply(Reply::Error(lost_entry()));
             }
@@ -1467,7 +1507,7 @@ impl<C: Client> RaftNode<C> {
             )));
         }
         self.by_index.clear();
-        for c in self.voter_waiters.drain(..) {
+        for (c, _) in self.voter_waiters.drain(..) {
             c.reply(Reply::Error(Error::Removed));
         }
         self.publish_status();
@@ -1562,7 +1602,7 @@ impl<C: Client> RaftNode<C> {
                 c.reply(Reply::Error(err.clone()));
             }
         }
-        for c in self.voter_waiters.drain(..) {
+        for (c, _) in self.voter_waiters.drain(..) {
             c.reply(Reply::Error(err.clone()));
         }
     }

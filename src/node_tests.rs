@@ -914,3 +914,112 @@ fn a_sole_voters_new_term_is_durable_before_its_appends_leave() {
     );
     assert!(early.is_empty(), "sent before the term was durable");
 }
+
+/// Finding 5 (issue 11): a healed partition. The old leader, not yet aware
+/// of the new term, takes a write, and within the same batch (no Ready in
+/// between) the new leader's first append reaches it: raft-rs cuts the
+/// write's entry out of memory before any Ready shows it, so its index was
+/// never learned and, before the fix, its client waited forever.
+#[test]
+fn a_write_cut_from_memory_before_any_ready_is_still_answered() {
+    let mut c = Cluster::new(3);
+    let old = c.elect();
+    let others: Vec<u64> = (1..=3).filter(|i| *i != old).collect();
+    c.isolate(old);
+    // Only the others tick: the old leader does not notice it lost quorum.
+    let mut stashed = Vec::new();
+    for _ in 0..200 {
+        for id in &others {
+            let n = c.node(*id);
+            n.node.tick(&n.net);
+        }
+        for _ in 0..10 {
+            let mut inflight = Vec::new();
+            for id in &others {
+                inflight.extend(step(&mut c, *id));
+            }
+            let (to_old, rest): (Vec<_>, Vec<_>) = inflight.into_iter().partition(|m| m.to == old);
+            stashed.extend(to_old);
+            deliver(&mut c, rest);
+        }
+        if others.iter().any(|id| c.nodes[id].node.is_leader()) {
+            break;
+        }
+    }
+    let new = *others
+        .iter()
+        .find(|id| c.nodes[id].node.is_leader())
+        .expect("the others elect a leader");
+    assert!(
+        c.nodes[&old].node.is_leader(),
+        "the old leader still thinks it leads"
+    );
+    let appends: Vec<Message> = stashed
+        .into_iter()
+        .filter(|m| m.from == new && m.get_msg_type() == MessageType::MsgAppend)
+        .collect();
+    assert!(!appends.is_empty(), "the new leader's first append");
+    c.heal();
+    // One batch: the write, then the append of the new term.
+    let w = c.write(old, "k", "cut");
+    let n = c.node(old);
+    n.node.handle(Request::Messages(appends), &n.net);
+    assert!(!c.nodes[&old].node.is_leader());
+    c.pump();
+    c.tick(5);
+    match w.try_recv() {
+        Err(_) => panic!("the write cut before any Ready was never answered"),
+        Ok(Ok(v)) => panic!("answered {v} but it was never applied"),
+        Ok(Err(e)) => assert!(matches!(e, Error::TryAgain(_)), "{e:?}"),
+    }
+    for id in 1..=3 {
+        assert_ne!(c.value(id, "k").as_deref(), Some("cut"), "node {id}");
+    }
+}
+
+/// Finding 5: a leader cut off for good takes a write; its entry never
+/// commits and nothing else commits at its index either. The client hears
+/// -TIMEOUT (outcome unknown) within the proposal bound, not never.
+#[test]
+fn a_write_whose_outcome_never_settles_is_answered_timeout_within_the_bound() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    c.isolate(l);
+    let w = c.write(l, "k", "v");
+    c.pump();
+    let bound = c.nodes[&l].node.cfg.proposal_timeout_ticks();
+    for _ in 0..bound + 1 {
+        let n = c.node(l);
+        n.node.tick(&n.net);
+        c.pump();
+    }
+    match w.try_recv() {
+        Err(_) => panic!("no answer after {} ticks", bound + 1),
+        Ok(r) => assert!(matches!(r, Err(Error::Unknown(_))), "{r:?}"),
+    }
+}
+
+/// Finding 5: RAFT.CLUSTER JOIN waits on the joining node until it is a
+/// voter. A learner that never catches up (here: cut off) must still answer
+/// once the join deadline passes.
+#[test]
+fn a_join_waiting_for_promotion_is_answered_when_its_deadline_passes() {
+    let mut c = Cluster::build_members(&[1], &[2], start_node);
+    c.node(1).node.campaign_if_alone();
+    c.pump();
+    c.isolate(2);
+    let (cl, rx) = client();
+    let n = c.node(2);
+    n.node.handle(
+        Request::WaitVoter {
+            client: cl,
+            deadline: Instant::now(),
+        },
+        &n.net,
+    );
+    c.tick(1);
+    let err = rx
+        .try_recv()
+        .expect("answered at the first tick after the deadline");
+    assert!(matches!(err, Err(Error::Unknown(_))), "{err:?}");
+}
