@@ -151,25 +151,19 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
     }
     // Until this node applies the membership entries it cannot answer the
     // leader: teach its transport the members it can see now.
+    // They are also kept, so that a restart before the first membership
+    // entry still knows whom to answer (the leader waits for replies before
+    // it sends a snapshot). The Raft thread does both: it alone writes the
+    // log, and it skips them once a newer membership has arrived (this
+    // thread could read an old one and write it back over a newer one).
     if let (Some(n), Ok(RespValue::Bulk(Some(info)))) =
         (driver::node(), conn.call(&[b"RAFT.INFO".as_slice()]))
     {
-        let mut learned = n.store.membership();
-        for (peer, peer_addr) in known_members(&info, addr) {
-            if peer != id {
-                n.transport.upsert_peer(peer, &peer_addr);
-                learned.addrs.insert(peer, peer_addr);
-            }
-        }
-        // Kept, so that a restart before the first membership entry still
-        // knows whom to answer (the leader waits for replies before it
-        // sends a snapshot).
-        if learned.index == 0 && learned != n.store.membership() {
-            let _ = n.store.write(LogWrite {
-                membership: Some(learned),
-                ..Default::default()
-            });
-        }
+        let peers = known_members(&info, addr)
+            .into_iter()
+            .filter(|(peer, _)| *peer != id)
+            .collect();
+        n.send(Request::LearnPeers { peers });
     }
     let id_s = id.to_string();
     // Adding waits for a commit: allow it the join budget, not one response.

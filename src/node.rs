@@ -153,6 +153,13 @@ pub enum Request<C> {
     Messages(Vec<Message>),
     /// The leader told us we were removed from the cluster.
     Removed,
+    /// A joining node learned these members (id, address) from RAFT.INFO:
+    /// reach them now, and keep them while no membership entry or snapshot
+    /// has arrived (so a restart before that still knows whom to answer).
+    /// Written by the Raft thread, the one writer of the log.
+    LearnPeers {
+        peers: Vec<(u64, String)>,
+    },
     /// Answer this client once this node is a voter (a joining node), or
     /// with an error once `deadline` passed (join-timeout).
     WaitVoter {
@@ -541,6 +548,7 @@ impl<C: Client> RaftNode<C> {
                 | Request::LogFailed(_)
                 | Request::Messages(_)
                 | Request::Removed
+                | Request::LearnPeers { .. }
                 | Request::Shutdown
                 | Request::TimeoutNow => {}
                 Request::Write { client, .. }
@@ -614,6 +622,7 @@ impl<C: Client> RaftNode<C> {
                 }
             }
             Request::Removed => self.mark_removed(net),
+            Request::LearnPeers { peers } => self.learn_peers(peers, net),
             Request::WaitVoter { client, deadline } => {
                 if self.membership.conf_state.voters.contains(&self.cfg.id) {
                     client.reply(Reply::Ok);
@@ -633,6 +642,37 @@ impl<C: Client> RaftNode<C> {
             // Handled by the owner of the node (it stops it).
             Request::Persisted(_) | Request::LogFailed(_) | Request::Shutdown => {}
         }
+    }
+
+    /// A joining node's members as RAFT.INFO showed them. Once a membership
+    /// entry or a snapshot reached this node, its membership is the truth
+    /// and is left alone (a JOIN retry can read RAFT.INFO long before it
+    /// gets here).
+    fn learn_peers(&mut self, peers: Vec<(u64, String)>, net: &dyn Network) {
+        if self.membership.index > 0 || self.store.snapshot_point().0 > 0 {
+            return;
+        }
+        let mut m = self.membership.clone();
+        for (id, addr) in peers {
+            if id != self.cfg.id && id != 0 {
+                net.upsert_peer(id, &addr);
+                m.addrs.insert(id, addr);
+            }
+        }
+        if m == self.membership {
+            return;
+        }
+        if let Err(e) = self.drain_writer().and_then(|()| {
+            self.store.write(LogWrite {
+                membership: Some(m.clone()),
+                ..Default::default()
+            })
+        }) {
+            warn!(self.logger, "could not keep the learned members"; "error" => %e);
+            return;
+        }
+        self.membership = m;
+        self.publish_status();
     }
 
     /// Why raft-rs would panic on `m`, which no correct node sends: the peer

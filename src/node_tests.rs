@@ -1023,3 +1023,135 @@ fn a_join_waiting_for_promotion_is_answered_when_its_deadline_passes() {
         .expect("answered at the first tick after the deadline");
     assert!(matches!(err, Err(Error::Unknown(_))), "{err:?}");
 }
+
+/// Finding 7 (issue 11): a joining node remembers the members it learned
+/// from RAFT.INFO (an index-0 membership) so that a restart before its first
+/// membership entry still knows whom to answer. The JOIN thread used to
+/// write that itself, on every attempt, racing the Raft thread: read before
+/// a snapshot from the leader was installed, written after it, it replaced
+/// the snapshot's membership. After the node's promotion and a restart, the
+/// promotion replayed onto an empty configuration: a node that elected
+/// itself alone. Now the Raft thread writes it, and only while no
+/// membership entry or snapshot has reached the node.
+#[test]
+fn learned_peers_of_a_join_retry_never_replace_a_newer_membership() {
+    use crate::storage::SnapshotDescriptor;
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    for i in 0..5 {
+        let w = c.write(l, &format!("k{i}"), "x");
+        c.pump();
+        assert!(w.try_recv().unwrap().is_ok());
+    }
+    // The joining node 4, as ensure_node and the first attempt leave it.
+    let dir = tempfile::tempdir().unwrap();
+    let peers: Vec<(u64, String)> = (1..=3)
+        .map(|p| (p, format!("127.0.0.1:{}", 5000 + p)))
+        .collect();
+    {
+        let store = LogStore::open(dir.path(), false).unwrap();
+        store
+            .write(LogWrite {
+                meta: Some(NodeMeta {
+                    node_id: 4,
+                    dbid: "test".into(),
+                    removed: false,
+                }),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    c.nodes.insert(4, start_node(4, dir));
+    let n = c.node(4);
+    n.node.handle(
+        Request::LearnPeers {
+            peers: peers.clone(),
+        },
+        &n.net,
+    );
+    // Known to the transport, and kept (index 0) for a restart.
+    let kept = c.nodes[&4].node.store().membership();
+    assert_eq!(kept.index, 0);
+    assert_eq!(kept.addrs.len(), 3);
+    assert_eq!(c.nodes[&4].net.peers.borrow().len(), 3);
+    c.isolate(4);
+    let (cl, added) = client();
+    let n = c.node(l);
+    n.node.handle(
+        Request::AddNode {
+            id: 4,
+            addr: "127.0.0.1:5004".into(),
+            client: cl,
+        },
+        &n.net,
+    );
+    c.pump();
+    assert_eq!(added.try_recv().unwrap(), Ok("OK".into()));
+    // The leader compacts past the learner's entry: node 4 gets a snapshot.
+    let (index, term, membership) = {
+        let n = &c.nodes[&l].node;
+        let index = n.status().read().applied_index;
+        let term = n.raw().raft.raft_log.term(index).unwrap();
+        (index, term, n.membership.clone())
+    };
+    let descriptor = SnapshotDescriptor {
+        size: 0,
+        crc32: 0,
+        membership: membership.clone(),
+    }
+    .encode();
+    let n = c.node(l);
+    n.node.handle(
+        Request::SnapshotTaken {
+            snapshot: TakenSnapshot {
+                index,
+                term,
+                membership,
+                descriptor,
+            },
+            clients: Vec::new(),
+        },
+        &n.net,
+    );
+    c.heal();
+    for _ in 0..20 {
+        if c.nodes[&4].node.store().membership().index > 0 {
+            break;
+        }
+        c.tick(1);
+    }
+    let installed = c.nodes[&4].node.store().membership();
+    assert!(installed.index > 0, "node 4 installed the snapshot");
+    assert!(installed.conf_state.learners.contains(&4), "{installed:?}");
+    assert!(c.nodes[&4].node.store().snapshot_point().0 > 0);
+
+    // The JOIN thread's retry, finishing after the install.
+    let n = c.node(4);
+    n.node.handle(Request::LearnPeers { peers }, &n.net);
+    assert_eq!(c.nodes[&4].node.store().membership(), installed);
+
+    // Node 4 restarts, then the leader promotes it.
+    c.restart(4, start_node);
+    c.tick(5);
+    let voters = |c: &Cluster, id: u64| {
+        let mut v = c.nodes[&id]
+            .node
+            .raw()
+            .raft
+            .prs()
+            .conf()
+            .to_conf_state()
+            .voters;
+        v.sort();
+        v
+    };
+    assert_eq!(voters(&c, l), vec![1, 2, 3, 4]);
+    assert_eq!(voters(&c, 4), vec![1, 2, 3, 4], "node 4's configuration");
+    c.isolate(4);
+    for _ in 0..50 {
+        let n = c.node(4);
+        n.node.tick(&n.net);
+        c.pump();
+    }
+    assert!(!c.nodes[&4].node.is_leader(), "node 4 elected itself alone");
+}
