@@ -193,9 +193,22 @@ pub struct NodeConfig {
 
 /// The lease is this share of the election timeout, counted from when the
 /// confirming heartbeat was sent: followers that answered it vote for no
-/// one else for a full election timeout after they heard it, and the rest
-/// is margin for clocks ticking at slightly different rates.
+/// one else for a while after they heard it, and the rest is margin for
+/// clocks ticking at slightly different rates.
 const LEASE_SHARE: f64 = 0.8;
+
+/// Fewest election ticks (election-timeout / periodic-interval) with which
+/// read-mode lease is safe. raft-rs (check_quorum) refuses a vote while the
+/// follower's `election_elapsed < election_timeout`; the heartbeat resets
+/// it to 0 and each tick adds 1, so the refusal ends at the follower's E-th
+/// tick after the heartbeat. In the worst phase that tick comes just after
+/// the heartbeat arrives, so votes are refused for just over (E - 1) ticks,
+/// not E. The lease must end first: 0.8 E <= E - 1, i.e. E >= 5. The margin
+/// left for clocks that tick at different rates is (E - 1) / (0.8 E) - 1:
+/// none at 5, 12.5% at the default 10, 25% at most. A node with fewer
+/// ticks takes no lease (config.rs refuses the setting at load and at
+/// CONFIG SET). Test: a_read_lease_never_outlasts_the_followers_refusal_to_vote.
+pub const LEASE_MIN_ELECTION_TICKS: usize = 5;
 
 /// A client waits at most this many election timeouts for its write.
 const PROPOSAL_TIMEOUT_ELECTIONS: usize = 10;
@@ -950,7 +963,10 @@ impl<C: Client> RaftNode<C> {
     /// read-mode lease: a read-index round with no reads attached, whose
     /// confirmation by a quorum renews the lease from when it was sent.
     fn probe_lease(&mut self) {
-        if !self.cfg.lease_reads || !self.raw.raft.commit_to_current_term() {
+        if !self.cfg.lease_reads
+            || self.cfg.election_ticks < LEASE_MIN_ELECTION_TICKS
+            || !self.raw.raft.commit_to_current_term()
+        {
             return;
         }
         if self.raw.raft.lead_transferee.is_some() {

@@ -152,15 +152,22 @@ struct Cluster {
     cut: HashSet<(u64, u64)>,
 }
 
+thread_local! {
+    /// Election ticks and read-mode lease of the nodes this test thread
+    /// starts next (Raft's timing is fixed when a node starts).
+    static TIMING: std::cell::Cell<(usize, bool)> = const { std::cell::Cell::new((10, false)) };
+}
+
 fn cfg(id: u64) -> NodeConfig {
+    let (election_ticks, lease_reads) = TIMING.with(|t| t.get());
     NodeConfig {
         id,
         tick: Duration::from_millis(100),
-        election_ticks: 10,
+        election_ticks,
         heartbeat_ticks: 2,
         max_size_per_msg: 1 << 20,
         max_inflight_msgs: 256,
-        lease_reads: false,
+        lease_reads,
     }
 }
 
@@ -1154,4 +1161,106 @@ fn learned_peers_of_a_join_retry_never_replace_a_newer_membership() {
         c.pump();
     }
     assert!(!c.nodes[&4].node.is_leader(), "node 4 elected itself alone");
+}
+
+/// Finding 9 (issue 11): how long after a leader's lease-confirming
+/// heartbeat a follower that acknowledged it first grants a vote, against
+/// the lease that heartbeat gave. Worst case for the follower's tick phase:
+/// it ticks right after the heartbeat arrives, then every `tick`; a vote
+/// granted at its k-th tick is granted (k - 1) ticks after the heartbeat,
+/// which left the leader no earlier than the lease's start.
+fn lease_and_earliest_vote(election_ticks: usize) -> (Option<Duration>, Duration) {
+    TIMING.with(|t| t.set((election_ticks, true)));
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    c.tick(election_ticks + 2);
+    let others: Vec<u64> = (1..=3).filter(|i| *i != l).collect();
+    let (f1, f2) = (others[0], others[1]);
+    // One lease probe: its heartbeat reaches the followers, their acks the
+    // leader.
+    // (With no lease to probe for, the next regular heartbeat.)
+    let mut to_followers = Vec::new();
+    for _ in 0..election_ticks {
+        let n = c.node(l);
+        n.node.tick(&n.net);
+        to_followers = step(&mut c, l);
+        if to_followers
+            .iter()
+            .any(|m| m.to == f2 && m.get_msg_type() == MessageType::MsgHeartbeat)
+        {
+            break;
+        }
+        deliver(&mut c, std::mem::take(&mut to_followers));
+        c.pump();
+    }
+    assert!(!to_followers.is_empty(), "a heartbeat");
+    deliver(&mut c, to_followers);
+    let acks: Vec<Message> = step(&mut c, f1)
+        .into_iter()
+        .chain(step(&mut c, f2))
+        .collect();
+    let probe_sent = Instant::now();
+    deliver(&mut c, acks);
+    step(&mut c, l);
+    let lease = c.nodes[&l]
+        .node
+        .status()
+        .read()
+        .lease_until
+        .map(|u| u.saturating_duration_since(probe_sent));
+    // From now on f2 hears nothing from the leader; f1 asks it for a vote
+    // after each of its ticks.
+    let (term, last, last_term) = {
+        let r = &c.nodes[&f1].node.raw().raft;
+        let last = r.raft_log.last_index();
+        (r.term, last, r.raft_log.term(last).unwrap())
+    };
+    let tick = c.nodes[&f2].node.cfg.tick;
+    for k in 1..=4 * election_ticks {
+        let n = c.node(f2);
+        n.node.tick(&n.net);
+        step(&mut c, f2);
+        let vote = Message {
+            msg_type: MessageType::MsgRequestPreVote,
+            to: f2,
+            from: f1,
+            term: term + 1,
+            index: last,
+            log_term: last_term,
+            ..Default::default()
+        };
+        deliver(&mut c, vec![vote]);
+        let granted = step(&mut c, f2).iter().any(|m| {
+            m.get_msg_type() == MessageType::MsgRequestPreVoteResponse && m.to == f1 && !m.reject
+        });
+        if granted {
+            TIMING.with(|t| t.set((10, false)));
+            return (lease, tick * (k as u32 - 1));
+        }
+    }
+    panic!("f2 never granted a vote");
+}
+
+/// Finding 9: raft-rs withholds a follower's vote for (election ticks - 1)
+/// ticks after a heartbeat in the worst tick phase, and the lease is 0.8 of
+/// the election timeout: with fewer than 5 election ticks the lease
+/// outlasted the vote refusal, so a new leader could be elected while the
+/// old one still served reads at once. Such settings now get no lease.
+#[test]
+fn a_read_lease_never_outlasts_the_followers_refusal_to_vote() {
+    for e in [2, 3, 4, 5, 6, 10] {
+        let (lease, vote) = lease_and_earliest_vote(e);
+        assert_eq!(
+            vote,
+            Duration::from_millis(100) * (e as u32 - 1),
+            "{e} ticks"
+        );
+        match lease {
+            Some(lease) => assert!(
+                lease <= vote,
+                "{e} election ticks: lease {lease:?} outlasts the earliest vote at {vote:?}"
+            ),
+            None => assert!(e < LEASE_MIN_ELECTION_TICKS, "{e} ticks: no lease"),
+        }
+    }
 }
