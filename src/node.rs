@@ -843,6 +843,17 @@ impl<C: Client> RaftNode<C> {
                 "node id {id} already exists or is invalid"
             ))));
         }
+        // One server answers as one node: a second id at a member's address
+        // (two JOINs that picked different random ids, or a JOIN after a
+        // wiped one) could never catch up, and would block later changes.
+        let holder = self.membership.addrs.iter().find(|(other, a)| {
+            **a == addr && (cs.voters.contains(other) || cs.learners.contains(other))
+        });
+        if let Some((other, _)) = holder {
+            return client.reply(Reply::Error(Error::Other(format!(
+                "address {addr} already belongs to node {other}; if that node's data was wiped, remove it first (RAFT.NODE REMOVE {other})"
+            ))));
+        }
         if self.membership_change_in_flight() {
             return client.reply(Reply::Error(Error::TryAgain(
                 "a membership change is in progress".into(),

@@ -1264,3 +1264,75 @@ fn a_read_lease_never_outlasts_the_followers_refusal_to_vote() {
         }
     }
 }
+
+fn add_node(
+    c: &mut Cluster,
+    on: u64,
+    id: u64,
+    addr: &str,
+) -> mpsc::Receiver<Result<String, Error>> {
+    let (cl, rx) = client();
+    let n = c.node(on);
+    n.node.handle(
+        Request::AddNode {
+            id,
+            addr: addr.into(),
+            client: cl,
+        },
+        &n.net,
+    );
+    rx
+}
+
+/// Finding 8 (issue 11): two JOINs from one server that picked different
+/// random ids (or a JOIN after a wiped one) asked to add a second node at
+/// an address a member already has. That node can never answer as itself:
+/// once promoted it counts in every quorum and never acknowledges, and as
+/// a learner it blocks every later ADD. The ADD is refused, naming the
+/// member that holds the address.
+#[test]
+fn an_add_at_an_address_a_member_already_has_is_refused() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    // Node 4 joins and is promoted.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = LogStore::open(dir.path(), false).unwrap();
+        store
+            .write(LogWrite {
+                meta: Some(NodeMeta {
+                    node_id: 4,
+                    dbid: "test".into(),
+                    removed: false,
+                }),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    c.nodes.insert(4, start_node(4, dir));
+    let rx = add_node(&mut c, l, 4, "127.0.0.1:5004");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    c.tick(5);
+    assert!(c.nodes[&l].node.membership.conf_state.voters.contains(&4));
+    // The same server again under another id, and a voter's address.
+    for (id, addr, holder) in [(5, "127.0.0.1:5004", 4), (6, "127.0.0.1:5002", 2)] {
+        let rx = add_node(&mut c, l, id, addr);
+        c.pump();
+        c.tick(3);
+        match rx.try_recv().unwrap() {
+            Err(Error::Other(e)) => assert!(
+                e.contains(&format!("already belongs to node {holder}")),
+                "{e}"
+            ),
+            other => panic!(
+                "ADD {id} at {addr}: {other:?}, members now {:?}",
+                c.nodes[&l].node.membership.conf_state
+            ),
+        }
+    }
+    // Nothing stuck: the next ADD at a new address goes through.
+    let rx = add_node(&mut c, l, 7, "127.0.0.1:5007");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+}
