@@ -33,6 +33,9 @@ enum Attempt {
     Added,
     Moved(String),
     Failed(String),
+    /// RAFT.NODE ADD was sent but got no answer (or -TIMEOUT): it may
+    /// still commit.
+    Unknown(String),
 }
 
 fn info_field(info: &[u8], name: &str) -> Option<String> {
@@ -87,11 +90,13 @@ fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), St
     };
     let mut queue: Vec<String> = targets.to_vec();
     let mut last_error = String::from("no address answered");
+    // An ADD of ours whose outcome is unknown: this node may be a member.
+    let mut maybe_added = false;
     let mut i = 0;
     while Instant::now() < deadline {
         let addr = queue[i % queue.len()].clone();
         i += 1;
-        match attempt(&addr, id, my_addr, &s, resuming.is_some()) {
+        match attempt(&addr, id, my_addr, &s, resuming.is_some() || maybe_added) {
             Attempt::Added => {
                 crate::logging::notice(&format!("joined the cluster through {addr} as node {id}"));
                 match driver::node() {
@@ -111,11 +116,25 @@ fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), St
                 continue;
             }
             Attempt::Failed(e) => last_error = format!("{addr}: {e}"),
+            Attempt::Unknown(e) => {
+                maybe_added = true;
+                last_error = format!("{addr}: {e}");
+            }
         }
         std::thread::sleep(
             s.reconnect_interval
                 .max(std::time::Duration::from_millis(50)),
         );
+    }
+    if maybe_added {
+        // The ADD may still commit: wiping the log now would leave the
+        // cluster a learner that can never catch up. The node keeps its id
+        // and log; if it was added it catches up and is promoted.
+        let msg = format!(
+            "no answer to RAFT.NODE ADD within join-timeout ({last_error}); this node may have been added: it keeps its id {id} and its log and is promoted once it has caught up if so; run JOIN again to wait for that"
+        );
+        client.reply(Reply::Error(Error::Unknown(msg.clone())));
+        return Err(msg);
     }
     // Never added: go back to uninitialized so JOIN can be retried.
     if let Some(n) = driver::node() {
@@ -184,9 +203,10 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
         Ok(RespValue::Error(e)) if e.contains("already exists") && (is_member(id) || resuming) => {
             Attempt::Added
         }
+        Ok(RespValue::Error(e)) if e.starts_with("TIMEOUT") => Attempt::Unknown(e),
         Ok(RespValue::Error(e)) => Attempt::Failed(e),
         Ok(other) => Attempt::Failed(format!("unexpected reply {other:?}")),
-        Err(e) => Attempt::Failed(format!("RAFT.NODE ADD failed: {e}")),
+        Err(e) => Attempt::Unknown(format!("RAFT.NODE ADD failed: {e}")),
     }
 }
 

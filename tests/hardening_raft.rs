@@ -84,3 +84,49 @@ fn read_mode_lease_is_refused_with_fewer_than_5_election_ticks() {
     ])));
     assert_eq!(config_get(&enough, "raft.read-mode"), "lease");
 }
+
+/// Finding 8 (issue 11): a JOIN whose RAFT.NODE ADD got no answer (the
+/// leader had lost its quorum) used to wipe the node's log at join-timeout
+/// as if it had never been added. Once the quorum came back the ADD
+/// committed anyway: a learner that could never catch up (its server was
+/// wiped) blocked every later ADD. Now the node keeps its id and log, JOIN
+/// answers -TIMEOUT (outcome unknown), and the node catches up and is
+/// promoted once the change commits.
+#[test]
+fn a_join_whose_add_got_no_answer_keeps_the_node_and_it_is_promoted_later() {
+    let mut c = Cluster::new(2, &[]);
+    let l = c.wait_leader();
+    let f = 1 - l;
+    assert!(ok(&c.nodes[l].cmd(&["SET", "k", "v"])));
+    // The leader loses its quorum: the ADD cannot commit for now.
+    c.nodes[f].kill9();
+    let n = Node::start(&["--raft.join-timeout", "2000"]);
+    let r = n.cmd(&["RAFT.CLUSTER", "JOIN", &c.nodes[l].addr()]);
+    let e = err_text(&r)
+        .unwrap_or_else(|| panic!("JOIN: {r:?}"))
+        .to_string();
+    // The follower comes back; only the old leader has the ADD entry, so it
+    // wins again and commits it.
+    c.nodes[f].launch();
+    let l = c.wait_leader();
+    let added = wait_for(30, "the ADD entry to commit", || {
+        let info = c.nodes[l].info();
+        info.lines()
+            .find(|line| {
+                line.starts_with("raft_node") && line.contains(&format!("port={}", n.port))
+            })
+            .map(str::to_string)
+    });
+    assert!(
+        e.starts_with("TIMEOUT"),
+        "JOIN answered {e}; the leader has {added}; the joining node is {}",
+        n.info_field("state")
+    );
+    wait_for(60, "the joined node to be an up voter", || {
+        (n.info_field("state") == "up" && n.info_field("is_voting") == "yes").then_some(())
+    });
+    assert_eq!(
+        bulk(&n.cmd(&["RAFT.DEBUG", "EXEC", "GET", "k"])).as_deref(),
+        Some("v")
+    );
+}
