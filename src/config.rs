@@ -154,11 +154,46 @@ fn check_trace(v: &str) -> Result<(), String> {
 
 fn check_read_mode(v: &str) -> Result<(), String> {
     match v {
-        "readindex" | "lease" => Ok(()),
+        "readindex" => Ok(()),
+        // At load the timing may be set after this: `check_loaded` checks
+        // them together. After load Raft's timing is immutable.
+        "lease" if !LOADED.load(Ordering::Relaxed) => Ok(()),
+        "lease" => check_lease_timing(&Settings::current()),
         _ => Err(format!(
             "invalid read-mode '{v}': expected readindex or lease"
         )),
     }
+}
+
+/// Set once the load-time settings are all in (see [`check_loaded`]).
+static LOADED: AtomicBool = AtomicBool::new(false);
+
+/// read-mode lease is safe only with enough election ticks: see
+/// `node::LEASE_MIN_ELECTION_TICKS` for why.
+pub fn check_lease_timing(s: &Settings) -> Result<(), String> {
+    let min = crate::node::LEASE_MIN_ELECTION_TICKS;
+    let e = s.election_ticks();
+    if e >= min {
+        return Ok(());
+    }
+    let tick = s.periodic_interval.as_millis();
+    Err(format!(
+        "read-mode lease needs an election-timeout of at least {min} periodic-intervals ({} ms with periodic-interval {tick} ms), not {e}: a follower may vote again {} ms after a heartbeat while the lease lasts {} ms; use read-mode readindex or a longer election-timeout",
+        tick * min as u128,
+        tick * (e as u128 - 1),
+        tick * e as u128 * 4 / 5,
+    ))
+}
+
+/// Checks the settings that depend on each other once all load-time values
+/// are set (Redis applies them in its own order); from then on CONFIG SET
+/// checks each change.
+pub fn check_loaded() -> Result<(), String> {
+    if lease_reads() {
+        check_lease_timing(&Settings::current())?;
+    }
+    LOADED.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 fn check_tls(v: bool) -> Result<(), String> {
@@ -497,6 +532,21 @@ mod tests {
         // A refused value leaves the old one in place.
         assert_eq!(get(&ID), 7);
         assert_eq!(ADDR.get(), "127.0.0.1:5001");
+
+        // read-mode lease and Raft's timing are checked together.
+        apply_args(&["read-mode=lease".into()]).unwrap();
+        assert!(check_loaded().is_ok(), "15 election ticks are enough");
+        ELECTION_TIMEOUT.store(400, Ordering::Relaxed);
+        let err = check_lease_timing(&Settings::current()).unwrap_err();
+        assert!(
+            err.contains("at least 5 periodic-intervals (500 ms"),
+            "{err}"
+        );
+        assert!(err.contains("vote again 300 ms after"), "{err}");
+        assert!(err.contains("lease lasts 320 ms"), "{err}");
+        assert!(READ_MODE.set("lease").is_err());
+        READ_MODE.set("readindex").unwrap();
+        ELECTION_TIMEOUT.store(1500, Ordering::Relaxed);
 
         let s = Settings::current();
         assert_eq!(s.election_ticks(), 15);

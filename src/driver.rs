@@ -61,7 +61,7 @@ fn fail_request(req: Request<RedisClient>, err: Error) {
         | Request::AddNode { client, .. }
         | Request::RemoveNode { client, .. }
         | Request::TransferLeader { client, .. }
-        | Request::WaitVoter { client } => client.reply(Reply::Error(err)),
+        | Request::WaitVoter { client, .. } => client.reply(Reply::Error(err)),
         _ => {}
     }
 }

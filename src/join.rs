@@ -33,6 +33,9 @@ enum Attempt {
     Added,
     Moved(String),
     Failed(String),
+    /// RAFT.NODE ADD was sent but got no answer (or -TIMEOUT): it may
+    /// still commit.
+    Unknown(String),
 }
 
 fn info_field(info: &[u8], name: &str) -> Option<String> {
@@ -87,15 +90,17 @@ fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), St
     };
     let mut queue: Vec<String> = targets.to_vec();
     let mut last_error = String::from("no address answered");
+    // An ADD of ours whose outcome is unknown: this node may be a member.
+    let mut maybe_added = false;
     let mut i = 0;
     while Instant::now() < deadline {
         let addr = queue[i % queue.len()].clone();
         i += 1;
-        match attempt(&addr, id, my_addr, &s, resuming.is_some()) {
+        match attempt(&addr, id, my_addr, &s, resuming.is_some() || maybe_added) {
             Attempt::Added => {
                 crate::logging::notice(&format!("joined the cluster through {addr} as node {id}"));
                 match driver::node() {
-                    Some(n) => n.send(Request::WaitVoter { client }),
+                    Some(n) => n.send(Request::WaitVoter { client, deadline }),
                     None => client.reply(Reply::Error(Error::Other(
                         "join succeeded but the node stopped".into(),
                     ))),
@@ -111,11 +116,25 @@ fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), St
                 continue;
             }
             Attempt::Failed(e) => last_error = format!("{addr}: {e}"),
+            Attempt::Unknown(e) => {
+                maybe_added = true;
+                last_error = format!("{addr}: {e}");
+            }
         }
         std::thread::sleep(
             s.reconnect_interval
                 .max(std::time::Duration::from_millis(50)),
         );
+    }
+    if maybe_added {
+        // The ADD may still commit: wiping the log now would leave the
+        // cluster a learner that can never catch up. The node keeps its id
+        // and log; if it was added it catches up and is promoted.
+        let msg = format!(
+            "no answer to RAFT.NODE ADD within join-timeout ({last_error}); this node may have been added: it keeps its id {id} and its log and is promoted once it has caught up if so; run JOIN again to wait for that"
+        );
+        client.reply(Reply::Error(Error::Unknown(msg.clone())));
+        return Err(msg);
     }
     // Never added: go back to uninitialized so JOIN can be retried.
     if let Some(n) = driver::node() {
@@ -151,25 +170,19 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
     }
     // Until this node applies the membership entries it cannot answer the
     // leader: teach its transport the members it can see now.
+    // They are also kept, so that a restart before the first membership
+    // entry still knows whom to answer (the leader waits for replies before
+    // it sends a snapshot). The Raft thread does both: it alone writes the
+    // log, and it skips them once a newer membership has arrived (this
+    // thread could read an old one and write it back over a newer one).
     if let (Some(n), Ok(RespValue::Bulk(Some(info)))) =
         (driver::node(), conn.call(&[b"RAFT.INFO".as_slice()]))
     {
-        let mut learned = n.store.membership();
-        for (peer, peer_addr) in known_members(&info, addr) {
-            if peer != id {
-                n.transport.upsert_peer(peer, &peer_addr);
-                learned.addrs.insert(peer, peer_addr);
-            }
-        }
-        // Kept, so that a restart before the first membership entry still
-        // knows whom to answer (the leader waits for replies before it
-        // sends a snapshot).
-        if learned.index == 0 && learned != n.store.membership() {
-            let _ = n.store.write(LogWrite {
-                membership: Some(learned),
-                ..Default::default()
-            });
-        }
+        let peers = known_members(&info, addr)
+            .into_iter()
+            .filter(|(peer, _)| *peer != id)
+            .collect();
+        n.send(Request::LearnPeers { peers });
     }
     let id_s = id.to_string();
     // Adding waits for a commit: allow it the join budget, not one response.
@@ -190,9 +203,10 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
         Ok(RespValue::Error(e)) if e.contains("already exists") && (is_member(id) || resuming) => {
             Attempt::Added
         }
+        Ok(RespValue::Error(e)) if e.starts_with("TIMEOUT") => Attempt::Unknown(e),
         Ok(RespValue::Error(e)) => Attempt::Failed(e),
         Ok(other) => Attempt::Failed(format!("unexpected reply {other:?}")),
-        Err(e) => Attempt::Failed(format!("RAFT.NODE ADD failed: {e}")),
+        Err(e) => Attempt::Unknown(format!("RAFT.NODE ADD failed: {e}")),
     }
 }
 

@@ -52,7 +52,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 
 fn init_inner(ctx: &Context, args: &[RedisString]) -> Status {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
-    if let Err(e) = config::apply_args(&args) {
+    if let Err(e) = config::apply_args(&args).and_then(|()| config::check_loaded()) {
         ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
         return Status::Err;
     }

@@ -7,7 +7,7 @@
 //! and confirmed reads, in order). Unit tests drive three nodes in memory with
 //! their own implementations of those traits.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,9 +161,18 @@ pub enum Request<C> {
     Messages(Vec<Message>),
     /// The leader told us we were removed from the cluster.
     Removed,
-    /// Answer this client once this node is a voter (a joining node).
+    /// A joining node learned these members (id, address) from RAFT.INFO:
+    /// reach them now, and keep them while no membership entry or snapshot
+    /// has arrived (so a restart before that still knows whom to answer).
+    /// Written by the Raft thread, the one writer of the log.
+    LearnPeers {
+        peers: Vec<(u64, String)>,
+    },
+    /// Answer this client once this node is a voter (a joining node), or
+    /// with an error once `deadline` passed (join-timeout).
     WaitVoter {
         client: C,
+        deadline: Instant,
     },
     /// A snapshot was taken and is durable: compact the log up to it.
     SnapshotTaken {
@@ -193,9 +202,25 @@ pub struct NodeConfig {
 
 /// The lease is this share of the election timeout, counted from when the
 /// confirming heartbeat was sent: followers that answered it vote for no
-/// one else for a full election timeout after they heard it, and the rest
-/// is margin for clocks ticking at slightly different rates.
+/// one else for a while after they heard it, and the rest is margin for
+/// clocks ticking at slightly different rates.
 const LEASE_SHARE: f64 = 0.8;
+
+/// Fewest election ticks (election-timeout / periodic-interval) with which
+/// read-mode lease is safe. raft-rs (check_quorum) refuses a vote while the
+/// follower's `election_elapsed < election_timeout`; the heartbeat resets
+/// it to 0 and each tick adds 1, so the refusal ends at the follower's E-th
+/// tick after the heartbeat. In the worst phase that tick comes just after
+/// the heartbeat arrives, so votes are refused for just over (E - 1) ticks,
+/// not E. The lease must end first: 0.8 E <= E - 1, i.e. E >= 5. The margin
+/// left for clocks that tick at different rates is (E - 1) / (0.8 E) - 1:
+/// none at 5, 12.5% at the default 10, 25% at most. A node with fewer
+/// ticks takes no lease (config.rs refuses the setting at load and at
+/// CONFIG SET). Test: a_read_lease_never_outlasts_the_followers_refusal_to_vote.
+pub const LEASE_MIN_ELECTION_TICKS: usize = 5;
+
+/// A client waits at most this many election timeouts for its write.
+const PROPOSAL_TIMEOUT_ELECTIONS: usize = 10;
 
 /// A read-index request context that marks a lease probe, not client reads.
 const LEASE_PROBE: u8 = b'L';
@@ -223,6 +248,12 @@ impl NodeConfig {
             read_only_option: ReadOnlyOption::Safe,
             ..Default::default()
         }
+    }
+
+    /// Ticks a proposal's client may wait for its entry to commit (or be
+    /// known lost) before it hears that the outcome is unknown.
+    pub(crate) fn proposal_timeout_ticks(&self) -> usize {
+        self.election_ticks.max(2) * PROPOSAL_TIMEOUT_ELECTIONS
     }
 
     /// How long a read may wait for its quorum confirmation.
@@ -303,7 +334,12 @@ pub type SharedStatus = Arc<RwLock<Status>>;
 
 struct Proposal<C> {
     client: C,
-    index: Option<u64>,
+    /// Where raft-rs appended its entry, known from the moment it was
+    /// proposed: the entry can leave raft-rs's memory (a new leader's
+    /// append) before any Ready shows it.
+    index: u64,
+    /// `ticks` when it was proposed, for the proposal bound.
+    since_tick: usize,
 }
 
 /// A waiting client and the read command it sent.
@@ -333,8 +369,10 @@ pub struct RaftNode<C: Client> {
     #[cfg(test)]
     pub(crate) clock_offset_ms: u64,
     proposals: HashMap<u64, Proposal<C>>,
-    /// Log index -> proposal seq, for proposals whose entry we appended.
-    by_index: BTreeMap<u64, u64>,
+    /// (log index, proposal seq) of every waiting proposal. Several can
+    /// share an index (one replaced another in our log): none of them is
+    /// lost until another entry commits there.
+    by_index: BTreeSet<(u64, u64)>,
 
     /// Reads waiting for the next ReadIndex round.
     read_queue: Vec<(C, Vec<Vec<u8>>, Instant)>,
@@ -345,7 +383,9 @@ pub struct RaftNode<C: Client> {
 
     /// Highest committed index handed to the applier.
     sent_to_apply: u64,
-    voter_waiters: Vec<C>,
+    /// Joining clients waiting for this node to be a voter, with their
+    /// deadlines.
+    voter_waiters: Vec<(C, Instant)>,
     /// RAFT.TRANSFER_LEADER: the client, the target and when to give up.
     transfer_waiter: Option<(C, u64, Instant)>,
     /// read-mode lease: probes in flight (id -> when sent) and the lease.
@@ -355,6 +395,8 @@ pub struct RaftNode<C: Client> {
     /// no one for an election timeout, so it cannot help elect a new leader
     /// inside an old leader's lease that it acknowledged before a restart.
     ticks_since_start: usize,
+    /// Ticks since start, for the proposal bound.
+    ticks: usize,
     /// Ticks left during which a removed leader keeps asking its best
     /// follower to take over (the first request can arrive before the
     /// follower has applied the removal, and raft-rs ignores it then).
@@ -432,7 +474,7 @@ impl<C: Client> RaftNode<C> {
             #[cfg(test)]
             clock_offset_ms: 0,
             proposals: HashMap::new(),
-            by_index: BTreeMap::new(),
+            by_index: BTreeSet::new(),
             read_queue: Vec::new(),
             read_batches: HashMap::new(),
             confirmed_reads: Vec::new(),
@@ -444,6 +486,7 @@ impl<C: Client> RaftNode<C> {
             lease_probes: HashMap::new(),
             lease_until: None,
             ticks_since_start: 0,
+            ticks: 0,
             writer: None,
             last_submitted: 0,
             last_persisted: 0,
@@ -541,6 +584,7 @@ impl<C: Client> RaftNode<C> {
                 | Request::LogFailed(_)
                 | Request::Messages(_)
                 | Request::Removed
+                | Request::LearnPeers { .. }
                 | Request::Shutdown
                 | Request::Expire { .. }
                 | Request::TimeoutNow => {}
@@ -550,7 +594,7 @@ impl<C: Client> RaftNode<C> {
                 | Request::AddNode { client, .. }
                 | Request::RemoveNode { client, .. }
                 | Request::TransferLeader { client, .. }
-                | Request::WaitVoter { client } => client.reply(Reply::Error(Error::Removed)),
+                | Request::WaitVoter { client, .. } => client.reply(Reply::Error(Error::Removed)),
                 Request::SnapshotTaken { clients, .. } => {
                     for c in clients {
                         c.reply(Reply::Error(Error::Removed));
@@ -625,11 +669,12 @@ impl<C: Client> RaftNode<C> {
                 }
             }
             Request::Removed => self.mark_removed(net),
-            Request::WaitVoter { client } => {
+            Request::LearnPeers { peers } => self.learn_peers(peers, net),
+            Request::WaitVoter { client, deadline } => {
                 if self.membership.conf_state.voters.contains(&self.cfg.id) {
                     client.reply(Reply::Ok);
                 } else {
-                    self.voter_waiters.push(client);
+                    self.voter_waiters.push((client, deadline));
                 }
             }
             Request::SnapshotTaken { snapshot, clients } => {
@@ -644,6 +689,37 @@ impl<C: Client> RaftNode<C> {
             // Handled by the owner of the node (it stops it).
             Request::Persisted(_) | Request::LogFailed(_) | Request::Shutdown => {}
         }
+    }
+
+    /// A joining node's members as RAFT.INFO showed them. Once a membership
+    /// entry or a snapshot reached this node, its membership is the truth
+    /// and is left alone (a JOIN retry can read RAFT.INFO long before it
+    /// gets here).
+    fn learn_peers(&mut self, peers: Vec<(u64, String)>, net: &dyn Network) {
+        if self.membership.index > 0 || self.store.snapshot_point().0 > 0 {
+            return;
+        }
+        let mut m = self.membership.clone();
+        for (id, addr) in peers {
+            if id != self.cfg.id && id != 0 {
+                net.upsert_peer(id, &addr);
+                m.addrs.insert(id, addr);
+            }
+        }
+        if m == self.membership {
+            return;
+        }
+        if let Err(e) = self.drain_writer().and_then(|()| {
+            self.store.write(LogWrite {
+                membership: Some(m.clone()),
+                ..Default::default()
+            })
+        }) {
+            warn!(self.logger, "could not keep the learned members"; "error" => %e);
+            return;
+        }
+        self.membership = m;
+        self.publish_status();
     }
 
     /// Why raft-rs would panic on `m`, which no correct node sends: the peer
@@ -714,15 +790,7 @@ impl<C: Client> RaftNode<C> {
         let pid = self.next_proposal_id();
         let data = self.stamp(payload);
         match self.raw.propose(pid.encode(), data) {
-            Ok(()) => {
-                self.proposals.insert(
-                    pid.seq,
-                    Proposal {
-                        client,
-                        index: None,
-                    },
-                );
-            }
+            Ok(()) => self.track_proposal(pid.seq, client),
             Err(e) => client.reply(Reply::Error(self.proposal_error(e))),
         }
     }
@@ -745,6 +813,62 @@ impl<C: Client> RaftNode<C> {
     /// The highest entry time seen (for tests and INFO).
     pub fn last_time_ms(&self) -> u64 {
         self.last_time_ms
+    }
+
+    /// A proposal raft-rs accepted: as leader it appended the entry at
+    /// once, at the end of the log. (A conf change it refuses there becomes
+    /// an empty entry: it is then answered as lost once that commits.)
+    fn track_proposal(&mut self, seq: u64, client: C) {
+        let index = self.raw.raft.raft_log.last_index();
+        self.proposals.insert(
+            seq,
+            Proposal {
+                client,
+                index,
+                since_tick: self.ticks,
+            },
+        );
+        self.by_index.insert((index, seq));
+    }
+
+    /// Answers the clients that waited longer than the bound. Their
+    /// entries may still commit: the outcome is unknown.
+    fn expire_proposals(&mut self) {
+        let bound = self.cfg.proposal_timeout_ticks();
+        let now = self.ticks;
+        let expired: Vec<u64> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| now.saturating_sub(p.since_tick) > bound)
+            .map(|(seq, _)| *seq)
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let ms = (self.cfg.tick * bound as u32).as_millis();
+        for seq in expired {
+            if let Some(p) = self.proposals.remove(&seq) {
+                self.by_index.remove(&(p.index, seq));
+                p.client.reply(Reply::Error(Error::Unknown(format!(
+                    "no outcome within {ms} ms; the command may or may not have been applied"
+                ))));
+            }
+        }
+    }
+
+    /// Joining clients whose deadline passed before this node was promoted.
+    fn expire_voter_waiters(&mut self) {
+        let now = Instant::now();
+        let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.voter_waiters)
+            .into_iter()
+            .partition(|(_, deadline)| now >= *deadline);
+        self.voter_waiters = keep;
+        for (c, _) in late {
+            c.reply(Reply::Error(Error::Unknown(format!(
+                "node {} was added as a learner but not promoted to voter within join-timeout; the leader may still promote it once it catches up",
+                self.cfg.id
+            ))));
+        }
     }
 
     fn proposal_error(&self, e: raft::Error) -> Error {
@@ -771,6 +895,17 @@ impl<C: Client> RaftNode<C> {
         if id == 0 || cs.voters.contains(&id) || cs.learners.contains(&id) {
             return client.reply(Reply::Error(Error::Other(format!(
                 "node id {id} already exists or is invalid"
+            ))));
+        }
+        // One server answers as one node: a second id at a member's address
+        // (two JOINs that picked different random ids, or a JOIN after a
+        // wiped one) could never catch up, and would block later changes.
+        let holder = self.membership.addrs.iter().find(|(other, a)| {
+            **a == addr && (cs.voters.contains(other) || cs.learners.contains(other))
+        });
+        if let Some((other, _)) = holder {
+            return client.reply(Reply::Error(Error::Other(format!(
+                "address {addr} already belongs to node {other}; if that node's data was wiped, remove it first (RAFT.NODE REMOVE {other})"
             ))));
         }
         if self.membership_change_in_flight() {
@@ -839,13 +974,7 @@ impl<C: Client> RaftNode<C> {
         match self.raw.propose_conf_change(pid.encode(), cc) {
             Ok(()) => {
                 if let Some(client) = client {
-                    self.proposals.insert(
-                        pid.seq,
-                        Proposal {
-                            client,
-                            index: None,
-                        },
-                    );
+                    self.track_proposal(pid.seq, client);
                 }
             }
             Err(e) => {
@@ -955,6 +1084,9 @@ impl<C: Client> RaftNode<C> {
         self.settle_log_if_sole_voter();
         self.raw.tick();
         self.ticks_since_start = self.ticks_since_start.saturating_add(1);
+        self.ticks = self.ticks.saturating_add(1);
+        self.expire_proposals();
+        self.expire_voter_waiters();
         if self.is_leader() && !self.removed {
             self.promote_caught_up_learner();
             self.probe_lease();
@@ -966,7 +1098,10 @@ impl<C: Client> RaftNode<C> {
     /// read-mode lease: a read-index round with no reads attached, whose
     /// confirmation by a quorum renews the lease from when it was sent.
     fn probe_lease(&mut self) {
-        if !self.cfg.lease_reads || !self.raw.raft.commit_to_current_term() {
+        if !self.cfg.lease_reads
+            || self.cfg.election_ticks < LEASE_MIN_ELECTION_TICKS
+            || !self.raw.raft.commit_to_current_term()
+        {
             return;
         }
         if self.raw.raft.lead_transferee.is_some() {
@@ -1073,9 +1208,20 @@ impl<C: Client> RaftNode<C> {
             return Ok(());
         }
         let mut rd = self.raw.ready();
+        // raft-rs lets a leader send its Ready's messages before the write,
+        // which is safe for entries but not for a new term or vote: a sole
+        // voter wins its election inside one step, so the Ready with its new
+        // term also carries its first appends. Were they sent first, a crash
+        // before the fsync would let it win the same term again and write
+        // other entries at (index, term) pairs a learner already holds. Such
+        // a Ready is written, and fsynced, before any of its messages leave.
+        let new_term_or_vote = rd.hs().is_some_and(|hs| {
+            let old = self.store.hard_state();
+            hs.term != old.term || hs.vote != old.vote
+        });
         if self.writer.is_some() {
             let leading = self.raw.raft.state == StateRole::Leader;
-            if rd.snapshot().is_empty() && leading {
+            if rd.snapshot().is_empty() && leading && !new_term_or_vote {
                 return self.process_ready_async(rd, net, applier);
             }
             // A snapshot resets the log: everything before it first. A
@@ -1088,11 +1234,18 @@ impl<C: Client> RaftNode<C> {
         let mut replies = Vec::new();
 
         // 1. Messages that need no persistence (a leader's appends and
-        // heartbeats) go out first, in parallel with our own fsync.
-        for m in rd.take_messages() {
-            net.send(m);
-        }
-        net.flush();
+        // heartbeats) go out first, in parallel with our own fsync; with a
+        // new term or vote, only after it (step 6).
+        let early = rd.take_messages();
+        let held = if new_term_or_vote {
+            early
+        } else {
+            for m in early {
+                net.send(m);
+            }
+            net.flush();
+            Vec::new()
+        };
         // 2. A snapshot from the leader: durable data first, then the log
         // restarts after it, then the dataset is replaced (in apply order).
         if !rd.snapshot().is_empty() {
@@ -1114,7 +1267,7 @@ impl<C: Client> RaftNode<C> {
             self.store.write(write)?;
         }
         // 6. Messages that must follow persistence (votes, append acks).
-        for m in rd.take_persisted_messages() {
+        for m in held.into_iter().chain(rd.take_persisted_messages()) {
             net.send(m);
         }
         // 7. Advance, then the light ready.
@@ -1207,7 +1360,6 @@ impl<C: Client> RaftNode<C> {
         let mut write = LogWrite::default();
         let committed = rd.take_committed_entries();
         self.handle_committed(committed, &mut write, items, replies, net);
-        self.note_proposal_indexes(rd.entries());
         write.entries = rd.take_entries();
         for e in &write.entries {
             if let Some(t) = time_of_entry(e) {
@@ -1279,7 +1431,7 @@ impl<C: Client> RaftNode<C> {
             c.reply(r);
         }
         if self.membership.conf_state.voters.contains(&self.cfg.id) {
-            for c in self.voter_waiters.drain(..) {
+            for (c, _) in self.voter_waiters.drain(..) {
                 c.reply(Reply::Ok);
             }
         }
@@ -1321,12 +1473,10 @@ impl<C: Client> RaftNode<C> {
         self.store.set_snapshot(Some(snap.clone()));
         // Our proposals the snapshot covers committed or were overwritten;
         // which one cannot be told any more.
-        let covered: Vec<u64> = self.by_index.range(..=index).map(|(_, s)| *s).collect();
-        for seq in covered {
+        let covered: Vec<(u64, u64)> = self.by_index.range(..=(index, u64::MAX)).copied().collect();
+        for (i, seq) in covered {
+            self.by_index.remove(&(i, seq));
             if let Some(p) = self.proposals.remove(&seq) {
-                if let Some(i) = p.index {
-                    self.by_index.remove(&i);
-                }
                 replies.push((
                     p.client,
                     Reply::Error(Error::Unknown(
@@ -1379,46 +1529,21 @@ impl<C: Client> RaftNode<C> {
         }
     }
 
-    /// Remembers at which index each of our proposals was appended.
-    fn note_proposal_indexes(&mut self, entries: &[Entry]) {
-        for e in entries {
-            let Some(pid) = ProposalId::decode(&e.context) else {
-                continue;
-            };
-            if pid.node != self.cfg.id {
-                continue;
-            }
-            if let Some(p) = self.proposals.get_mut(&pid.seq) {
-                p.index = Some(e.index);
-                if let Some(old) = self.by_index.insert(e.index, pid.seq) {
-                    if old != pid.seq {
-                        // Our older proposal at this index was overwritten
-                        // before it committed: it can never commit.
-                        if let Some(p) = self.proposals.remove(&old) {
-                            p.client.reply(Reply::Error(lost_entry()));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// The waiting client of a committed entry, if we proposed it. Our
-    /// proposals at lower or equal indexes that this entry is not are lost.
+    /// proposals at lower or equal indexes that this entry is not are lost:
+    /// an entry keeps its index, and another one committed there.
     fn take_client(&mut self, e: &Entry) -> Option<C> {
         let mine = ProposalId::decode(&e.context)
             .filter(|p| p.node == self.cfg.id)
             .and_then(|p| self.proposals.remove(&p.seq).map(|pr| (p.seq, pr)));
-        if let Some((_, pr)) = &mine {
-            if let Some(i) = pr.index {
-                self.by_index.remove(&i);
-            }
+        if let Some((seq, pr)) = &mine {
+            self.by_index.remove(&(pr.index, *seq));
         }
-        while let Some((&idx, &seq)) = self.by_index.first_key_value() {
+        while let Some(&(idx, seq)) = self.by_index.first() {
             if idx > e.index {
                 break;
             }
-            self.by_index.remove(&idx);
+            self.by_index.remove(&(idx, seq));
             if let Some(p) = self.proposals.remove(&seq) {
                 p.client.reply(Reply::Error(lost_entry()));
             }
@@ -1603,7 +1728,7 @@ impl<C: Client> RaftNode<C> {
             )));
         }
         self.by_index.clear();
-        for c in self.voter_waiters.drain(..) {
+        for (c, _) in self.voter_waiters.drain(..) {
             c.reply(Reply::Error(Error::Removed));
         }
         self.publish_status();
@@ -1698,7 +1823,7 @@ impl<C: Client> RaftNode<C> {
                 c.reply(Reply::Error(err.clone()));
             }
         }
-        for c in self.voter_waiters.drain(..) {
+        for (c, _) in self.voter_waiters.drain(..) {
             c.reply(Reply::Error(err.clone()));
         }
         if let Some((c, _, _)) = self.transfer_waiter.take() {

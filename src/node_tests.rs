@@ -158,15 +158,22 @@ struct Cluster {
     cut: HashSet<(u64, u64)>,
 }
 
+thread_local! {
+    /// Election ticks and read-mode lease of the nodes this test thread
+    /// starts next (Raft's timing is fixed when a node starts).
+    static TIMING: std::cell::Cell<(usize, bool)> = const { std::cell::Cell::new((10, false)) };
+}
+
 fn cfg(id: u64) -> NodeConfig {
+    let (election_ticks, lease_reads) = TIMING.with(|t| t.get());
     NodeConfig {
         id,
         tick: Duration::from_millis(100),
-        election_ticks: 10,
+        election_ticks,
         heartbeat_ticks: 2,
         max_size_per_msg: 1 << 20,
         max_inflight_msgs: 256,
-        lease_reads: false,
+        lease_reads,
     }
 }
 
@@ -230,13 +237,24 @@ impl Cluster {
     }
 
     fn build(n: u64, start: fn(u64, tempfile::TempDir) -> TestNode) -> Cluster {
+        let voters: Vec<u64> = (1..=n).collect();
+        Cluster::build_members(&voters, &[], start)
+    }
+
+    /// Nodes that all start from the membership `voters` + `learners`.
+    fn build_members(
+        voters: &[u64],
+        learners: &[u64],
+        start: fn(u64, tempfile::TempDir) -> TestNode,
+    ) -> Cluster {
         let mut nodes = BTreeMap::new();
-        for id in 1..=n {
+        for &id in voters.iter().chain(learners) {
             let dir = tempfile::tempdir().unwrap();
             let store = LogStore::open(dir.path(), false).unwrap();
             let mut m = Membership::default();
-            m.conf_state.voters = (1..=n).collect();
-            for p in 1..=n {
+            m.conf_state.voters = voters.to_vec();
+            m.conf_state.learners = learners.to_vec();
+            for &p in voters.iter().chain(learners) {
                 m.addrs.insert(p, format!("127.0.0.1:{}", 5000 + p));
             }
             store
@@ -261,6 +279,19 @@ impl Cluster {
 
     fn node(&mut self, id: u64) -> &mut TestNode {
         self.nodes.get_mut(&id).unwrap()
+    }
+
+    /// Kills a node: what its log writer still holds is lost, what reached
+    /// its log files survives. Returns its directory for a restart.
+    fn crash(&mut self, id: u64) -> tempfile::TempDir {
+        let TestNode { dir, .. } = self.nodes.remove(&id).unwrap();
+        dir
+    }
+
+    /// Crashes a node and starts it again from its files.
+    fn restart(&mut self, id: u64, start: fn(u64, tempfile::TempDir) -> TestNode) {
+        let dir = self.crash(id);
+        self.nodes.insert(id, start(id, dir));
     }
 
     /// Processes readies and delivers messages until the network is quiet.
@@ -937,4 +968,478 @@ fn removing_the_only_voter_is_refused_at_once_and_nothing_is_proposed() {
     let w = c.write(l, "k", "v");
     c.pump();
     assert_eq!(w.try_recv().unwrap(), Ok("OK".into()));
+}
+
+/// Finding 4 (issue 11): a sole voter wins an election in one step, and the
+/// Ready with its new term and vote also carries appends to its learners.
+/// Sent before that term is durable, a crash lets it win the same term again
+/// and write a different entry at an (index, term) a learner already holds:
+/// the learner keeps the old one and the two diverge once it commits.
+#[test]
+fn a_sole_voters_new_term_is_durable_before_its_appends_leave() {
+    let mut c = Cluster::build_members(&[1], &[2], start_async_node);
+    c.node(1).node.campaign_if_alone();
+    c.pump();
+    assert!(c.nodes[&1].node.is_leader());
+    let w0 = c.write(1, "k", "w0");
+    c.pump();
+    assert_eq!(w0.try_recv().unwrap(), Ok("OK".into()));
+    assert_eq!(c.value(2, "k").as_deref(), Some("w0"));
+
+    // A clean restart; its disk is slow from now on.
+    c.restart(1, start_async_node);
+    let old_term = c.nodes[&1].node.raw().raft.term;
+    hold_writer(&c, 1, true);
+    c.node(1).node.campaign_if_alone();
+    assert!(c.nodes[&1].node.is_leader());
+    let mut sent = step(&mut c, 1);
+    deliver(&mut c, sent.clone());
+    let acks = step(&mut c, 2);
+    deliver(&mut c, acks);
+    let _w1 = c.write(1, "k", "w1");
+    let more = step(&mut c, 1);
+    deliver(&mut c, more.clone());
+    step(&mut c, 2);
+    sent.extend(more);
+    let new_term = c.nodes[&1].node.raw().raft.term;
+    assert!(new_term > old_term);
+    assert!(sent.iter().any(|m| m.to == 2 && m.term == new_term));
+
+    // Node 1 dies before its writer ran: what did it promise on disk?
+    c.restart(1, start_async_node);
+    let durable_term = c.nodes[&1].node.raw().raft.term;
+    let early: Vec<_> = sent.iter().filter(|m| m.term > durable_term).collect();
+
+    c.node(1).node.campaign_if_alone();
+    c.pump();
+    let w2 = c.write(1, "k", "w2");
+    c.pump();
+    c.tick(3);
+    assert_eq!(w2.try_recv().unwrap(), Ok("OK".into()));
+    assert_eq!(c.value(1, "k").as_deref(), Some("w2"));
+    assert_eq!(
+        c.value(2, "k").as_deref(),
+        Some("w2"),
+        "the learner diverged from the leader; messages sent at a term not yet durable: {:?}",
+        early
+            .iter()
+            .map(|m| (m.get_msg_type(), m.term))
+            .collect::<Vec<_>>()
+    );
+    assert!(early.is_empty(), "sent before the term was durable");
+}
+
+/// Finding 5 (issue 11): a healed partition. The old leader, not yet aware
+/// of the new term, takes a write, and within the same batch (no Ready in
+/// between) the new leader's first append reaches it: raft-rs cuts the
+/// write's entry out of memory before any Ready shows it, so its index was
+/// never learned and, before the fix, its client waited forever.
+#[test]
+fn a_write_cut_from_memory_before_any_ready_is_still_answered() {
+    let mut c = Cluster::new(3);
+    let old = c.elect();
+    let others: Vec<u64> = (1..=3).filter(|i| *i != old).collect();
+    c.isolate(old);
+    // Only the others tick: the old leader does not notice it lost quorum.
+    let mut stashed = Vec::new();
+    for _ in 0..200 {
+        for id in &others {
+            let n = c.node(*id);
+            n.node.tick(&n.net);
+        }
+        for _ in 0..10 {
+            let mut inflight = Vec::new();
+            for id in &others {
+                inflight.extend(step(&mut c, *id));
+            }
+            let (to_old, rest): (Vec<_>, Vec<_>) = inflight.into_iter().partition(|m| m.to == old);
+            stashed.extend(to_old);
+            deliver(&mut c, rest);
+        }
+        if others.iter().any(|id| c.nodes[id].node.is_leader()) {
+            break;
+        }
+    }
+    let new = *others
+        .iter()
+        .find(|id| c.nodes[id].node.is_leader())
+        .expect("the others elect a leader");
+    assert!(
+        c.nodes[&old].node.is_leader(),
+        "the old leader still thinks it leads"
+    );
+    let appends: Vec<Message> = stashed
+        .into_iter()
+        .filter(|m| m.from == new && m.get_msg_type() == MessageType::MsgAppend)
+        .collect();
+    assert!(!appends.is_empty(), "the new leader's first append");
+    c.heal();
+    // One batch: the write, then the append of the new term.
+    let w = c.write(old, "k", "cut");
+    let n = c.node(old);
+    n.node.handle(Request::Messages(appends), &n.net);
+    assert!(!c.nodes[&old].node.is_leader());
+    c.pump();
+    c.tick(5);
+    match w.try_recv() {
+        Err(_) => panic!("the write cut before any Ready was never answered"),
+        Ok(Ok(v)) => panic!("answered {v} but it was never applied"),
+        Ok(Err(e)) => assert!(matches!(e, Error::TryAgain(_)), "{e:?}"),
+    }
+    for id in 1..=3 {
+        assert_ne!(c.value(id, "k").as_deref(), Some("cut"), "node {id}");
+    }
+}
+
+/// Finding 5: a leader cut off for good takes a write; its entry never
+/// commits and nothing else commits at its index either. The client hears
+/// -TIMEOUT (outcome unknown) within the proposal bound, not never.
+#[test]
+fn a_write_whose_outcome_never_settles_is_answered_timeout_within_the_bound() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    c.isolate(l);
+    let w = c.write(l, "k", "v");
+    c.pump();
+    let bound = c.nodes[&l].node.cfg.proposal_timeout_ticks();
+    for _ in 0..bound + 1 {
+        let n = c.node(l);
+        n.node.tick(&n.net);
+        c.pump();
+    }
+    match w.try_recv() {
+        Err(_) => panic!("no answer after {} ticks", bound + 1),
+        Ok(r) => assert!(matches!(r, Err(Error::Unknown(_))), "{r:?}"),
+    }
+}
+
+/// Finding 5: RAFT.CLUSTER JOIN waits on the joining node until it is a
+/// voter. A learner that never catches up (here: cut off) must still answer
+/// once the join deadline passes.
+#[test]
+fn a_join_waiting_for_promotion_is_answered_when_its_deadline_passes() {
+    let mut c = Cluster::build_members(&[1], &[2], start_node);
+    c.node(1).node.campaign_if_alone();
+    c.pump();
+    c.isolate(2);
+    let (cl, rx) = client();
+    let n = c.node(2);
+    n.node.handle(
+        Request::WaitVoter {
+            client: cl,
+            deadline: Instant::now(),
+        },
+        &n.net,
+    );
+    c.tick(1);
+    let err = rx
+        .try_recv()
+        .expect("answered at the first tick after the deadline");
+    assert!(matches!(err, Err(Error::Unknown(_))), "{err:?}");
+}
+
+/// Finding 7 (issue 11): a joining node remembers the members it learned
+/// from RAFT.INFO (an index-0 membership) so that a restart before its first
+/// membership entry still knows whom to answer. The JOIN thread used to
+/// write that itself, on every attempt, racing the Raft thread: read before
+/// a snapshot from the leader was installed, written after it, it replaced
+/// the snapshot's membership. After the node's promotion and a restart, the
+/// promotion replayed onto an empty configuration: a node that elected
+/// itself alone. Now the Raft thread writes it, and only while no
+/// membership entry or snapshot has reached the node.
+#[test]
+fn learned_peers_of_a_join_retry_never_replace_a_newer_membership() {
+    use crate::storage::SnapshotDescriptor;
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    for i in 0..5 {
+        let w = c.write(l, &format!("k{i}"), "x");
+        c.pump();
+        assert!(w.try_recv().unwrap().is_ok());
+    }
+    // The joining node 4, as ensure_node and the first attempt leave it.
+    let dir = tempfile::tempdir().unwrap();
+    let peers: Vec<(u64, String)> = (1..=3)
+        .map(|p| (p, format!("127.0.0.1:{}", 5000 + p)))
+        .collect();
+    {
+        let store = LogStore::open(dir.path(), false).unwrap();
+        store
+            .write(LogWrite {
+                meta: Some(NodeMeta {
+                    node_id: 4,
+                    dbid: "test".into(),
+                    removed: false,
+                }),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    c.nodes.insert(4, start_node(4, dir));
+    let n = c.node(4);
+    n.node.handle(
+        Request::LearnPeers {
+            peers: peers.clone(),
+        },
+        &n.net,
+    );
+    // Known to the transport, and kept (index 0) for a restart.
+    let kept = c.nodes[&4].node.store().membership();
+    assert_eq!(kept.index, 0);
+    assert_eq!(kept.addrs.len(), 3);
+    assert_eq!(c.nodes[&4].net.peers.borrow().len(), 3);
+    c.isolate(4);
+    let (cl, added) = client();
+    let n = c.node(l);
+    n.node.handle(
+        Request::AddNode {
+            id: 4,
+            addr: "127.0.0.1:5004".into(),
+            client: cl,
+        },
+        &n.net,
+    );
+    c.pump();
+    assert_eq!(added.try_recv().unwrap(), Ok("OK".into()));
+    // The leader compacts past the learner's entry: node 4 gets a snapshot.
+    let (index, term, membership) = {
+        let n = &c.nodes[&l].node;
+        let index = n.status().read().applied_index;
+        let term = n.raw().raft.raft_log.term(index).unwrap();
+        (index, term, n.membership.clone())
+    };
+    let descriptor = SnapshotDescriptor {
+        size: 0,
+        crc32: 0,
+        membership: membership.clone(),
+    }
+    .encode();
+    let n = c.node(l);
+    n.node.handle(
+        Request::SnapshotTaken {
+            snapshot: TakenSnapshot {
+                index,
+                term,
+                membership,
+                descriptor,
+            },
+            clients: Vec::new(),
+        },
+        &n.net,
+    );
+    c.heal();
+    for _ in 0..20 {
+        if c.nodes[&4].node.store().membership().index > 0 {
+            break;
+        }
+        c.tick(1);
+    }
+    let installed = c.nodes[&4].node.store().membership();
+    assert!(installed.index > 0, "node 4 installed the snapshot");
+    assert!(installed.conf_state.learners.contains(&4), "{installed:?}");
+    assert!(c.nodes[&4].node.store().snapshot_point().0 > 0);
+
+    // The JOIN thread's retry, finishing after the install.
+    let n = c.node(4);
+    n.node.handle(Request::LearnPeers { peers }, &n.net);
+    assert_eq!(c.nodes[&4].node.store().membership(), installed);
+
+    // Node 4 restarts, then the leader promotes it.
+    c.restart(4, start_node);
+    c.tick(5);
+    let voters = |c: &Cluster, id: u64| {
+        let mut v = c.nodes[&id]
+            .node
+            .raw()
+            .raft
+            .prs()
+            .conf()
+            .to_conf_state()
+            .voters;
+        v.sort();
+        v
+    };
+    assert_eq!(voters(&c, l), vec![1, 2, 3, 4]);
+    assert_eq!(voters(&c, 4), vec![1, 2, 3, 4], "node 4's configuration");
+    c.isolate(4);
+    for _ in 0..50 {
+        let n = c.node(4);
+        n.node.tick(&n.net);
+        c.pump();
+    }
+    assert!(!c.nodes[&4].node.is_leader(), "node 4 elected itself alone");
+}
+
+/// Finding 9 (issue 11): how long after a leader's lease-confirming
+/// heartbeat a follower that acknowledged it first grants a vote, against
+/// the lease that heartbeat gave. Worst case for the follower's tick phase:
+/// it ticks right after the heartbeat arrives, then every `tick`; a vote
+/// granted at its k-th tick is granted (k - 1) ticks after the heartbeat,
+/// which left the leader no earlier than the lease's start.
+fn lease_and_earliest_vote(election_ticks: usize) -> (Option<Duration>, Duration) {
+    TIMING.with(|t| t.set((election_ticks, true)));
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    c.tick(election_ticks + 2);
+    let others: Vec<u64> = (1..=3).filter(|i| *i != l).collect();
+    let (f1, f2) = (others[0], others[1]);
+    // One lease probe: its heartbeat reaches the followers, their acks the
+    // leader.
+    // (With no lease to probe for, the next regular heartbeat.)
+    let mut to_followers = Vec::new();
+    for _ in 0..election_ticks {
+        let n = c.node(l);
+        n.node.tick(&n.net);
+        to_followers = step(&mut c, l);
+        if to_followers
+            .iter()
+            .any(|m| m.to == f2 && m.get_msg_type() == MessageType::MsgHeartbeat)
+        {
+            break;
+        }
+        deliver(&mut c, std::mem::take(&mut to_followers));
+        c.pump();
+    }
+    assert!(!to_followers.is_empty(), "a heartbeat");
+    deliver(&mut c, to_followers);
+    let acks: Vec<Message> = step(&mut c, f1)
+        .into_iter()
+        .chain(step(&mut c, f2))
+        .collect();
+    let probe_sent = Instant::now();
+    deliver(&mut c, acks);
+    step(&mut c, l);
+    let lease = c.nodes[&l]
+        .node
+        .status()
+        .read()
+        .lease_until
+        .map(|u| u.saturating_duration_since(probe_sent));
+    // From now on f2 hears nothing from the leader; f1 asks it for a vote
+    // after each of its ticks.
+    let (term, last, last_term) = {
+        let r = &c.nodes[&f1].node.raw().raft;
+        let last = r.raft_log.last_index();
+        (r.term, last, r.raft_log.term(last).unwrap())
+    };
+    let tick = c.nodes[&f2].node.cfg.tick;
+    for k in 1..=4 * election_ticks {
+        let n = c.node(f2);
+        n.node.tick(&n.net);
+        step(&mut c, f2);
+        let vote = Message {
+            msg_type: MessageType::MsgRequestPreVote,
+            to: f2,
+            from: f1,
+            term: term + 1,
+            index: last,
+            log_term: last_term,
+            ..Default::default()
+        };
+        deliver(&mut c, vec![vote]);
+        let granted = step(&mut c, f2).iter().any(|m| {
+            m.get_msg_type() == MessageType::MsgRequestPreVoteResponse && m.to == f1 && !m.reject
+        });
+        if granted {
+            TIMING.with(|t| t.set((10, false)));
+            return (lease, tick * (k as u32 - 1));
+        }
+    }
+    panic!("f2 never granted a vote");
+}
+
+/// Finding 9: raft-rs withholds a follower's vote for (election ticks - 1)
+/// ticks after a heartbeat in the worst tick phase, and the lease is 0.8 of
+/// the election timeout: with fewer than 5 election ticks the lease
+/// outlasted the vote refusal, so a new leader could be elected while the
+/// old one still served reads at once. Such settings now get no lease.
+#[test]
+fn a_read_lease_never_outlasts_the_followers_refusal_to_vote() {
+    for e in [2, 3, 4, 5, 6, 10] {
+        let (lease, vote) = lease_and_earliest_vote(e);
+        assert_eq!(
+            vote,
+            Duration::from_millis(100) * (e as u32 - 1),
+            "{e} ticks"
+        );
+        match lease {
+            Some(lease) => assert!(
+                lease <= vote,
+                "{e} election ticks: lease {lease:?} outlasts the earliest vote at {vote:?}"
+            ),
+            None => assert!(e < LEASE_MIN_ELECTION_TICKS, "{e} ticks: no lease"),
+        }
+    }
+}
+
+fn add_node(
+    c: &mut Cluster,
+    on: u64,
+    id: u64,
+    addr: &str,
+) -> mpsc::Receiver<Result<String, Error>> {
+    let (cl, rx) = client();
+    let n = c.node(on);
+    n.node.handle(
+        Request::AddNode {
+            id,
+            addr: addr.into(),
+            client: cl,
+        },
+        &n.net,
+    );
+    rx
+}
+
+/// Finding 8 (issue 11): two JOINs from one server that picked different
+/// random ids (or a JOIN after a wiped one) asked to add a second node at
+/// an address a member already has. That node can never answer as itself:
+/// once promoted it counts in every quorum and never acknowledges, and as
+/// a learner it blocks every later ADD. The ADD is refused, naming the
+/// member that holds the address.
+#[test]
+fn an_add_at_an_address_a_member_already_has_is_refused() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    // Node 4 joins and is promoted.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = LogStore::open(dir.path(), false).unwrap();
+        store
+            .write(LogWrite {
+                meta: Some(NodeMeta {
+                    node_id: 4,
+                    dbid: "test".into(),
+                    removed: false,
+                }),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    c.nodes.insert(4, start_node(4, dir));
+    let rx = add_node(&mut c, l, 4, "127.0.0.1:5004");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    c.tick(5);
+    assert!(c.nodes[&l].node.membership.conf_state.voters.contains(&4));
+    // The same server again under another id, and a voter's address.
+    for (id, addr, holder) in [(5, "127.0.0.1:5004", 4), (6, "127.0.0.1:5002", 2)] {
+        let rx = add_node(&mut c, l, id, addr);
+        c.pump();
+        c.tick(3);
+        match rx.try_recv().unwrap() {
+            Err(Error::Other(e)) => assert!(
+                e.contains(&format!("already belongs to node {holder}")),
+                "{e}"
+            ),
+            other => panic!(
+                "ADD {id} at {addr}: {other:?}, members now {:?}",
+                c.nodes[&l].node.membership.conf_state
+            ),
+        }
+    }
+    // Nothing stuck: the next ADD at a new address goes through.
+    let rx = add_node(&mut c, l, 7, "127.0.0.1:5007");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
 }
