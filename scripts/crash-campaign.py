@@ -29,7 +29,7 @@ For every failpoint in POINTS, N runs. Each run:
 A run that passes leaves nothing behind; a failed one keeps its directory
 (node logs, data) under OUT. Prints a table at the end; exits 1 on any lost
 write or failed restart (or a run whose crash was not reached, or whose
-nodes did not converge), 2 on a setup error. Every server it starts is
+nodes did not converge), 2 on a setup error, 130 when interrupted. Every server it starts is
 stopped on exit, also on failure or Ctrl-C (and dies with the runner if the
 runner is killed: PR_SET_PDEATHSIG).
 
@@ -554,6 +554,7 @@ def main():
     signal.signal(signal.SIGTERM, interrupted)
     rows = []
     failures = []
+    interrupted_at = None
     t0 = time.time()
     try:
         for point in POINTS:
@@ -577,7 +578,8 @@ def main():
                     row["why"].append("run %d: %s" % (i, r["why"]))
                     failures.append((point, i, r["why"], r["dir"]))
     except KeyboardInterrupt:
-        print("crash-campaign: interrupted", flush=True)
+        interrupted_at = time.time()
+        print("crash-campaign: interrupted (the run under way is not counted)", flush=True)
     print()
     print("| point | runs | crashes hit | restarts ok | acked writes | writes lost | failures |")
     print("| --- | --: | --: | --: | --: | --: | --- |")
@@ -590,6 +592,8 @@ def main():
         print("kept %s (%s run %d: %s)" % (d, p, i, why))
     if not failures:
         shutil.rmtree(OUT, ignore_errors=True)
+    if interrupted_at:
+        return 130
     return 1 if failures else 0
 
 
