@@ -10,8 +10,8 @@ For every failpoint in POINTS, N runs. Each run:
      - log-before-fsync, log-after-fsync, apply-middle: the load itself;
        log-writer-staged: the same, on the leader (only a leader uses the
        log-writer thread);
-     - snapshot-write, snapshot-before-dir-fsync, snapshot-after-rename:
-       RAFT.DEBUG COMPACT on that node;
+     - snapshot-write, snapshot-after-rename, and snapshot-before-dir-fsync
+       in odd runs: RAFT.DEBUG COMPACT on that node;
      - membership-apply: odd runs, a 4th node started and RAFT.CLUSTER JOIN
        (the learner's addition and promotion are applied on every node);
        even runs, RAFT.NODE REMOVE of another node (then it is stopped and
@@ -19,7 +19,8 @@ For every failpoint in POINTS, N runs. Each run:
      - snapshot-receive-chunk, snapshot-received, install-before-log-reset:
        a follower killed, the load goes on, the leader compacts its log, the
        follower restarted with REDISRAFT_FAILPOINTS=<point>: it must take a
-       snapshot (4 KB chunks: many of them);
+       snapshot (4 KB chunks: many of them); so is snapshot-before-dir-fsync
+       in even runs (a received snapshot moves into place the same way);
      - startup-between-compact-and-commit: crash at snapshot-after-rename
        (RAFT.DEBUG COMPACT), then a start with REDISRAFT_FAILPOINTS=<point>;
   3. restarts the node (without the point);
@@ -348,6 +349,16 @@ class Load:
             conn.close()
 
 
+def arm(node, point):
+    """RAFT.DEBUG FAILPOINT <point> crash. Under load the point can be
+    reached before the reply is sent: a closed connection is no error (the
+    node's log must then say it died at the point)."""
+    try:
+        call(node.port, "RAFT.DEBUG", "FAILPOINT", point, "crash")
+    except ConnectionError:
+        pass
+
+
 def bg(f, *args, **kw):
     """Runs f in a thread (a command whose connection the crash cuts)."""
     t = threading.Thread(target=lambda: _swallow(f, *args, **kw), daemon=True)
@@ -402,23 +413,31 @@ def one_run(point, run_no, rng):
         if point == "log-writer-staged":
             # Only a leader hands its log writes to the writer thread.
             victim = leader
-            call(victim.port, "RAFT.DEBUG", "FAILPOINT", point, "crash")
+            arm(victim, point)
         elif point in LIVE:
-            call(victim.port, "RAFT.DEBUG", "FAILPOINT", point, "crash")
+            arm(victim, point)
+        elif point in RECEIVE or (point == "snapshot-before-dir-fsync" and run_no % 2 == 0):
+            victim = rng.choice(followers)
+            res["change"] = "receives"
+            victim.kill9()
+            time.sleep(1.0 + rng.random())
+            # The log moves past what the victim holds: it needs a snapshot.
+            call(leader.port, "RAFT.DEBUG", "COMPACT", timeout=60)
+            victim.start(failpoints=point)
         elif point in SNAPSHOT:
-            call(victim.port, "RAFT.DEBUG", "FAILPOINT", point, "crash")
+            arm(victim, point)
             bg(call, victim.port, "RAFT.DEBUG", "COMPACT", timeout=60)
         elif point == "membership-apply" and run_no % 2 == 0:
             # Even runs: RAFT.NODE REMOVE of another node (the leader at times).
             gone = rng.choice([n for n in cluster.nodes if n is not victim])
             gone_id = gone.info()["node_id"]
-            call(victim.port, "RAFT.DEBUG", "FAILPOINT", point, "crash")
+            arm(victim, point)
             cluster.removed.append(gone)
             res["change"] = "remove n%d" % gone.idx
             bg(call, leader.port, "RAFT.NODE", "REMOVE", gone_id, timeout=60)
         elif point == "membership-apply":
             # Odd runs: a 4th node joins (added as a learner, then promoted).
-            call(victim.port, "RAFT.DEBUG", "FAILPOINT", point, "crash")
+            arm(victim, point)
             res["change"] = "join n4"
             new = cluster.add_node()
             new.start()
@@ -426,13 +445,6 @@ def one_run(point, run_no, rng):
                 raise RunFailed("the new node did not start")
             bg(call, new.port, "RAFT.CLUSTER", "JOIN",
                *[n.addr for n in cluster.nodes[:3]], timeout=120)
-        elif point in RECEIVE:
-            victim = rng.choice(followers)
-            victim.kill9()
-            time.sleep(1.0 + rng.random())
-            # The log moves past what the victim holds: it needs a snapshot.
-            call(leader.port, "RAFT.DEBUG", "COMPACT", timeout=60)
-            victim.start(failpoints=point)
         elif point == "startup-between-compact-and-commit":
             # A snapshot in place and the log not compacted to it ...
             call(victim.port, "RAFT.DEBUG", "FAILPOINT", "snapshot-after-rename", "crash")
