@@ -127,3 +127,40 @@ pub fn configure(name: &str, action: &str) -> Result<(), String> {
         Err("failpoints are not compiled in (build with --features failpoints)".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::POINTS;
+
+    /// Every point is hit somewhere, named in the README, and crashed by
+    /// `make crash-campaign` (scripts/crash-campaign.py lists them all).
+    #[test]
+    fn every_point_is_hit_documented_and_in_the_crash_campaign() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut sources = String::new();
+        let mut dirs = vec![root.join("src")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    sources.push_str(&std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let campaign = std::fs::read_to_string(root.join("scripts/crash-campaign.py")).unwrap();
+        for p in POINTS {
+            assert!(
+                sources.contains(&format!("failpoint::hit(\"{p}\")")),
+                "{p} is hit nowhere"
+            );
+            assert!(readme.contains(&format!("`{p}`")), "{p} not in README");
+            assert!(
+                campaign.contains(&format!("\"{p}\",")),
+                "{p} not in crash-campaign.py"
+            );
+        }
+    }
+}
