@@ -408,7 +408,6 @@ def one_run(point, run_no, rng):
             raise RunFailed("no leader before the fault")
         followers = [n for n in cluster.nodes if n is not leader]
         victim = rng.choice(cluster.nodes)
-        restart_env = None
 
         if point == "log-writer-staged":
             # Only a leader hands its log writes to the writer thread.
@@ -464,7 +463,7 @@ def one_run(point, run_no, rng):
         if not res["hit"]:
             raise RunFailed("the node exited, but not at the point")
 
-        victim.start(failpoints=restart_env)
+        victim.start()  # without the point
         ok = wait_for(60, lambda: victim.alive() and victim.info().get("state") == "up")
         if not ok:
             res["why"] = "restart: not up in 60 s" + (
