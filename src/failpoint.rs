@@ -2,13 +2,28 @@
 //! Compiled in only with the `failpoints` cargo feature; otherwise every
 //! point is a no-op and RAFT.DEBUG FAILPOINT says it is not available.
 //!
-//! Points: `log-before-fsync`, `log-after-fsync` (a synced log write),
-//! `apply-middle` (between two applied entries), `snapshot-write` (a taken
-//! snapshot, written but not yet in place), `snapshot-after-rename` (a taken
-//! snapshot in place, the log not yet compacted to it),
-//! `startup-between-compact-and-commit` (start-up reconciliation with a
-//! snapshot newer than the log: where the log compaction and the commit
-//! index were once two writes).
+//! Points, in the order a write goes through them:
+//! - `log-writer-staged`: the log writer holds a staged group (in memory,
+//!   the node already treats it as written) and has written none of it;
+//! - `log-before-fsync`, `log-after-fsync`: a synced log write;
+//! - `apply-middle`: between two applied entries;
+//! - `membership-apply`: a committed membership change applied in memory
+//!   (raft-rs and the peers know it), its log record not yet written;
+//! - `snapshot-write`: a taken snapshot, written but not yet in place;
+//! - `snapshot-before-dir-fsync`: a snapshot (taken or received) renamed
+//!   into place, the directory not yet fsynced;
+//! - `snapshot-after-rename`: a taken snapshot in place, the log not yet
+//!   compacted to it;
+//! - `snapshot-receive-chunk`: a follower wrote a RAFT.LOADSNAPSHOT chunk
+//!   past the first (it dies with the transfer under way; a snapshot of one
+//!   chunk never gets there);
+//! - `snapshot-received`: a received snapshot complete and kept, durable,
+//!   not yet installed;
+//! - `install-before-log-reset`: a received snapshot in place as this
+//!   node's snapshot, the log not yet reset to it;
+//! - `startup-between-compact-and-commit`: start-up reconciliation with a
+//!   snapshot newer than the log: where the log compaction and the commit
+//!   index were once two writes.
 //!
 //! Besides RAFT.DEBUG FAILPOINT, points can be armed before the module loads
 //! with the environment variable `REDISRAFT_FAILPOINTS` (a comma list), for
@@ -21,11 +36,17 @@ static ARMED: parking_lot::Mutex<Vec<(&'static str, bool)>> = parking_lot::Mutex
 
 /// The names RAFT.DEBUG FAILPOINT accepts.
 pub const POINTS: &[&str] = &[
+    "log-writer-staged",
     "log-before-fsync",
     "log-after-fsync",
     "apply-middle",
+    "membership-apply",
     "snapshot-write",
+    "snapshot-before-dir-fsync",
     "snapshot-after-rename",
+    "snapshot-receive-chunk",
+    "snapshot-received",
+    "install-before-log-reset",
     "startup-between-compact-and-commit",
 ];
 
@@ -104,5 +125,42 @@ pub fn configure(name: &str, action: &str) -> Result<(), String> {
     {
         let _ = action;
         Err("failpoints are not compiled in (build with --features failpoints)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::POINTS;
+
+    /// Every point is hit somewhere, named in the README, and crashed by
+    /// `make crash-campaign` (scripts/crash-campaign.py lists them all).
+    #[test]
+    fn every_point_is_hit_documented_and_in_the_crash_campaign() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut sources = String::new();
+        let mut dirs = vec![root.join("src")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    sources.push_str(&std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let campaign = std::fs::read_to_string(root.join("scripts/crash-campaign.py")).unwrap();
+        for p in POINTS {
+            assert!(
+                sources.contains(&format!("failpoint::hit(\"{p}\")")),
+                "{p} is hit nowhere"
+            );
+            assert!(readme.contains(&format!("`{p}`")), "{p} not in README");
+            assert!(
+                campaign.contains(&format!("\"{p}\",")),
+                "{p} not in crash-campaign.py"
+            );
+        }
     }
 }

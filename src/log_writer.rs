@@ -138,6 +138,7 @@ fn write_group(store: &LogStore, group: &[WriteJob]) -> Result<(), crate::storag
     let Some(last) = group.iter().rposition(|j| !j.write.is_empty()) else {
         return Ok(());
     };
+    crate::failpoint::hit("log-writer-staged");
     for (i, j) in group.iter().enumerate() {
         if !j.write.is_empty() {
             store.persist(&j.write, i == last && need_sync)?;

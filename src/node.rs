@@ -1466,6 +1466,7 @@ impl<C: Client> RaftNode<C> {
             .map_err(|e| {
                 StorageError::Invalid(format!("cannot keep the received snapshot: {e}"))
             })?;
+        crate::failpoint::hit("install-before-log-reset");
         let mut hs = hs.unwrap_or_else(|| self.store.hard_state());
         hs.commit = hs.commit.max(index);
         self.store
@@ -1687,6 +1688,7 @@ impl<C: Client> RaftNode<C> {
               "voters" => ?m.conf_state.voters, "learners" => ?m.conf_state.learners);
         self.membership = m.clone();
         write.membership = Some(m);
+        crate::failpoint::hit("membership-apply");
         if cc.get_change_type() == ConfChangeType::RemoveNode && id == self.cfg.id {
             self.mark_removed(net);
         }

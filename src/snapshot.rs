@@ -121,6 +121,7 @@ fn move_into_place(from: &Path, index: u64) -> std::io::Result<bool> {
     File::open(from)?.sync_all()?;
     let to = rdb_path();
     fs::rename(from, &to)?;
+    crate::failpoint::hit("snapshot-before-dir-fsync");
     fsync_dir_of(&to)?;
     *in_place = index;
     SIZE.store(
@@ -662,6 +663,10 @@ pub fn receive_chunk(
         .map_err(|e| format!("cannot write the incoming snapshot: {e}"))?;
     cur.crc.update(data);
     cur.written += data.len() as u64;
+    if offset > 0 {
+        // Mid-transfer: the chunks before this one are written too.
+        crate::failpoint::hit("snapshot-receive-chunk");
+    }
     Ok(())
 }
 
@@ -689,6 +694,7 @@ pub fn accept_received(index: u64, term: u64, desc: &SnapshotDescriptor) -> Resu
     drop(cur);
     fs::rename(incoming_path(), received_path(index, term))
         .map_err(|e| format!("cannot keep the received snapshot: {e}"))?;
+    crate::failpoint::hit("snapshot-received");
     Ok(())
 }
 
