@@ -50,6 +50,9 @@ import threading
 import time
 import traceback
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from miniresp import Conn, RespError  # noqa: E402
+
 ALL_POINTS = [
     "log-writer-staged",
     "log-before-fsync",
@@ -86,55 +89,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def _die_with_parent():
     _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-class RespError(Exception):
-    pass
-
-
-class Conn:
-    """A minimal RESP2 client."""
-
-    def __init__(self, port, timeout=10.0):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.s.settimeout(timeout)
-        self.f = self.s.makefile("rb")
-
-    def close(self):
-        try:
-            self.s.close()
-        except OSError:
-            pass
-
-    def read(self):
-        line = self.f.readline()
-        if not line:
-            raise ConnectionError("connection closed")
-        t, rest = line[:1], line[1:-2]
-        if t == b"+":
-            return rest.decode()
-        if t == b"-":
-            return RespError(rest.decode())
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            return None if n < 0 else self.f.read(n + 2)[:-2].decode(errors="replace")
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.read() for _ in range(n)]
-        raise ConnectionError("bad reply %r" % line)
-
-    def call(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.s.sendall(b"".join(out))
-        r = self.read()
-        if isinstance(r, RespError):
-            raise r
-        return r
 
 
 def call(port, *args, timeout=10.0):

@@ -22,55 +22,15 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from miniresp import Conn, RespError  # noqa: E402
+
 QUICK = os.environ.get("QUICK") == "1"
 MODULE = os.path.realpath(os.environ.get("MODULE", "./redisraft.so"))
 KEYS = int(os.environ.get("KEYS", "100000" if QUICK else "1000000"))
 RUNS = int(os.environ.get("RUNS", "1" if QUICK else "3"))
 BENCH_SECS = float(os.environ.get("BENCH_SECS", "1" if QUICK else "3"))
 TMP_PARENT = os.environ.get("BENCH_TMPDIR") or None
-
-
-class Conn:
-    """A minimal RESP2 client (no client library needed)."""
-
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port))
-        self.f = self.s.makefile("rb")
-
-    @staticmethod
-    def encode(args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        return b"".join(out)
-
-    def send(self, cmds):
-        self.s.sendall(b"".join(self.encode(c) for c in cmds))
-
-    def read(self):
-        line = self.f.readline()
-        t, rest = line[:1], line[1:-2]
-        if t == b"+":
-            return rest.decode()
-        if t == b"-":
-            return RuntimeError(rest.decode())
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            return None if n < 0 else self.f.read(n + 2)[:-2].decode(errors="replace")
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.read() for _ in range(n)]
-        raise RuntimeError("bad reply %r" % line)
-
-    def call(self, *args):
-        self.send([args])
-        r = self.read()
-        if isinstance(r, RuntimeError):
-            raise r
-        return r
 
 
 def free_port():
@@ -165,7 +125,7 @@ def main():
             c.send(cmds)
             for _ in cmds:
                 r = c.read()
-                if isinstance(r, RuntimeError):
+                if isinstance(r, RespError):
                     raise r
         write_secs = time.time() - write_start
         # Bring them all due now: one PEXPIREAT per key would be as slow as
