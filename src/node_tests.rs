@@ -277,6 +277,26 @@ impl Cluster {
         }
     }
 
+    /// A new, empty node `id` (its meta only: no membership), not yet a
+    /// member: it joins when the leader adds it.
+    fn add_blank_node(&mut self, id: u64) {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = LogStore::open(dir.path(), false).unwrap();
+            store
+                .write(LogWrite {
+                    meta: Some(NodeMeta {
+                        node_id: id,
+                        dbid: "test".into(),
+                        removed: false,
+                    }),
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        self.nodes.insert(id, start_node(id, dir));
+    }
+
     fn node(&mut self, id: u64) -> &mut TestNode {
         self.nodes.get_mut(&id).unwrap()
     }
@@ -540,21 +560,7 @@ fn a_new_node_joins_as_learner_and_is_promoted_once_caught_up() {
         c.write(l, &format!("k{i}"), "x");
     }
     c.pump();
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = LogStore::open(dir.path(), false).unwrap();
-        store
-            .write(LogWrite {
-                meta: Some(NodeMeta {
-                    node_id: 4,
-                    dbid: "test".into(),
-                    removed: false,
-                }),
-                ..Default::default()
-            })
-            .unwrap();
-    }
-    c.nodes.insert(4, start_node(4, dir));
+    c.add_blank_node(4);
     let (cl, rx) = client();
     let n = c.node(l);
     n.node.handle(
@@ -1402,21 +1408,7 @@ fn an_add_at_an_address_a_member_already_has_is_refused() {
     let mut c = Cluster::new(3);
     let l = c.elect();
     // Node 4 joins and is promoted.
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = LogStore::open(dir.path(), false).unwrap();
-        store
-            .write(LogWrite {
-                meta: Some(NodeMeta {
-                    node_id: 4,
-                    dbid: "test".into(),
-                    removed: false,
-                }),
-                ..Default::default()
-            })
-            .unwrap();
-    }
-    c.nodes.insert(4, start_node(4, dir));
+    c.add_blank_node(4);
     let rx = add_node(&mut c, l, 4, "127.0.0.1:5004");
     c.pump();
     assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));

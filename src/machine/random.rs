@@ -59,7 +59,18 @@ fn pick_distinct(mut items: Vec<Vec<u8>>, count: usize, d: &mut Draw) -> Vec<Vec
 
 /// The command run deterministically at `m`, if it is one of ours.
 pub fn run(ctx: Ctx, argv: &[Vec<u8>], m: Moment) -> Option<Outcome> {
-    let name = String::from_utf8_lossy(argv.first()?).to_ascii_lowercase();
+    // Runs for every command an entry applies: most are none of ours, so
+    // they leave before any allocation.
+    let first = argv.first()?;
+    if first.len() > 11
+        || !matches!(
+            first.first()?.to_ascii_lowercase(),
+            b't' | b's' | b'r' | b'k' | b'h' | b'z'
+        )
+    {
+        return None;
+    }
+    let name = String::from_utf8_lossy(first).to_ascii_lowercase();
     let mut d = Draw::new(m.seed);
     match name.as_str() {
         "time" if argv.len() == 1 => Some(Outcome::Strings(vec![
