@@ -84,7 +84,9 @@ jepsen-docker: setup
 	DOCKER=1 TIME=$(TIME) RUNS=$(RUNS) NEMESIS=$(NEMESIS) WORKLOAD="$(WORKLOAD)" scripts/jepsen.sh
 
 jepsen-smoke: build
-	MODULE=$(CURDIR)/$(MODULE) scripts/jepsen-smoke.sh
+	CARGO_TARGET_DIR=$(FP_TARGET_DIR) $(CARGO) build --release -p redisraft --features failpoints
+	MODULE=$(CURDIR)/$(MODULE) TEST_MODULE=$(abspath $(FP_TARGET_DIR))/release/libredisraft.so \
+		scripts/jepsen-smoke.sh
 
 # Crash-point campaign (scripts/crash-campaign.py; not part of make test):
 # N runs per failpoint (default 50; POINTS="a b" to choose), each a 3-node

@@ -13,7 +13,9 @@
 # applied index (the digests column of the table).
 # Without network namespaces (not root, no `ip netns`) it runs on
 # local-loopback and leaves partitions out.
-# Env: MODULE (the module .so) [./redisraft.so], CARGO_TARGET_DIR [target],
+# Env: MODULE (the module .so) [./redisraft.so], TEST_MODULE (the test build,
+#      feature failpoints, for step 4: raft.unsafe-local-reads exists only
+#      there) [$MODULE], CARGO_TARGET_DIR [target],
 #      JEPSEN_OUT [target/jepsen], JEPSEN_ENV (local-loopback forces the
 #      fallback) [local if it works].
 set -uo pipefail
@@ -27,6 +29,7 @@ t_all=$(date +%s)
 
 [[ -f $MODULE ]] || { echo "jepsen-smoke: $MODULE missing (make build)" >&2; exit 2; }
 MODULE=$(cd "$(dirname "$MODULE")" && pwd)/$(basename "$MODULE")
+TEST_MODULE=${TEST_MODULE:-$MODULE}
 echo "== jepsen-smoke: building redisraft-jepsen"
 CARGO_TARGET_DIR=$TARGET $CARGO build --release -p redisraft-jepsen || exit 2
 BIN=$TARGET/release/redisraft-jepsen
@@ -71,7 +74,7 @@ echo
 echo "== jepsen-smoke: cargo test -p redisraft-jepsen (checkers, unsafe-setting detection, digest check)"
 t0=$(date +%s)
 test_rc=0
-JEPSEN_TEST_ENV=$ENV REDISRAFT_MODULE=$MODULE CARGO_TARGET_DIR=$TARGET \
+JEPSEN_TEST_ENV=$ENV REDISRAFT_MODULE=$TEST_MODULE CARGO_TARGET_DIR=$TARGET \
     $CARGO test --release -p redisraft-jepsen -- --nocapture || test_rc=$?
 echo "jepsen-smoke: cargo test exit $test_rc in $(( $(date +%s) - t0 )) s"
 

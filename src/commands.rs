@@ -55,6 +55,26 @@ fn check_serving(n: &NodeHandle) -> Result<(), RedisError> {
     Ok(())
 }
 
+/// The raft.* commands (but RAFT, which carries client commands) run at
+/// once or not at all: inside a transaction they are refused, and the
+/// transaction fails, as Redis does for commands not allowed in MULTI.
+fn not_in_transaction(ctx: &Context) -> Result<(), RedisError> {
+    let me = ffi::client_id(ctx.ctx);
+    if crate::txn::in_multi(me) {
+        crate::txn::mark_failed(me);
+        return Err(RedisError::Str(
+            "ERR Command not allowed inside a transaction",
+        ));
+    }
+    Ok(())
+}
+
+/// The node-to-node commands: from the cluster user only, never queued.
+fn node_to_node(ctx: &Context) -> Result<(), RedisError> {
+    not_in_transaction(ctx)?;
+    crate::acl::require_cluster_user(ctx.ctx)
+}
+
 /// `RAFT <command> [args...]`, and every intercepted client command.
 pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if args.len() < 2 {
@@ -66,6 +86,29 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         classify(&refs)
     };
     let me = ffi::client_id(ctx.ctx);
+    if class != Class::PassThrough {
+        // As Redis does before it runs a command: the arity, then the
+        // client's rights for the command it sent (RAFT grants nothing).
+        // Inside MULTI, either fails the transaction (EXECABORT).
+        let checked = match crate::intercept::arity_error(&argv) {
+            Some(e) => Err(RedisError::String(e)),
+            None => crate::acl::check(ctx.ctx, &argv),
+        };
+        if let Err(e) = checked {
+            if argv[0].eq_ignore_ascii_case(b"exec") {
+                // Redis refuses EXEC itself by aborting the transaction.
+                crate::txn::take(me);
+                let text = error_text(&e);
+                return Err(RedisError::String(format!(
+                    "EXECABORT Transaction discarded because of: {text}"
+                )));
+            }
+            if crate::txn::in_multi(me) {
+                crate::txn::mark_failed(me);
+            }
+            return Err(e);
+        }
+    }
     if class == Class::Txn {
         return transaction(ctx, me, &argv);
     }
@@ -95,6 +138,14 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         )))),
         Class::Write => route(ctx, argv, false),
         Class::Read => route(ctx, argv, true),
+    }
+}
+
+fn error_text(e: &RedisError) -> String {
+    match e {
+        RedisError::Str(s) => s.to_string(),
+        RedisError::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -281,6 +332,7 @@ pub fn open_log() -> Result<LogStore, crate::storage::StorageError> {
 
 /// RAFT.CLUSTER INIT [dbid] | JOIN addr [addr ...]
 pub fn cluster(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    not_in_transaction(ctx)?;
     if args.len() < 2 {
         return Err(RedisError::WrongArity);
     }
@@ -420,6 +472,7 @@ fn parse_u64(a: &RedisString, what: &str) -> Result<u64, RedisError> {
 
 /// RAFT.NODE ADD id addr | REMOVE id
 pub fn node(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    not_in_transaction(ctx)?;
     if args.len() < 3 {
         return Err(RedisError::WrongArity);
     }
@@ -450,6 +503,7 @@ pub fn node(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
 /// RAFT.TRANSFER_LEADER [id]
 pub fn transfer_leader(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    not_in_transaction(ctx)?;
     if args.len() > 2 {
         return Err(RedisError::WrongArity);
     }
@@ -465,7 +519,8 @@ pub fn transfer_leader(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// RAFT.TIMEOUT_NOW
-pub fn timeout_now(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn timeout_now(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    not_in_transaction(ctx)?;
     if args.len() != 1 {
         return Err(RedisError::WrongArity);
     }
@@ -477,6 +532,7 @@ pub fn timeout_now(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
 /// RAFT.DEBUG EXEC <command...> | COMPACT | FAILPOINT <name> crash|off
 pub fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    not_in_transaction(ctx)?;
     if args.len() < 2 {
         return Err(RedisError::WrongArity);
     }
@@ -522,7 +578,8 @@ pub fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// RAFT.INFO: the same text as INFO raft.
-pub fn info(_ctx: &Context, _args: Vec<RedisString>) -> RedisResult {
+pub fn info(ctx: &Context, _args: Vec<RedisString>) -> RedisResult {
+    not_in_transaction(ctx)?;
     let mut out = String::from("# Raft\r\n");
     for (k, v) in crate::info::fields() {
         out.push_str(&format!("raft_{k}:{v}\r\n"));
@@ -533,7 +590,8 @@ pub fn info(_ctx: &Context, _args: Vec<RedisString>) -> RedisResult {
 /// RAFT.APPENDENTRIES / RAFT.REQUESTVOTE <dbid> <from> <msg> [<msg> ...]
 /// Every message is decoded and checked before any is stepped, so a
 /// malformed request changes nothing.
-pub fn peer_messages(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn peer_messages(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    node_to_node(ctx)?;
     if args.len() < 4 {
         return Err(RedisError::WrongArity);
     }
@@ -571,7 +629,8 @@ pub fn peer_messages(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
 /// RAFT.LOADSNAPSHOT <dbid> <from> <index> <term> <offset> <total> <crc32> <chunk>:
 /// one chunk of a snapshot file streamed by the leader.
-pub fn load_snapshot(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn load_snapshot(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    node_to_node(ctx)?;
     if args.len() != 9 {
         return Err(RedisError::WrongArity);
     }
@@ -598,7 +657,8 @@ pub fn load_snapshot(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// RAFT.NODESHUTDOWN <dbid> <id>: the leader tells a node it was removed.
-pub fn node_shutdown(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn node_shutdown(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    node_to_node(ctx)?;
     if args.len() != 3 {
         return Err(RedisError::WrongArity);
     }

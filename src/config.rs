@@ -262,7 +262,19 @@ pub static SNAPSHOT_FAIL_LOAD: BoolSetting = BoolSetting::new(false, any_bool);
 /// Hidden and unsafe, for testing the test suite: every node, leader or
 /// not, serves reads from its own dataset at once (stale reads guaranteed
 /// under a partition). Never set it in production.
-pub static UNSAFE_LOCAL_READS: BoolSetting = BoolSetting::new(false, any_bool);
+/// Only the test build (feature `failpoints`, as the Jepsen suite and the
+/// crash tests use) accepts `yes`.
+pub static UNSAFE_LOCAL_READS: BoolSetting = BoolSetting::new(false, test_build_only);
+
+fn test_build_only(v: bool) -> Result<(), String> {
+    if v && !cfg!(feature = "failpoints") {
+        return Err(
+            "unsafe-local-reads exists only in test builds (cargo feature failpoints): it serves stale reads"
+                .into(),
+        );
+    }
+    Ok(())
+}
 
 /// Parses `yes`/`no` as Redis does.
 fn parse_bool(name: &str, v: &str) -> Result<bool, String> {

@@ -720,3 +720,105 @@ pub fn used_memory_ratio() -> f32 {
     // SAFETY: main thread; no arguments.
     unsafe { api!(RedisModule_GetUsedMemoryRatio)() }
 }
+
+/// The server's version as 0x00MMmmpp (Redis 7.0.15 is 0x0007000f).
+pub fn server_version() -> u32 {
+    // SAFETY: a plain getter without arguments.
+    unsafe { api!(RedisModule_GetServerVersion)() as u32 }
+}
+
+/// The ACL user the client running the current command is authenticated
+/// as. None for the module's own calls (they run as root, without a user).
+pub fn current_user(ctx: *mut raw::RedisModuleCtx) -> Option<Vec<u8>> {
+    if in_own_call() || ctx.is_null() {
+        return None;
+    }
+    // SAFETY: a command context of a real client, which always has a user
+    // (RM_GetCurrentUserName dereferences it); the string is freed below.
+    unsafe {
+        let s = api!(RedisModule_GetCurrentUserName)(ctx);
+        if s.is_null() {
+            return None;
+        }
+        let name = string_bytes(s);
+        api!(RedisModule_FreeString)(ctx, s);
+        Some(name)
+    }
+}
+
+/// A user looked up by name for ACL checks, released on drop.
+struct AclUser(*mut raw::RedisModuleUser);
+
+impl AclUser {
+    fn find(name: &[u8]) -> Option<AclUser> {
+        let n = OwnedString::new(name);
+        // SAFETY: a live string; a NULL result means no such user.
+        let u = unsafe { api!(RedisModule_GetModuleUserFromUserName)(n.0) };
+        (!u.is_null()).then_some(AclUser(u))
+    }
+}
+
+impl Drop for AclUser {
+    fn drop(&mut self) {
+        // SAFETY: obtained from GetModuleUserFromUserName, freed once.
+        unsafe { api!(RedisModule_FreeModuleUser)(self.0) };
+    }
+}
+
+/// What an ACL check of a whole command line says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AclCheck {
+    Allowed,
+    Denied,
+    /// The user no longer exists.
+    NoUser,
+    /// Redis does not know the command: its own error comes later.
+    UnknownCommand,
+}
+
+/// Checks `user`'s right to run `argv` as Redis does before it runs a
+/// command: the command or subcommand, its keys by their key specs (read or
+/// write), and its channels. The caller checks the arity first.
+pub fn acl_check(user: &[u8], argv: &[Vec<u8>]) -> AclCheck {
+    let Some(u) = AclUser::find(user) else {
+        return AclCheck::NoUser;
+    };
+    let strs: Vec<OwnedString> = argv.iter().map(|a| OwnedString::new(a)).collect();
+    let mut ptrs: Vec<*mut raw::RedisModuleString> = strs.iter().map(|s| s.0).collect();
+    // SAFETY: a live user and argc live strings for the call's duration.
+    let rc = unsafe {
+        api!(RedisModule_ACLCheckCommandPermissions)(u.0, ptrs.as_mut_ptr(), ptrs.len() as c_int)
+    };
+    if rc == raw::REDISMODULE_OK as c_int {
+        return AclCheck::Allowed;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc_errno::ENOENT) => AclCheck::UnknownCommand,
+        _ => AclCheck::Denied,
+    }
+}
+
+/// Why an ACL check refused a command, for the ACL LOG.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AclDenial {
+    Command,
+    Key,
+    Channel,
+}
+
+/// Adds an entry to the ACL LOG (context "module"), as Redis does for a
+/// command it refuses.
+pub fn acl_log(ctx: *mut raw::RedisModuleCtx, user: &[u8], object: &[u8], why: AclDenial) {
+    let Some(u) = AclUser::find(user) else {
+        return;
+    };
+    let reason = match why {
+        AclDenial::Command => raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_CMD,
+        AclDenial::Key => raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY,
+        AclDenial::Channel => raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_CHANNEL,
+    };
+    let obj = OwnedString::new(object);
+    // SAFETY: a command context with its client, a live user and string;
+    // Redis copies the object.
+    unsafe { api!(RedisModule_ACLAddLogEntry)(ctx, u.0, obj.0, reason) };
+}

@@ -29,6 +29,8 @@ pub enum Class {
 
 #[derive(Clone, Debug, Default)]
 struct CommandInfo {
+    /// Redis's arity: n exactly, or at least -n when negative.
+    arity: i64,
     flags: Vec<String>,
     tips: Vec<String>,
     /// Container commands (CONFIG, OBJECT, ...): subcommand -> info.
@@ -62,6 +64,10 @@ fn parse_command(v: &RedisValue) -> Option<(Vec<u8>, CommandInfo)> {
     let RedisValue::Array(f) = v else { return None };
     let name = text(f.first()?)?.to_ascii_lowercase();
     let mut info = CommandInfo {
+        arity: match f.get(1) {
+            Some(RedisValue::Integer(n)) => *n,
+            _ => 0,
+        },
         flags: texts(f.get(2)),
         tips: texts(f.get(7)),
         subcommands: HashMap::new(),
@@ -254,6 +260,32 @@ pub fn has_flag(argv: &[Vec<u8>], flag: &str) -> bool {
     info.flags.iter().any(|f| f == flag)
 }
 
+/// Redis's own error for a command line of the wrong length, checked
+/// before anything is proposed ("wrong number of arguments for 'set'
+/// command"); None when the arity is right or the command unknown.
+pub fn arity_error(argv: &[Vec<u8>]) -> Option<String> {
+    let table = TABLE.read();
+    let name = lower(argv.first()?);
+    let mut info = table.as_ref()?.get(&name)?;
+    let mut full = String::from_utf8_lossy(&name).into_owned();
+    if !info.subcommands.is_empty() {
+        if let Some((sub, si)) = argv
+            .get(1)
+            .and_then(|s| info.subcommands.get(&lower(s)).map(|si| (lower(s), si)))
+        {
+            full = format!("{full}|{}", String::from_utf8_lossy(&sub));
+            info = si;
+        }
+    }
+    let n = argv.len() as i64;
+    let ok = if info.arity >= 0 {
+        info.arity == 0 || n == info.arity
+    } else {
+        n >= -info.arity
+    };
+    (!ok).then(|| format!("ERR wrong number of arguments for '{full}' command"))
+}
+
 /// Which script call a command a script runs goes through: the write one
 /// for writes, the read-only one for reads and TIME, none for the rest
 /// (PING, ECHO, ...: nothing in them depends on the node).
@@ -294,6 +326,10 @@ fn filter_command(fctx: *mut redis_module::raw::RedisModuleCommandFilterCtx) {
     if first.len() >= 4 && first[..4].eq_ignore_ascii_case(b"raft") {
         return;
     }
+    if first.eq_ignore_ascii_case(b"acl") && !ffi::in_own_call() {
+        crate::acl::on_acl_command(fctx, argc);
+        return;
+    }
     let argv = || -> Vec<&[u8]> { (0..argc.min(2)).map(|i| ffi::filter_arg(fctx, i)).collect() };
     if ffi::in_own_call() {
         // The module's own commands run as they are, but those of a script
@@ -317,6 +353,7 @@ mod tests {
 
     fn info(flags: &[&str], tips: &[&str]) -> CommandInfo {
         CommandInfo {
+            arity: -1,
             flags: flags.iter().map(|s| s.to_string()).collect(),
             tips: tips.iter().map(|s| s.to_string()).collect(),
             subcommands: HashMap::new(),

@@ -11,6 +11,7 @@
 //!
 //! This file holds the `redis_module!` declaration and load only.
 
+pub mod acl;
 pub mod apply;
 pub mod commands;
 pub mod config;
@@ -83,6 +84,9 @@ fn init_inner(ctx: &Context, args: &[RedisString]) -> Status {
                     logging::warning(&format!("command table rebuild failed: {e}"));
                 }
                 machine::expiry::stop_redis_expiry(apply::call_ctx());
+                // Users from redis.conf and the ACL file exist only now.
+                acl::grant_to_all_users(apply::call_ctx());
+                acl::warn_if_open();
             },
             |_| (),
         )
@@ -156,18 +160,23 @@ redis_module! {
     init: init,
     deinit: deinit,
     info: raft_info,
+    // No raft.* command runs from a script ("deny-script"); inside a
+    // transaction each refuses itself (the module keeps MULTI state).
+    // RAFT carries every client command: its rights are checked on the
+    // command it carries (acl.rs).
     commands: [
-        ["raft", cmd_raft, "", 0, 0, 0, ""],
-        ["raft.cluster", cmd_cluster, "admin", 0, 0, 0, ""],
-        ["raft.node", cmd_node, "admin", 0, 0, 0, ""],
-        ["raft.info", cmd_info, "", 0, 0, 0, ""],
-        ["raft.transfer_leader", cmd_transfer_leader, "admin", 0, 0, 0, ""],
-        ["raft.timeout_now", cmd_timeout_now, "admin", 0, 0, 0, ""],
-        ["raft.debug", cmd_debug, "admin", 0, 0, 0, ""],
-        ["raft.appendentries", cmd_peer_messages, "", 0, 0, 0, ""],
-        ["raft.requestvote", cmd_peer_messages, "", 0, 0, 0, ""],
-        ["raft.nodeshutdown", cmd_node_shutdown, "", 0, 0, 0, ""],
-        ["raft.loadsnapshot", cmd_load_snapshot, "", 0, 0, 0, ""],
+        ["raft", cmd_raft, "deny-script", 0, 0, 0, ""],
+        ["raft.cluster", cmd_cluster, "admin deny-script", 0, 0, 0, ""],
+        ["raft.node", cmd_node, "admin deny-script", 0, 0, 0, ""],
+        ["raft.info", cmd_info, "deny-script", 0, 0, 0, ""],
+        ["raft.transfer_leader", cmd_transfer_leader, "admin deny-script", 0, 0, 0, ""],
+        ["raft.timeout_now", cmd_timeout_now, "admin deny-script", 0, 0, 0, ""],
+        ["raft.debug", cmd_debug, "admin deny-script", 0, 0, 0, ""],
+        // Node-to-node: for the cluster user only (acl.rs).
+        ["raft.appendentries", cmd_peer_messages, "deny-script", 0, 0, 0, ""],
+        ["raft.requestvote", cmd_peer_messages, "deny-script", 0, 0, 0, ""],
+        ["raft.nodeshutdown", cmd_node_shutdown, "deny-script", 0, 0, 0, ""],
+        ["raft.loadsnapshot", cmd_load_snapshot, "deny-script", 0, 0, 0, ""],
         // Internal: a command of a script an entry runs (machine::script).
         ["raft._scriptw", cmd_script_call, "write", 0, 0, 0, ""],
         ["raft._scriptr", cmd_script_call, "readonly", 0, 0, 0, ""],

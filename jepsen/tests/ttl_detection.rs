@@ -6,7 +6,7 @@
 //! run, `ttl-stale-version`, `ttl-resurrection` and `ttl-lost-key`).
 //!
 //! Ignored by default (it adds a 30 s run; the smoke stays short):
-//! `REDISRAFT_MODULE=$PWD/redisraft.so cargo test --release -p
+//! `REDISRAFT_MODULE=$PWD/target/failpoints/release/libredisraft.so cargo test --release -p
 //! redisraft-jepsen --test ttl_detection -- --ignored --nocapture`. Needs
 //! network namespaces (root, `ip netns`); skipped with a note without them
 //! or without `REDISRAFT_MODULE`.

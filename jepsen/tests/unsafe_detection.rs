@@ -14,7 +14,8 @@
 //! (8 to 15 keys per run when this was written; 1 to 10 at the default 200
 //! ops/s).
 //!
-//! Needs `REDISRAFT_MODULE` (path to the module .so); skipped with a note
+//! Needs `REDISRAFT_MODULE` (path to the module .so, the test build with
+//! the `failpoints` feature: only it accepts the knob); skipped with a note
 //! without it. `JEPSEN_TEST_OUT` sets where the runs write (default: a
 //! directory under Cargo's target tmp dir), `JEPSEN_TEST_SEED` the seed,
 //! `JEPSEN_TEST_ENV=local-loopback` forces the fallback and

@@ -1,0 +1,250 @@
+//! Who may run what. A client's rights through RedisRaft are exactly those
+//! it has on plain Redis, and RAFT itself grants nothing.
+//!
+//! The command filter turns a client's `SET k v` into `RAFT SET k v`, so
+//! Redis itself checks only the right to run RAFT. Hence:
+//! - every user may run RAFT: `+raft` is granted to every user after start
+//!   and after ACL LOAD, and appended to every ACL SETUSER;
+//! - RAFT checks the original command (command, keys by their key specs,
+//!   channels) before anything is proposed, queued or forwarded, and refuses
+//!   with Redis's own -NOPERM text and an ACL LOG entry.
+//!
+//! Why not flag RAFT `no-auth`, so that no grant is needed: that flag also
+//! skips Redis's authentication check, and Redis 7.0's module API cannot
+//! tell a client that never authenticated from one authenticated as
+//! `default`: unauthenticated clients could then write.
+//!
+//! The node-to-node commands (RAFT.APPENDENTRIES, ...) are for the cluster
+//! user only (`raft.cluster-user`), whatever rights other users have.
+
+use std::ffi::c_void;
+
+use redis_module::{raw, RedisError};
+
+use crate::config;
+use crate::ffi::{self, AclCheck, AclDenial};
+use crate::logging;
+
+type Ctx = *mut raw::RedisModuleCtx;
+
+/// The right every user is given so that the filter's RAFT prefix passes
+/// Redis's own check; RAFT then checks the command it carries.
+const GRANT: &[u8] = b"+raft";
+
+/// Checks the calling client's rights for `argv`, the command a client
+/// sent (not RAFT), as Redis would before running it. The module's own
+/// calls run as root and pass.
+pub fn check(ctx: Ctx, argv: &[Vec<u8>]) -> Result<(), RedisError> {
+    let Some(user) = ffi::current_user(ctx) else {
+        return Ok(());
+    };
+    match ffi::acl_check(&user, argv) {
+        AclCheck::Allowed | AclCheck::UnknownCommand => Ok(()),
+        AclCheck::NoUser => Err(RedisError::Str(
+            "NOPERM this connection's user no longer exists",
+        )),
+        AclCheck::Denied => {
+            let (why, object) = explain(ctx, &user, argv);
+            ffi::acl_log(ctx, &user, &object, why);
+            Err(RedisError::String(noperm_text(
+                ffi::server_version(),
+                why,
+                &user,
+                &object,
+            )))
+        }
+    }
+}
+
+/// Which right is missing, and its object (the command's full name, the
+/// key or the channel), from ACL DRYRUN. Only runs for a refused command.
+fn explain(ctx: Ctx, user: &[u8], argv: &[Vec<u8>]) -> (AclDenial, Vec<u8>) {
+    let mut dry = vec![b"ACL".to_vec(), b"DRYRUN".to_vec(), user.to_vec()];
+    dry.extend(argv.iter().cloned());
+    let text = ffi::call(ctx, &dry)
+        .ok()
+        .and_then(|r| r.as_bytes())
+        .unwrap_or_default();
+    parse_dryrun(&text).unwrap_or_else(|| (AclDenial::Command, argv[0].to_ascii_lowercase()))
+}
+
+/// Parses ACL DRYRUN's refusal: "... to run the 'set' command", "... to
+/// access the 'k' key", "... the 'ch' channel" (7.0 and 7.2+ alike).
+fn parse_dryrun(text: &[u8]) -> Option<(AclDenial, Vec<u8>)> {
+    let s = String::from_utf8_lossy(text);
+    let start = s.find('\'')? + 1;
+    let end = start + s[start..].rfind('\'')?;
+    let object = s[start..end].as_bytes().to_vec();
+    let why = if s.ends_with("command") {
+        AclDenial::Command
+    } else if s.ends_with("key") {
+        AclDenial::Key
+    } else if s.ends_with("channel") {
+        AclDenial::Channel
+    } else {
+        return None;
+    };
+    Some((why, object))
+}
+
+/// Redis's own -NOPERM text for a refused command: it changed in 7.2
+/// (Valkey 8 keeps the 7.2 texts).
+fn noperm_text(version: u32, why: AclDenial, user: &[u8], object: &[u8]) -> String {
+    let user = String::from_utf8_lossy(user);
+    let object = String::from_utf8_lossy(object);
+    if version >= 0x0007_0200 {
+        match why {
+            AclDenial::Command => {
+                format!("NOPERM User {user} has no permissions to run the '{object}' command")
+            }
+            AclDenial::Key => "NOPERM No permissions to access a key".into(),
+            AclDenial::Channel => "NOPERM No permissions to access a channel".into(),
+        }
+    } else {
+        match why {
+            AclDenial::Command => {
+                format!("NOPERM this user has no permissions to run the '{object}' command")
+            }
+            AclDenial::Key => {
+                "NOPERM this user has no permissions to access one of the keys used as arguments"
+                    .into()
+            }
+            AclDenial::Channel => {
+                "NOPERM this user has no permissions to access one of the channels used as arguments"
+                    .into()
+            }
+        }
+    }
+}
+
+/// The cluster user's name (`default` when the setting is empty).
+pub fn cluster_user() -> Vec<u8> {
+    let u = config::CLUSTER_USER.get();
+    if u.is_empty() {
+        b"default".to_vec()
+    } else {
+        u.into_bytes()
+    }
+}
+
+/// Node-to-node commands: only a connection authenticated as the cluster
+/// user may send them; a forged message from anyone else changes nothing.
+pub fn require_cluster_user(ctx: Ctx) -> Result<(), RedisError> {
+    match ffi::current_user(ctx) {
+        Some(u) if u != cluster_user() => Err(RedisError::Str(
+            "NOPERM node-to-node commands are for the cluster user only (raft.cluster-user)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Called by the command filter for every ACL command a client sends:
+/// a user created or changed by ACL SETUSER keeps the right to run RAFT;
+/// after ACL LOAD, every user is given it again.
+pub fn on_acl_command(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: usize) {
+    if argc < 2 {
+        return;
+    }
+    let sub = ffi::filter_arg(fctx, 1);
+    if sub.eq_ignore_ascii_case(b"setuser") && argc >= 3 {
+        ffi::filter_insert(fctx, argc, GRANT);
+    } else if sub.eq_ignore_ascii_case(b"load") {
+        // Runs once the ACL LOAD has been executed.
+        ffi::run_on_main_thread(grant_later, std::ptr::null_mut());
+    }
+}
+
+extern "C" fn grant_later(_: *mut c_void) {
+    crate::guard::catch(
+        "granting +raft",
+        || grant_to_all_users(crate::apply::call_ctx()),
+        |_| (),
+    )
+}
+
+/// Gives `+raft` to every user that cannot run RAFT yet (users from
+/// redis.conf and the ACL file, which Redis loads after the modules).
+pub fn grant_to_all_users(ctx: Ctx) {
+    let users = match ffi::call(ctx, &[b"ACL".to_vec(), b"USERS".to_vec()]) {
+        Ok(r) => r.as_strings().unwrap_or_default(),
+        Err(e) => {
+            logging::warning(&format!("ACL USERS failed: {e}"));
+            return;
+        }
+    };
+    for user in users {
+        if ffi::acl_check(&user, &[b"RAFT".to_vec(), b"PING".to_vec()]) == AclCheck::Allowed {
+            continue;
+        }
+        let argv = [
+            b"ACL".to_vec(),
+            b"SETUSER".to_vec(),
+            user.clone(),
+            GRANT.to_vec(),
+        ];
+        if let Err(e) = ffi::call(ctx, &argv) {
+            logging::warning(&format!(
+                "cannot give user '{}' the right to run RAFT: {e}",
+                String::from_utf8_lossy(&user)
+            ));
+        }
+    }
+}
+
+/// After start: say so in the log when any client can speak the node
+/// protocol (no cluster password).
+pub fn warn_if_open() {
+    if config::CLUSTER_PASSWORD.get().is_empty() {
+        logging::warning(
+            "the cluster is open: raft.cluster-password is not set, so any client that can \
+             connect as the cluster user may send node-to-node commands; set requirepass or \
+             ACL users and raft.cluster-user/raft.cluster-password (README, Security)",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dryrun_refusals_name_what_is_missing() {
+        assert_eq!(
+            parse_dryrun(b"This user has no permissions to run the 'flushall' command"),
+            Some((AclDenial::Command, b"flushall".to_vec()))
+        );
+        assert_eq!(
+            parse_dryrun(b"User w has no permissions to run the 'config|set' command"),
+            Some((AclDenial::Command, b"config|set".to_vec()))
+        );
+        assert_eq!(
+            parse_dryrun(b"This user has no permissions to access the 'it's' key"),
+            Some((AclDenial::Key, b"it's".to_vec()))
+        );
+        assert_eq!(
+            parse_dryrun(b"This user has no permissions to access the 'news' channel"),
+            Some((AclDenial::Channel, b"news".to_vec()))
+        );
+        assert_eq!(parse_dryrun(b"OK"), None);
+    }
+
+    #[test]
+    fn noperm_texts_follow_the_server_version() {
+        assert_eq!(
+            noperm_text(0x0007000f, AclDenial::Command, b"w", b"flushall"),
+            "NOPERM this user has no permissions to run the 'flushall' command"
+        );
+        assert_eq!(
+            noperm_text(0x00070002, AclDenial::Key, b"w", b"k"),
+            "NOPERM this user has no permissions to access one of the keys used as arguments"
+        );
+        assert_eq!(
+            noperm_text(0x00070206, AclDenial::Command, b"w", b"flushall"),
+            "NOPERM User w has no permissions to run the 'flushall' command"
+        );
+        assert_eq!(
+            noperm_text(0x00080108, AclDenial::Key, b"w", b"k"),
+            "NOPERM No permissions to access a key"
+        );
+    }
+}
