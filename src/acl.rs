@@ -17,11 +17,15 @@
 //! The node-to-node commands (RAFT.APPENDENTRIES, ...) are for the cluster
 //! user only (`raft.cluster-user`), whatever rights other users have.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis_module::{raw, RedisError};
 
 use crate::config;
+use crate::entry::Rights;
 use crate::ffi::{self, AclCheck, AclDenial};
 use crate::logging;
 
@@ -117,6 +121,27 @@ fn noperm_text(version: u32, why: AclDenial, user: &[u8], object: &[u8]) -> Stri
     }
 }
 
+/// Redis's error for a script's command its user may not run
+/// (`command`: the command itself, else one of its keys).
+pub fn script_denied_text(user: &[u8], argv: &[Vec<u8>], command: bool) -> String {
+    let name = String::from_utf8_lossy(&argv[0]).to_ascii_lowercase();
+    if ffi::server_version() >= 0x0007_0200 {
+        let why = if command {
+            format!(
+                "User {} has no permissions to run the '{name}' command",
+                String::from_utf8_lossy(user)
+            )
+        } else {
+            "No permissions to access a key".into()
+        };
+        format!("ERR ACL failure in script: {why}")
+    } else if command {
+        "ERR The user executing the script can't run this command or subcommand".into()
+    } else {
+        "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments".into()
+    }
+}
+
 /// The cluster user's name (`default` when the setting is empty).
 pub fn cluster_user() -> Vec<u8> {
     let u = config::CLUSTER_USER.get();
@@ -138,10 +163,119 @@ pub fn require_cluster_user(ctx: Ctx) -> Result<(), RedisError> {
     }
 }
 
+/// Bumped for every ACL command a client runs: cached rules are then
+/// read again.
+static ACL_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// user -> (the ACL generation it was read at, its rights).
+type RulesCache = HashMap<Vec<u8>, (u64, Option<Rights>)>;
+
+thread_local! {
+    /// Users' rules read from ACL LIST (main thread).
+    static RULES: RefCell<RulesCache> = RefCell::new(HashMap::new());
+}
+
+/// The rights a script of the calling client must run with: None when the
+/// user may run every command on every key and channel (nothing to check),
+/// or for the module's own calls.
+pub fn script_rights(ctx: Ctx) -> Option<Rights> {
+    let user = ffi::current_user(ctx)?;
+    let generation = ACL_GENERATION.load(Ordering::Acquire);
+    if let Some(hit) = RULES.with(|r| {
+        r.borrow()
+            .get(&user)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, rights)| rights.clone())
+    }) {
+        return hit;
+    }
+    let rights = read_rights(ctx, &user);
+    RULES.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.len() > 1024 {
+            r.clear();
+        }
+        r.insert(user, (generation, rights.clone()));
+    });
+    rights
+}
+
+/// A user's rules from ACL LIST: `user <name> on #<hash> ~app:* +get`.
+fn read_rights(ctx: Ctx, user: &[u8]) -> Option<Rights> {
+    let lines = ffi::call(ctx, &[b"ACL".to_vec(), b"LIST".to_vec()])
+        .ok()?
+        .as_strings()?;
+    let mut prefix = b"user ".to_vec();
+    prefix.extend_from_slice(user);
+    prefix.push(b' ');
+    let Some(line) = lines.iter().find(|l| l.starts_with(&prefix)) else {
+        // Not found (a name with spaces, ...): allow nothing beyond what
+        // the script's own command was checked for.
+        return Some(Rights {
+            user: user.to_vec(),
+            rules: vec![b"resetkeys".to_vec(), b"-@all".to_vec()],
+        });
+    };
+    let rules = rules_of(&line[prefix.len()..]);
+    let everything = |r: &[u8]| {
+        matches!(
+            r,
+            b"~*" | b"&*" | b"+@all" | b"allkeys" | b"allchannels" | b"allcommands"
+        )
+    };
+    let unlimited = ["~*", "&*", "+@all"]
+        .iter()
+        .all(|w| rules.iter().any(|r| r == w.as_bytes()))
+        && rules.iter().all(|r| everything(r));
+    (!unlimited).then(|| Rights {
+        user: user.to_vec(),
+        rules,
+    })
+}
+
+/// The rules of an ACL LIST line after the name: words, a parenthesized
+/// selector as one rule; passwords and on/off left out (they grant nothing
+/// to a script).
+fn rules_of(line: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut depth = 0usize;
+    for &b in line {
+        match b {
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if b == b' ' && depth == 0 {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(b);
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out.retain(|r| {
+        !matches!(
+            r.as_slice(),
+            b"on"
+                | b"off"
+                | b"nopass"
+                | b"resetpass"
+                | b"sanitize-payload"
+                | b"skip-sanitize-payload"
+        ) && !matches!(r.first(), Some(b'#' | b'>' | b'<' | b'!'))
+    });
+    out
+}
+
 /// Called by the command filter for every ACL command a client sends:
 /// a user created or changed by ACL SETUSER keeps the right to run RAFT;
 /// after ACL LOAD, every user is given it again.
 pub fn on_acl_command(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: usize) {
+    ACL_GENERATION.fetch_add(1, Ordering::AcqRel);
     if argc < 2 {
         return;
     }
@@ -165,6 +299,7 @@ extern "C" fn grant_later(_: *mut c_void) {
 /// Gives `+raft` to every user that cannot run RAFT yet (users from
 /// redis.conf and the ACL file, which Redis loads after the modules).
 pub fn grant_to_all_users(ctx: Ctx) {
+    ACL_GENERATION.fetch_add(1, Ordering::AcqRel);
     let users = match ffi::call(ctx, &[b"ACL".to_vec(), b"USERS".to_vec()]) {
         Ok(r) => r.as_strings().unwrap_or_default(),
         Err(e) => {
@@ -226,6 +361,21 @@ mod tests {
             Some((AclDenial::Channel, b"news".to_vec()))
         );
         assert_eq!(parse_dryrun(b"OK"), None);
+    }
+
+    #[test]
+    fn rules_keep_selectors_whole_and_leave_out_passwords() {
+        let r =
+            rules_of(b"on #30c9 ~app:* resetchannels (~x:* %R~y:* +get) -@all +get +raft nopass");
+        let want: Vec<&[u8]> = vec![
+            b"~app:*",
+            b"resetchannels",
+            b"(~x:* %R~y:* +get)",
+            b"-@all",
+            b"+get",
+            b"+raft",
+        ];
+        assert_eq!(r, want);
     }
 
     #[test]

@@ -204,47 +204,7 @@ fn drain_queue() {
                 if let Some(t) = time {
                     APPLIED_TIME_MS.fetch_max(t, Ordering::AcqRel);
                 }
-                match payload {
-                    Some(Payload::Command(argv)) => {
-                        let m = time.map(|t| Moment::of_entry(t, index, 0));
-                        let outcome = command::run_in_entry(ctx, argv, m);
-                        if let Some(c) = client {
-                            outcome.answer(c);
-                        }
-                    }
-                    Some(Payload::Multi(cmds)) => {
-                        // One callback runs the whole block: nothing interleaves.
-                        let outcomes: Vec<Outcome> = cmds
-                            .into_iter()
-                            .enumerate()
-                            .map(|(i, argv)| {
-                                let m = time.map(|t| Moment::of_entry(t, index, i));
-                                command::run_in_entry(ctx, argv, m)
-                            })
-                            .collect();
-                        if let Some(c) = client {
-                            c.reply_with(move |ctx| {
-                                ffi::reply_array(ctx, outcomes.len());
-                                for o in &outcomes {
-                                    o.write(ctx);
-                                }
-                            });
-                        }
-                    }
-                    Some(Payload::Expire(keys)) => {
-                        if let Some(t) = time {
-                            expiry::expire_due(ctx, &keys, t);
-                        }
-                        if let Some(c) = client {
-                            c.reply_with(|ctx| ffi::reply_simple(ctx, "OK"));
-                        }
-                    }
-                    None => {
-                        if let Some(c) = client {
-                            c.reply_with(|ctx| ffi::reply_simple(ctx, "OK"));
-                        }
-                    }
-                }
+                apply_payload(ctx, index, time, payload, client);
                 APPLIED_INDEX.store(index, Ordering::Release);
                 APPLIED_TERM.store(term, Ordering::Release);
                 crate::failpoint::hit("apply-middle");
@@ -377,4 +337,61 @@ fn replace_unreplicated_dataset(ctx: *mut redis_module::raw::RedisModuleCtx) {
 /// would see a key whose time has come).
 pub fn read_now(argv: &[Vec<u8>]) -> Option<Outcome> {
     command::run_read(call_ctx(), argv, read_time())
+}
+
+/// What one entry's payload does to the dataset, and its client's reply.
+fn apply_payload(
+    ctx: *mut redis_module::raw::RedisModuleCtx,
+    index: u64,
+    time: Option<i64>,
+    payload: Option<Payload>,
+    client: Option<RedisClient>,
+) {
+    match payload {
+        Some(Payload::Rights(rights, inner)) => {
+            // The script's commands are checked against these rights.
+            crate::machine::script::with_rights(&rights, || {
+                apply_payload(ctx, index, time, Some(*inner), client)
+            })
+        }
+        Some(Payload::Command(argv)) => {
+            let m = time.map(|t| Moment::of_entry(t, index, 0));
+            let outcome = command::run_in_entry(ctx, argv, m);
+            if let Some(c) = client {
+                outcome.answer(c);
+            }
+        }
+        Some(Payload::Multi(cmds)) => {
+            // One callback runs the whole block: nothing interleaves.
+            let outcomes: Vec<Outcome> = cmds
+                .into_iter()
+                .enumerate()
+                .map(|(i, argv)| {
+                    let m = time.map(|t| Moment::of_entry(t, index, i));
+                    command::run_in_entry(ctx, argv, m)
+                })
+                .collect();
+            if let Some(c) = client {
+                c.reply_with(move |ctx| {
+                    ffi::reply_array(ctx, outcomes.len());
+                    for o in &outcomes {
+                        o.write(ctx);
+                    }
+                });
+            }
+        }
+        Some(Payload::Expire(keys)) => {
+            if let Some(t) = time {
+                expiry::expire_due(ctx, &keys, t);
+            }
+            if let Some(c) = client {
+                c.reply_with(|ctx| ffi::reply_simple(ctx, "OK"));
+            }
+        }
+        None => {
+            if let Some(c) = client {
+                c.reply_with(|ctx| ffi::reply_simple(ctx, "OK"));
+            }
+        }
+    }
 }

@@ -12,6 +12,7 @@ use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 use crate::apply;
 use crate::config;
 use crate::driver::{self, NodeHandle};
+use crate::entry::Payload;
 use crate::error::Error;
 use crate::ffi::{self, RedisClient};
 use crate::intercept::{classify, Class};
@@ -211,10 +212,21 @@ fn transaction(ctx: &Context, me: u64, argv: &[Vec<u8>]) -> RedisResult {
             if role != Role::Leader {
                 return Err(err(leader_err));
             }
+            let rights = if q.cmds.iter().any(|c| crate::machine::script::is_script(c)) {
+                crate::acl::script_rights(ctx.ctx)
+            } else {
+                None
+            };
             let client = RedisClient::block(ctx.ctx).map_err(err)?;
-            n.send(Request::Multi {
-                cmds: q.cmds,
-                client,
+            n.send(match rights {
+                Some(r) => Request::Propose {
+                    payload: Payload::Rights(r, Box::new(Payload::Multi(q.cmds))),
+                    client,
+                },
+                None => Request::Multi {
+                    cmds: q.cmds,
+                    client,
+                },
             });
             no_reply()
         }
@@ -228,6 +240,26 @@ fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
         let st = n.status.read();
         (st.role, st.term, st.not_leader_error(), st.lease_until)
     };
+    // A script of a user with limited rights carries them in its entry, so
+    // every node checks its commands alike: through the log even when it
+    // only reads, and never forwarded (the leader would run it as the
+    // cluster user).
+    let rights = if crate::machine::script::is_script(&argv) {
+        crate::acl::script_rights(ctx.ctx)
+    } else {
+        None
+    };
+    if let Some(rights) = rights {
+        if role != Role::Leader {
+            return Err(err(leader_err));
+        }
+        let client = RedisClient::block(ctx.ctx).map_err(err)?;
+        n.send(Request::Propose {
+            payload: Payload::Rights(rights, Box::new(Payload::Command(argv))),
+            client,
+        });
+        return no_reply();
+    }
     if read && config::UNSAFE_LOCAL_READS.get() {
         // Test knob (unsafe): serve from this node's dataset, unchecked.
         if let Some(outcome) = apply::read_now(&argv) {

@@ -56,6 +56,7 @@ fn fail_request(req: Request<RedisClient>, err: Error) {
     use crate::node::{Client, Reply};
     match req {
         Request::Write { client, .. }
+        | Request::Propose { client, .. }
         | Request::Multi { client, .. }
         | Request::Read { client, .. }
         | Request::AddNode { client, .. }

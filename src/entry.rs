@@ -17,6 +17,7 @@ use std::fmt;
 const KIND_COMMAND: u8 = 1;
 const KIND_MULTI: u8 = 2;
 const KIND_EXPIRE: u8 = 3;
+const KIND_RIGHTS: u8 = 4;
 const KIND_TIMED: u8 = 0x10;
 
 /// One replicated client command, as its argument vector (`argv[0]` is the
@@ -28,6 +29,18 @@ pub enum Payload {
     Command(Vec<Vec<u8>>),
     Multi(Vec<Vec<Vec<u8>>>),
     Expire(Vec<Vec<u8>>),
+    /// A command or MULTI block with a script, from a user whose rights
+    /// are limited: the user's name and ACL rules travel with it, so every
+    /// node checks the script's commands against the same rights (never
+    /// against its own ACLs, which may differ).
+    Rights(Rights, Box<Payload>),
+}
+
+/// A user's ACL rules (as ACL LIST shows them, without passwords) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Rights {
+    pub user: Vec<u8>,
+    pub rules: Vec<Vec<u8>>,
 }
 
 /// A normal entry's content: the payload and the entry's time (Unix ms,
@@ -164,6 +177,17 @@ impl Payload {
                 put_argv(&mut out, argv);
                 out
             }
+            Payload::Rights(r, inner) => {
+                let mut out = vec![KIND_RIGHTS];
+                put_argv(&mut out, std::slice::from_ref(&r.user));
+                put_varint(&mut out, r.rules.len() as u64);
+                for rule in &r.rules {
+                    put_varint(&mut out, rule.len() as u64);
+                    out.extend_from_slice(rule);
+                }
+                out.extend_from_slice(&inner.encode());
+                out
+            }
             Payload::Multi(cmds) => {
                 let size: usize = cmds.iter().flatten().map(|a| a.len() + 5).sum();
                 let mut out = Vec::with_capacity(size + 6 * (cmds.len() + 1));
@@ -193,6 +217,28 @@ impl Payload {
                     cmds.push(get_argv(buf, &mut pos)?);
                 }
                 Payload::Multi(cmds)
+            }
+            KIND_RIGHTS => {
+                let user = get_argv(buf, &mut pos)?.remove(0);
+                let n = get_varint(buf, &mut pos)? as usize;
+                if n > buf.len() {
+                    return Err(DecodeError("bad rule count"));
+                }
+                let mut rules = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let len = get_varint(buf, &mut pos)? as usize;
+                    let end = pos
+                        .checked_add(len)
+                        .filter(|&e| e <= buf.len())
+                        .ok_or(DecodeError("rule past the end"))?;
+                    rules.push(buf[pos..end].to_vec());
+                    pos = end;
+                }
+                let inner = Payload::decode(&buf[pos..])?;
+                if !matches!(inner, Payload::Command(_) | Payload::Multi(_)) {
+                    return Err(DecodeError("rights around neither a command nor a block"));
+                }
+                return Ok(Payload::Rights(Rights { user, rules }, Box::new(inner)));
             }
             _ => return Err(DecodeError("unknown payload kind")),
         };
@@ -234,6 +280,30 @@ impl ProposalId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rights_round_trip_around_a_command_and_a_block() {
+        let rights = Rights {
+            user: b"app".to_vec(),
+            rules: vec![b"~app:*".to_vec(), b"(~x +get)".to_vec(), b"+eval".to_vec()],
+        };
+        for inner in [
+            Payload::Command(vec![b"EVAL".to_vec(), b"return 1".to_vec(), b"0".to_vec()]),
+            Payload::Multi(vec![vec![b"EVAL".to_vec(), b"s".to_vec(), b"0".to_vec()]]),
+        ] {
+            let p = Payload::Rights(rights.clone(), Box::new(inner));
+            let r = Record::timed(7, p.clone());
+            assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+        }
+        let nested = Payload::Rights(
+            rights.clone(),
+            Box::new(Payload::Rights(
+                rights,
+                Box::new(Payload::Command(vec![b"x".to_vec()])),
+            )),
+        );
+        assert!(Payload::decode(&nested.encode()).is_err());
+    }
 
     #[test]
     fn command_round_trip_keeps_binary_arguments() {

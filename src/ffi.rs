@@ -822,3 +822,67 @@ pub fn acl_log(ctx: *mut raw::RedisModuleCtx, user: &[u8], object: &[u8], why: A
     // Redis copies the object.
     unsafe { api!(RedisModule_ACLAddLogEntry)(ctx, u.0, obj.0, reason) };
 }
+
+/// A user made by the module from ACL rules (not in Redis's user list),
+/// for checking a script's commands against rights an entry carries.
+pub struct ModuleUser(*mut raw::RedisModuleUser);
+
+// SAFETY: only created, used and freed on the main thread (the apply path);
+// the pointer is merely stored in a cache there.
+unsafe impl Send for ModuleUser {}
+
+impl ModuleUser {
+    /// A user with `rules` applied one by one (ACL SETUSER's syntax, one
+    /// rule or one parenthesized selector each), switched on. Err names
+    /// the first rule Redis refused.
+    pub fn with_rules(name: &str, rules: &[Vec<u8>]) -> Result<ModuleUser, String> {
+        let cname = CString::new(name).map_err(|_| "user name contains NUL")?;
+        // SAFETY: a valid C string; freed in Drop.
+        let u = ModuleUser(unsafe { api!(RedisModule_CreateModuleUser)(cname.as_ptr()) });
+        if u.0.is_null() {
+            return Err("cannot create a module user".into());
+        }
+        for rule in std::iter::once(&b"on".to_vec()).chain(rules) {
+            let r = CString::new(rule.clone()).map_err(|_| "rule contains NUL")?;
+            // SAFETY: a live user and C string.
+            let rc = unsafe { api!(RedisModule_SetModuleUserACL)(u.0, r.as_ptr()) };
+            if rc != raw::REDISMODULE_OK as c_int {
+                return Err(format!("rule '{}' refused", String::from_utf8_lossy(rule)));
+            }
+        }
+        Ok(u)
+    }
+
+    /// Whether this user may run `argv` (command, keys, channels); an
+    /// unknown command passes (Redis answers it).
+    pub fn allows(&self, argv: &[Vec<u8>]) -> bool {
+        let strs: Vec<OwnedString> = argv.iter().map(|a| OwnedString::new(a)).collect();
+        let mut ptrs: Vec<*mut raw::RedisModuleString> = strs.iter().map(|s| s.0).collect();
+        // SAFETY: a live user and argc live strings.
+        let rc = unsafe {
+            api!(RedisModule_ACLCheckCommandPermissions)(
+                self.0,
+                ptrs.as_mut_ptr(),
+                ptrs.len() as c_int,
+            )
+        };
+        rc == raw::REDISMODULE_OK as c_int
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc_errno::ENOENT)
+    }
+
+    /// Whether this user may touch `key` at all (any of its key patterns).
+    pub fn may_touch_key(&self, key: &[u8]) -> bool {
+        let k = OwnedString::new(key);
+        // SAFETY: a live user and string; flags 0 asks for any access.
+        unsafe {
+            api!(RedisModule_ACLCheckKeyPermissions)(self.0, k.0, 0) == raw::REDISMODULE_OK as c_int
+        }
+    }
+}
+
+impl Drop for ModuleUser {
+    fn drop(&mut self) {
+        // SAFETY: created by CreateModuleUser, freed once.
+        unsafe { api!(RedisModule_FreeModuleUser)(self.0) };
+    }
+}

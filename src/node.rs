@@ -129,6 +129,12 @@ pub enum Request<C> {
         argv: Vec<Vec<u8>>,
         client: C,
     },
+    /// A payload prepared by the caller (a script from a user with limited
+    /// rights carries them: `Payload::Rights`).
+    Propose {
+        payload: Payload,
+        client: C,
+    },
     /// A MULTI/EXEC block: one entry, applied as one unit.
     Multi {
         cmds: Vec<Vec<Vec<u8>>>,
@@ -589,6 +595,7 @@ impl<C: Client> RaftNode<C> {
                 | Request::Expire { .. }
                 | Request::TimeoutNow => {}
                 Request::Write { client, .. }
+                | Request::Propose { client, .. }
                 | Request::Multi { client, .. }
                 | Request::Read { client, .. }
                 | Request::AddNode { client, .. }
@@ -637,6 +644,7 @@ impl<C: Client> RaftNode<C> {
             }
             Request::Write { argv, client } => self.propose(Payload::Command(argv), client),
             Request::Multi { cmds, client } => self.propose(Payload::Multi(cmds), client),
+            Request::Propose { payload, client } => self.propose(payload, client),
             Request::Expire { keys } => {
                 // Only a leader's clock decides that a key's time has come.
                 if self.is_leader() && !keys.is_empty() {

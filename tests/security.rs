@@ -90,6 +90,8 @@ const USERS: &[(&str, &str)] = &[
     ),
     // Read and write key patterns: COPY reads its source, writes its target.
     ("split", "%R~app:* %W~out:* +get +set +copy"),
+    // Scripts: each command a script runs is checked against these rights.
+    ("scripter", "~app:* +eval +eval_ro +get +set +multi +exec"),
     ("admin", "~* &* +@all"),
 ];
 
@@ -116,6 +118,16 @@ const SCRIPT: &[&[&str]] = &[
     &["MULTI"],
     &["INCR", "app:n"],
     &["FLUSHALL"],
+    &["EXEC"],
+    &["EVAL", "return redis.call('SET', 'other:s', '1')", "0"],
+    &["EVAL", "return redis.call('SET', 'app:s', '1')", "0"],
+    &["EVAL", "return redis.call('GET', 'other:x')", "0"],
+    &["EVAL_RO", "return redis.call('GET', 'other:x')", "0"],
+    &["EVAL_RO", "return redis.call('GET', 'app:x')", "0"],
+    &["EVAL", "return redis.call('DEL', 'app:s')", "0"],
+    &["MULTI"],
+    &["EVAL", "return redis.call('SET', 'other:t', '1')", "0"],
+    &["SET", "app:t", "1"],
     &["EXEC"],
     &["FLUSHALL"],
     &["GET", "app:x"],
@@ -159,6 +171,10 @@ fn acl_matrix_matches_plain_redis() {
                 assert_eq!(local(n, "other:m"), None);
                 assert_eq!(local(n, "other:b"), None);
                 assert_eq!(local(n, "app:copy"), None);
+                assert_eq!(local(n, "app:s"), Some("1".into()));
+                assert_eq!(local(n, "app:t"), Some("1".into()));
+                assert_eq!(local(n, "other:s"), None);
+                assert_eq!(local(n, "other:t"), None);
             }
         }
         let mut p = plain.conn(Some((user, "pw"))).unwrap();
@@ -221,6 +237,37 @@ fn follower_proxy_checks_the_clients_own_rights_before_forwarding() {
         Some("1".into())
     );
     assert_eq!(bulk(&cluster.nodes[l].cmd(&["GET", "other:p"])), None);
+    // A script of a user with limited rights is not forwarded: the leader
+    // would run its commands as the cluster user.
+    let r = call(
+        &mut w,
+        &["EVAL", "return redis.call('SET', 'other:p', '1')", "0"],
+    );
+    assert!(show(&r).starts_with("-MOVED"), "{r:?}");
+}
+
+#[test]
+fn a_scripts_rights_travel_in_its_entry_so_nodes_with_other_acls_agree() {
+    let cluster = Cluster::new(3, &[]);
+    let l = cluster.wait_leader();
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        // One follower would let this user touch every key; the others
+        // only app:*. The leader's rules decide, on every node.
+        let keys = if i == (l + 1) % 3 { "~*" } else { "~app:*" };
+        let r = n.cmd(&[
+            "ACL", "SETUSER", "s", "on", ">pw", keys, "+eval", "+set", "+get",
+        ]);
+        assert!(ok(&r), "{r:?}");
+    }
+    let mut c = connect(&cluster.nodes[l].addr(), Some(("s", "pw"))).unwrap();
+    let script = "redis.call('SET', 'app:a', '1'); return redis.call('SET', 'other:a', '1')";
+    let r = call(&mut c, &["EVAL", script, "0"]);
+    assert!(show(&r).contains("The user executing the script"), "{r:?}");
+    cluster.assert_same_dataset();
+    for n in &cluster.nodes {
+        assert_eq!(local(n, "app:a"), Some("1".into()));
+        assert_eq!(local(n, "other:a"), None);
+    }
 }
 
 #[test]

@@ -7,13 +7,16 @@
 //! choices from the entry's seed and hash-table orders sorted. Lua's own
 //! math.random is seeded from the entry before the script runs.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use redis_module::raw;
 
 use super::command::{self, Outcome};
 use super::Moment;
-use crate::ffi;
+use crate::entry::Rights;
+use crate::ffi::{self, ModuleUser};
 
 type Ctx = *mut raw::RedisModuleCtx;
 
@@ -24,6 +27,52 @@ thread_local! {
     /// Set while a script's command runs inside RAFT._SCRIPT*: the filter
     /// then leaves that command alone.
     static INNER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A module user built from an entry's rules; None if this server refused
+/// a rule (then the script may run nothing: fail closed).
+type BuiltUser = Rc<Option<ModuleUser>>;
+
+thread_local! {
+    /// The rights the running entry's scripts have (`Payload::Rights`):
+    /// the user's name and the module user built from its rules.
+    static RIGHTS: RefCell<Option<(Vec<u8>, BuiltUser)>> = const { RefCell::new(None) };
+    /// Module users built from rules, reused across entries.
+    static USERS: RefCell<HashMap<Rights, BuiltUser>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `f` (an entry's command or block) with its scripts' commands
+/// checked against `rights`, the same on every node.
+pub fn with_rights<T>(rights: &Rights, f: impl FnOnce() -> T) -> T {
+    let user = USERS.with(|u| {
+        let mut u = u.borrow_mut();
+        if u.len() > 256 {
+            u.clear();
+        }
+        u.entry(rights.clone())
+            .or_insert_with(|| {
+                // Rules this server refuses allow nothing (fail closed).
+                Rc::new(ModuleUser::with_rules("redisraft-script-rights", &rights.rules).ok())
+            })
+            .clone()
+    });
+    let before = RIGHTS.with(|r| r.replace(Some((rights.user.clone(), user))));
+    let out = f();
+    RIGHTS.with(|r| *r.borrow_mut() = before);
+    out
+}
+
+/// The error a script's command gets when the rights its entry carries do
+/// not allow it: Redis's own text for a script (7.0's or 7.2's).
+fn denied(user: &[u8], mu: Option<&ModuleUser>, argv: &[Vec<u8>]) -> Option<String> {
+    let mu = match mu {
+        Some(mu) if mu.allows(argv) => return None,
+        Some(mu) => mu,
+        None => return Some(crate::acl::script_denied_text(user, argv, true)),
+    };
+    let keys = ffi::command_keys(crate::apply::call_ctx(), argv);
+    let key_denied = keys.iter().any(|k| !mu.may_touch_key(k));
+    Some(crate::acl::script_denied_text(user, argv, !key_denied))
 }
 
 /// Whether the command filter should route this command through a script
@@ -70,6 +119,14 @@ pub fn call(ctx: Ctx, argv: Vec<Vec<u8>>, writes: bool) -> Outcome {
     }
     if (!writes || !m.in_log) && crate::intercept::has_flag(&argv, "write") {
         return Outcome::Error("ERR Write commands are not allowed from read-only scripts.".into());
+    }
+    let refusal = RIGHTS.with(|r| {
+        r.borrow()
+            .as_ref()
+            .and_then(|(user, mu)| denied(user, Option::as_ref(mu), &argv))
+    });
+    if let Some(text) = refusal {
+        return Outcome::Error(text);
     }
     let before = INNER.with(|c| c.replace(true));
     let outcome = command::run_at(ctx, argv, m);
