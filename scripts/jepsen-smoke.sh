@@ -2,7 +2,11 @@
 # Jepsen smoke (about three minutes; make jepsen-smoke, part of make test):
 #   1. list-append, nemesis kill,partition,member, 40 s, raft.log-max-file-size
 #      200000 (snapshots and snapshot catch-up under faults);
-#   2. register, nemesis partition,pause, 30 s;
+#   2. register, nemesis partition,pause, 30 s, with passwords: every node
+#      runs with requirepass and raft.cluster-password (--password), so the
+#      nodes authenticate to each other and every client connection (the
+#      workload's, the nemesis's, JOIN, the digest comparison) sends AUTH;
+#      the run fails at setup unless n1 refuses a PING without AUTH;
 #   3. ttl (short TTLs, PERSIST, APPEND, GET and PTTL), nemesis
 #      kill,pause,partition, 30 s;
 #   4. cargo test -p redisraft-jepsen: the checkers' unit tests, the
@@ -67,7 +71,8 @@ run() { # name args...
 
 run list-append-1 --workload list-append --nemesis "$LA_NEMESIS" --time-limit 40 \
     --config "raft.log-max-file-size 200000"
-run register-1 --workload register --nemesis "$REG_NEMESIS" --time-limit 30
+run register-1 --workload register --nemesis "$REG_NEMESIS" --time-limit 30 \
+    --password smoke-pw
 run ttl-1 --workload ttl --nemesis "$TTL_NEMESIS" --time-limit 30
 
 echo

@@ -27,6 +27,76 @@ impl Reply {
     }
 }
 
+/// The credentials of a run whose nodes have `requirepass` set: every
+/// connection the runner opens sends `AUTH [user] password` first, and the
+/// nodes start with the matching options (`server_args`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Auth {
+    /// A named ACL user (also `raft.cluster-user`); None: `default`.
+    pub user: Option<String>,
+    pub password: String,
+}
+
+impl Auth {
+    /// From the runner's `--password` and `--cluster-user`: no password, no
+    /// auth; a user needs a password; the user `default` is the default.
+    pub fn from_flags(
+        password: Option<String>,
+        user: Option<String>,
+    ) -> Result<Option<Auth>, String> {
+        match (password, user) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err("--cluster-user needs --password".into()),
+            (Some(p), _) if p.is_empty() => Err("--password must not be empty".into()),
+            (Some(_), Some(u)) if u.is_empty() || u.contains(char::is_whitespace) => {
+                Err(format!("--cluster-user '{u}': expected one word"))
+            }
+            (Some(password), user) => Ok(Some(Auth {
+                user: user.filter(|u| u != "default"),
+                password,
+            })),
+        }
+    }
+
+    /// The `AUTH` command.
+    pub fn command(&self) -> Vec<&str> {
+        let mut v = vec!["AUTH"];
+        if let Some(u) = &self.user {
+            v.push(u);
+        }
+        v.push(&self.password);
+        v
+    }
+
+    /// The redis-server options of a node: `requirepass` and the module's
+    /// `raft.cluster-password`; with a named user also that user (all
+    /// commands, keys and channels, the same password) and
+    /// `raft.cluster-user`, so that the nodes authenticate to each other
+    /// as it. Every value is one argument (redis-server quotes each).
+    pub fn server_args(&self) -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "--requirepass".into(),
+            self.password.clone(),
+            "--raft.cluster-password".into(),
+            self.password.clone(),
+        ];
+        if let Some(u) = &self.user {
+            v.extend([
+                "--user".into(),
+                u.clone(),
+                "on".into(),
+                format!(">{}", self.password),
+                "~*".into(),
+                "&*".into(),
+                "+@all".into(),
+                "--raft.cluster-user".into(),
+                u.clone(),
+            ]);
+        }
+        v
+    }
+}
+
 /// One connection to one server.
 pub struct Conn {
     reader: BufReader<TcpStream>,
@@ -36,10 +106,13 @@ pub struct Conn {
 
 impl Conn {
     /// Opens a connection; `op_timeout` bounds every later read and write.
+    /// With `auth` it sends `AUTH` first: an error reply to it is an error
+    /// of kind `PermissionDenied`.
     pub fn connect(
         addr: &str,
         connect_timeout: Duration,
         op_timeout: Duration,
+        auth: Option<&Auth>,
     ) -> io::Result<Conn> {
         let mut last = io::Error::other(format!("cannot resolve {addr}"));
         for sa in addr.to_socket_addrs()? {
@@ -48,10 +121,25 @@ impl Conn {
                     s.set_read_timeout(Some(op_timeout))?;
                     s.set_write_timeout(Some(op_timeout))?;
                     s.set_nodelay(true)?;
-                    return Ok(Conn {
+                    let mut c = Conn {
                         reader: BufReader::new(s),
                         addr: addr.to_string(),
-                    });
+                    };
+                    if let Some(a) = auth {
+                        let r = c.call(&a.command()).map_err(|e| {
+                            io::Error::new(e.kind(), format!("AUTH: {}", io_text(&e)))
+                        })?;
+                        match r {
+                            Reply::Simple(_) => {}
+                            other => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::PermissionDenied,
+                                    format!("AUTH: {other:?}"),
+                                ))
+                            }
+                        }
+                    }
+                    return Ok(c);
                 }
                 Err(e) => last = e,
             }
@@ -165,6 +253,8 @@ pub struct Directory {
     pub addrs: Vec<String>,
     pub connect_timeout: Duration,
     pub op_timeout: Duration,
+    /// Sent first on every connection (nodes with `requirepass`).
+    pub auth: Option<Auth>,
 }
 
 impl Directory {
@@ -238,7 +328,12 @@ impl NodeClient {
         self.node = node;
         if self.conns[node].is_none() {
             let addr = &self.dir.addrs[node];
-            match Conn::connect(addr, self.dir.connect_timeout, self.dir.op_timeout) {
+            match Conn::connect(
+                addr,
+                self.dir.connect_timeout,
+                self.dir.op_timeout,
+                self.dir.auth.as_ref(),
+            ) {
                 Ok(c) => self.conns[node] = Some(c),
                 Err(e) => return Err(Failure::Fail(format!("connect: {e}"))),
             }
@@ -399,8 +494,13 @@ pub fn io_text(e: &io::Error) -> String {
 }
 
 /// A one-off command to `addr`, for setup and the nemesis.
-pub fn command<A: AsRef<[u8]>>(addr: &str, args: &[A], timeout: Duration) -> Result<Reply, String> {
-    let mut c = Conn::connect(addr, timeout.min(Duration::from_secs(2)), timeout)
+pub fn command<A: AsRef<[u8]>>(
+    addr: &str,
+    args: &[A],
+    timeout: Duration,
+    auth: Option<&Auth>,
+) -> Result<Reply, String> {
+    let mut c = Conn::connect(addr, timeout.min(Duration::from_secs(2)), timeout, auth)
         .map_err(|e| format!("connect {addr}: {e}"))?;
     c.call(args).map_err(|e| format!("{addr}: {}", io_text(&e)))
 }
@@ -494,6 +594,7 @@ mod tests {
             addrs: vec![leader, follower],
             connect_timeout: Duration::from_secs(1),
             op_timeout: Duration::from_secs(2),
+            auth: None,
         });
         let mut c = NodeClient::new(dir, 1);
         assert_eq!(c.call(&["SET", "k", "1"]), Ok(Reply::Simple("OK".into())));
@@ -514,6 +615,86 @@ mod tests {
         assert_eq!(r, vec![Reply::Int(1), Reply::Array(Some(vec![]))]);
         assert_eq!(c.node_name(), "n1");
         assert_eq!(c.home, 1);
+    }
+
+    #[test]
+    fn auth_flags() {
+        let pw = |p: &str| Some(p.to_string());
+        assert_eq!(Auth::from_flags(None, None), Ok(None));
+        assert!(Auth::from_flags(None, pw("app")).is_err());
+        assert!(Auth::from_flags(pw(""), None).is_err());
+        assert!(Auth::from_flags(pw("x"), pw("a b")).is_err());
+        let a = Auth::from_flags(pw("s3"), None).unwrap().unwrap();
+        assert_eq!(a.user, None);
+        assert_eq!(a.command(), ["AUTH", "s3"]);
+        assert_eq!(
+            a.server_args(),
+            ["--requirepass", "s3", "--raft.cluster-password", "s3"]
+        );
+        // `default` is the default user: no ACL line for it.
+        let d = Auth::from_flags(pw("s3"), pw("default")).unwrap().unwrap();
+        assert_eq!(d, a);
+        let u = Auth::from_flags(pw("s3"), pw("raft")).unwrap().unwrap();
+        assert_eq!(u.command(), ["AUTH", "raft", "s3"]);
+        assert_eq!(
+            u.server_args(),
+            [
+                "--requirepass",
+                "s3",
+                "--raft.cluster-password",
+                "s3",
+                "--user",
+                "raft",
+                "on",
+                ">s3",
+                "~*",
+                "&*",
+                "+@all",
+                "--raft.cluster-user",
+                "raft",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_connection_authenticates_first() {
+        // The fake answers AUTH by its arguments and anything else with
+        // PONG; a connection that did not send AUTH would get PONG first.
+        let addr = fake_server(|w| match w {
+            [a, u, p] if a == "AUTH" && u == "raft" && p == "s3" => "+OK\r\n".into(),
+            [a, ..] if a == "AUTH" => "-WRONGPASS invalid username-password pair\r\n".into(),
+            _ => "+PONG\r\n".into(),
+        });
+        let t = Duration::from_secs(2);
+        let good = Auth {
+            user: Some("raft".into()),
+            password: "s3".into(),
+        };
+        let bad = Auth {
+            password: "nope".into(),
+            ..good.clone()
+        };
+        let mut c = Conn::connect(&addr, t, t, Some(&good)).unwrap();
+        assert_eq!(c.call(&["PING"]).unwrap(), Reply::Simple("PONG".into()));
+        let e = Conn::connect(&addr, t, t, Some(&bad)).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(command(&addr, &["PING"], t, Some(&bad))
+            .unwrap_err()
+            .contains("WRONGPASS"));
+        assert_eq!(
+            command(&addr, &["PING"], t, Some(&good)),
+            Ok(Reply::Simple("PONG".into()))
+        );
+        // NodeClient: a refused AUTH is a certain failure (nothing sent).
+        let dir = std::sync::Arc::new(Directory {
+            names: vec!["n1".into()],
+            addrs: vec![addr],
+            connect_timeout: t,
+            op_timeout: t,
+            auth: Some(bad),
+        });
+        let mut nc = NodeClient::new(dir, 0);
+        assert!(matches!(nc.call(&["GET", "k"]), Err(Failure::Fail(_))));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::client::{self, Reply};
+use crate::client::{self, Auth, Reply};
 use crate::env::{Env, Sig};
 
 /// INFO raft of one node, as a map of its `raft_*` fields.
@@ -32,6 +32,9 @@ pub struct Cluster {
     pub env: Arc<dyn Env>,
     /// Extra `--raft.x y` load options for every node.
     pub extra: Vec<(String, String)>,
+    /// Credentials: the nodes start with them (`Auth::server_args`) and
+    /// every connection to a node authenticates.
+    pub auth: Option<Auth>,
     procs: Mutex<Vec<Proc>>,
     /// Serializes start/kill/wipe per node.
     locks: Vec<Mutex<()>>,
@@ -72,11 +75,17 @@ fn field<'a>(info: &'a Info, k: &str) -> &'a str {
 }
 
 impl Cluster {
-    pub fn new(env: Arc<dyn Env>, extra: Vec<(String, String)>, stop: Arc<AtomicBool>) -> Cluster {
+    pub fn new(
+        env: Arc<dyn Env>,
+        extra: Vec<(String, String)>,
+        auth: Option<Auth>,
+        stop: Arc<AtomicBool>,
+    ) -> Cluster {
         let n = env.len();
         Cluster {
             env,
             extra,
+            auth,
             procs: Mutex::new(vec![Proc::default(); n]),
             locks: (0..n).map(|_| Mutex::new(())).collect(),
             samples: Mutex::new(vec![None; n]),
@@ -115,7 +124,23 @@ impl Cluster {
 
     /// Runs a command on node `i` (one connection, `timeout` for the reply).
     pub fn cmd(&self, i: usize, args: &[&str], timeout: Duration) -> Result<Reply, String> {
-        client::command(&self.addr(i), args, timeout)
+        client::command(&self.addr(i), args, timeout, self.auth.as_ref())
+    }
+
+    /// With `auth`: checks that node `i` refuses a connection that did not
+    /// authenticate (`-NOAUTH` to PING): a line for the notes, or why not.
+    pub fn refuses_unauthenticated(&self, i: usize) -> Result<String, String> {
+        match client::command(&self.addr(i), &["PING"], Duration::from_secs(5), None) {
+            Ok(Reply::Error(e)) if e.starts_with("NOAUTH") => Ok(format!(
+                "{} refused an unauthenticated PING: -{}",
+                self.name(i),
+                client::first_line(&e)
+            )),
+            other => Err(format!(
+                "{}: an unauthenticated PING got {other:?}, not -NOAUTH: requirepass is not in effect",
+                self.name(i)
+            )),
+        }
     }
 
     /// INFO raft of node `i`, asked now.
@@ -183,6 +208,9 @@ impl Cluster {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(a) = &self.auth {
+            argv.extend(a.server_args());
+        }
         for (k, v) in &self.extra {
             argv.push(format!("--{k}"));
             argv.push(v.clone());
@@ -400,6 +428,7 @@ impl Cluster {
                 &self.addr(i),
                 Duration::from_millis(300),
                 Duration::from_millis(500),
+                self.auth.as_ref(),
             )
             .ok();
         }

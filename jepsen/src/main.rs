@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::exit;
 
+use redisraft_jepsen::client::Auth;
 use redisraft_jepsen::run::{self, RunOpts};
 use redisraft_jepsen::{checker, env, history};
 
@@ -42,6 +43,11 @@ run OPTIONS (defaults in brackets):
   --keep-data           keep the nodes' data directories (local envs)
   --ttl-tolerance MS    clock tolerance of the ttl checker: a bound taken from
                         real time counts as broken only by more than this [{tol}]
+  --password PW         nodes run with requirepass PW and raft.cluster-password
+                        PW; every connection of the runner authenticates
+  --cluster-user NAME   with --password: an ACL user NAME (all commands, the
+                        same password) that the runner and the nodes use
+                        (raft.cluster-user) [default]
   --test-diverge NODE   test knob: before the final digest comparison, SET a key
                         on NODE alone (RAFT.DEBUG EXEC), so the run must fail
                         with nodes-differ
@@ -87,6 +93,7 @@ fn parse_run(args: &[String]) -> RunOpts {
             .unwrap_or(0),
         ..RunOpts::default()
     };
+    let (mut password, mut cluster_user) = (None, None);
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
@@ -154,6 +161,8 @@ fn parse_run(args: &[String]) -> RunOpts {
             "--rate" => o.rate = num(flag, &val),
             "--ttl-tolerance" => o.ttl_tolerance_ms = num(flag, &val),
             "--test-diverge" => o.test_diverge = Some(val),
+            "--password" => password = Some(val),
+            "--cluster-user" => cluster_user = Some(val),
             "--op-timeout" => {
                 o.op_timeout_s = num(flag, &val);
                 if o.op_timeout_s <= 0.0 {
@@ -163,6 +172,7 @@ fn parse_run(args: &[String]) -> RunOpts {
             _ => die(&format!("unknown option {flag}")),
         }
     }
+    o.auth = Auth::from_flags(password, cluster_user).unwrap_or_else(|e| die(&e));
     if o.env.as_deref() == Some("docker")
         && !o.hosts.is_empty()
         && !args.iter().any(|a| a.starts_with("--nodes"))

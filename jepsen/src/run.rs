@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::checker::{self, Anomaly, Outcome, Validity};
-use crate::client::{Directory, NodeClient};
+use crate::client::{Auth, Directory, NodeClient};
 use crate::cluster::{sleep_unless, Cluster, Digests};
 use crate::env::{Env, LoopbackEnv, SshEnv};
 use crate::history::{self, Edn, Op, OpType};
@@ -52,6 +52,9 @@ pub struct RunOpts {
     /// Test knob: before the final comparison, write a key on this node
     /// alone (`RAFT.DEBUG EXEC SET`), so that the digests must differ.
     pub test_diverge: Option<String>,
+    /// Nodes with `requirepass` and `raft.cluster-password` (and a named
+    /// cluster user); every connection of the run authenticates.
+    pub auth: Option<Auth>,
 }
 
 impl Default for RunOpts {
@@ -74,6 +77,7 @@ impl Default for RunOpts {
             keep_data: false,
             ttl_tolerance_ms: checker::ttl::DEFAULT_TOLERANCE_MS,
             test_diverge: None,
+            auth: None,
         }
     }
 }
@@ -394,10 +398,23 @@ fn run_with(
             }
         ),
     );
+    if let Some(a) = &o.auth {
+        notes.insert(
+            1,
+            format!(
+                "auth: requirepass and raft.cluster-password set; every connection authenticates as {}",
+                match &a.user {
+                    Some(u) => format!("ACL user {u} (also raft.cluster-user)"),
+                    None => "default".into(),
+                }
+            ),
+        );
+    }
     let stop_all = Arc::new(AtomicBool::new(false));
     let cluster = Arc::new(Cluster::new(
         Arc::clone(env),
         o.config.clone(),
+        o.auth.clone(),
         Arc::clone(&stop_all),
     ));
 
@@ -437,6 +454,9 @@ fn run_cluster(
     let n = cluster.len();
     log(None, "starting the nodes and forming the cluster");
     cluster.form()?;
+    if cluster.auth.is_some() {
+        notes.push(cluster.refuses_unauthenticated(0)?);
+    }
     let monitor_stop = Arc::new(AtomicBool::new(false));
     let monitors = cluster.start_monitor(Arc::clone(&monitor_stop));
     let stop_monitors = |monitors: Vec<thread::JoinHandle<()>>| {
@@ -465,6 +485,7 @@ fn run_cluster(
         addrs: (0..n).map(|i| cluster.addr(i)).collect(),
         connect_timeout: Duration::from_secs(1),
         op_timeout: Duration::from_secs_f64(o.op_timeout_s),
+        auth: o.auth.clone(),
     });
     let wl: Arc<dyn Workload> =
         Arc::from(workload::make(&o.workload, o.seed).expect("workload checked"));
