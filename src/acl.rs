@@ -326,6 +326,43 @@ pub fn grant_to_all_users(ctx: Ctx) {
     }
 }
 
+/// At load, where the server has module ACL categories (Redis 7.2+): the
+/// admin commands in @admin and @dangerous, the node-to-node ones also in
+/// a category of their own, @raftnode, where the server can add one (7.4+),
+/// so `-@admin`, `-@dangerous` or `-@raftnode` take them from `+@all`
+/// users. (On 7.0 module commands belong to no category: README, Security.)
+pub fn set_categories(ctx: Ctx) {
+    const ADMIN: &[&str] = &[
+        "raft.cluster",
+        "raft.node",
+        "raft.debug",
+        "raft.timeout_now",
+        "raft.transfer_leader",
+    ];
+    const NODE: &[&str] = &[
+        "raft.appendentries",
+        "raft.requestvote",
+        "raft.loadsnapshot",
+        "raft.nodeshutdown",
+    ];
+    let mut outcome = Ok(());
+    for name in ADMIN {
+        outcome = outcome.and(ffi::set_acl_categories(ctx, name, "admin dangerous", None));
+    }
+    for name in NODE {
+        outcome = outcome.and(ffi::set_acl_categories(
+            ctx,
+            name,
+            "admin dangerous",
+            Some("raftnode"),
+        ));
+    }
+    match outcome {
+        Ok(()) => logging::notice("raft.* admin and node-to-node commands are in @admin and @dangerous (node-to-node also in @raftnode where the server allows new categories)"),
+        Err(why) => logging::notice(&format!("raft.* commands have no ACL category: {why}")),
+    }
+}
+
 /// After start: say so in the log when any client can speak the node
 /// protocol (no cluster password).
 pub fn warn_if_open() {

@@ -886,3 +886,46 @@ impl Drop for ModuleUser {
         unsafe { api!(RedisModule_FreeModuleUser)(self.0) };
     }
 }
+
+/// Puts module command `name` into ACL categories (space separated), where
+/// the server can (Redis 7.2+; `new_category` is created first where the
+/// server can, 7.4+). Returns which it did, for the start-up log.
+pub fn set_acl_categories(
+    ctx: *mut raw::RedisModuleCtx,
+    name: &str,
+    categories: &str,
+    new_category: Option<&str>,
+) -> Result<(), &'static str> {
+    // SAFETY: reading function pointers set at init.
+    let (get, set, add) = unsafe {
+        (
+            raw::RedisModule_GetCommand,
+            raw::RedisModule_SetCommandACLCategories,
+            raw::RedisModule_AddACLCategory,
+        )
+    };
+    let (Some(get), Some(set)) = (get, set) else {
+        return Err("no module ACL categories on this server (Redis < 7.2)");
+    };
+    let mut cats = categories.to_string();
+    if let (Some(new), Some(add)) = (new_category, add) {
+        let c = CString::new(new).map_err(|_| "category contains NUL")?;
+        // SAFETY: the load context; an existing category is an error we
+        // ignore (a reload).
+        unsafe { add(ctx, c.as_ptr()) };
+        cats = format!("{cats} {new}");
+    }
+    let cname = CString::new(name).map_err(|_| "name contains NUL")?;
+    let ccats = CString::new(cats.trim()).map_err(|_| "category contains NUL")?;
+    // SAFETY: the load context and C strings; the command was registered.
+    unsafe {
+        let cmd = get(ctx, cname.as_ptr());
+        if cmd.is_null() {
+            return Err("command not found");
+        }
+        if set(cmd, ccats.as_ptr()) != raw::REDISMODULE_OK as c_int {
+            return Err("category refused");
+        }
+    }
+    Ok(())
+}

@@ -92,6 +92,7 @@ fn init_inner(ctx: &Context, args: &[RedisString]) -> Status {
         )
     }
     ffi::run_on_main_thread(rebuild, std::ptr::null_mut());
+    acl::set_categories(ctx.ctx);
     if !ffi::register_filter(ctx.ctx, intercept::filter) {
         ctx.log_warning("RedisRaft: refusing to load: cannot register the command filter");
         return Status::Err;
