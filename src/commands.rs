@@ -199,7 +199,10 @@ fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
         // on every node whatever its memory, so nodes never split on it.
         return Err(RedisError::Str(OOM));
     }
-    let in_lease = lease_until.is_some_and(|t| std::time::Instant::now() < t);
+    // The setting is read here too: switched to readindex, no read is
+    // served from a lease, even before the Raft thread's next tick.
+    let in_lease =
+        config::lease_reads() && lease_until.is_some_and(|t| std::time::Instant::now() < t);
     if read
         && (!config::QUORUM_READS.get() || in_lease)
         && apply::APPLIED_TERM.load(Ordering::Acquire) == term

@@ -154,15 +154,42 @@ fn check_trace(v: &str) -> Result<(), String> {
 
 fn check_read_mode(v: &str) -> Result<(), String> {
     match v {
+        // Live: the leader stops serving from its lease at once.
         "readindex" => Ok(()),
         // At load the timing may be set after this: `check_loaded` checks
-        // them together. After load Raft's timing is immutable.
+        // them together.
         "lease" if !LOADED.load(Ordering::Relaxed) => Ok(()),
-        "lease" => check_lease_timing(&Settings::current()),
+        "lease" => Err(LEASE_AT_LOAD.into()),
         _ => Err(format!(
             "invalid read-mode '{v}': expected readindex or lease"
         )),
     }
+}
+
+/// Why CONFIG SET refuses read-mode lease: a lease is safe only if every
+/// voter withholds its vote after a restart, and a node decides that when
+/// it starts, from its own read-mode.
+pub const LEASE_AT_LOAD: &str = "read-mode lease is set at load only, on every node (a node withholds its vote after a restart, which keeps leases safe, only if it loaded with lease); readindex can be set at any time";
+
+/// Settings fixed when the node starts (raft-rs takes the timing once;
+/// the id, address and log path name the node): CONFIG SET refuses them.
+pub const AT_LOAD: &[&str] = &[
+    "id",
+    "addr",
+    "log-filename",
+    "periodic-interval",
+    "request-timeout",
+    "election-timeout",
+];
+
+/// The one-line refusal of CONFIG SET for a setting fixed at load
+/// (`name` without the `raft.` prefix), or None if it changes live.
+pub fn set_at_load(name: &str) -> Option<String> {
+    AT_LOAD.contains(&name).then(|| {
+        format!(
+            "raft.{name} is set at load: change it in the configuration file and restart the node"
+        )
+    })
 }
 
 /// Set once the load-time settings are all in (see [`check_loaded`]).
