@@ -68,6 +68,10 @@ fn init_inner(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning("RedisRaft: refusing to load: cannot subscribe to keyspace events");
         return Status::Err;
     }
+    if !ffi::on_client_disconnect(ctx.ctx, txn::forget) {
+        ctx.log_warning("RedisRaft: refusing to load: cannot subscribe to client events");
+        return Status::Err;
+    }
     snapshot::init(&commands::redis_config(ctx, "dbfilename"));
     if let Err(e) = intercept::build_table(ctx) {
         ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
