@@ -159,6 +159,8 @@ fn check_read_mode(v: &str) -> Result<(), String> {
         // At load the timing may be set after this: `check_loaded` checks
         // them together.
         "lease" if !LOADED.load(Ordering::Relaxed) => Ok(()),
+        // Setting the value it has changes nothing.
+        "lease" if lease_reads() => Ok(()),
         "lease" => Err(LEASE_AT_LOAD.into()),
         _ => Err(format!(
             "invalid read-mode '{v}': expected readindex or lease"
@@ -652,9 +654,10 @@ mod tests {
         );
         assert!(err.contains("vote again 300 ms after"), "{err}");
         assert!(err.contains("lease lasts 320 ms"), "{err}");
-        // After load, lease is refused whatever the timing; readindex is live.
+        // After load, a switch to lease is refused whatever the timing
+        // (lease to lease changes nothing); readindex is live.
         ELECTION_TIMEOUT.store(1500, Ordering::Relaxed);
-        assert_eq!(READ_MODE.set("lease").unwrap_err(), LEASE_AT_LOAD);
+        READ_MODE.set("lease").unwrap();
         READ_MODE.set("readindex").unwrap();
         assert_eq!(READ_MODE.set("lease").unwrap_err(), LEASE_AT_LOAD);
 
