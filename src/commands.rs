@@ -83,7 +83,8 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let argv = args_bytes(&args[1..]);
     let class = {
-        let refs: Vec<&[u8]> = argv.iter().take(2).map(Vec::as_slice).collect();
+        // All arguments: CONFIG SET and REPLICAOF are judged by them.
+        let refs: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
         classify(&refs)
     };
     let me = ffi::client_id(ctx.ctx);
@@ -282,7 +283,10 @@ fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
         // on every node whatever its memory, so nodes never split on it.
         return Err(RedisError::Str(OOM));
     }
-    let in_lease = lease_until.is_some_and(|t| std::time::Instant::now() < t);
+    // The setting is read here too: switched to readindex, no read is
+    // served from a lease, even before the Raft thread's next tick.
+    let in_lease =
+        config::lease_reads() && lease_until.is_some_and(|t| std::time::Instant::now() < t);
     if read
         && (!config::QUORUM_READS.get() || in_lease)
         && apply::APPLIED_TERM.load(Ordering::Acquire) == term
@@ -809,6 +813,7 @@ pub fn redis_config(ctx: &Context, name: &str) -> String {
 /// Settings check at load: refuse or override Redis settings that would
 /// break consistency, with a logged reason.
 pub fn check_redis_settings(ctx: &Context) -> Result<(), String> {
+    use crate::intercept::{AOF_WHY, EVICTION_WHY, REPLICA_WHY, SAVE_WHY};
     let get = |name: &str| redis_config(ctx, name);
     if get("cluster-enabled") == "yes" {
         return Err(
@@ -819,7 +824,7 @@ pub fn check_redis_settings(ctx: &Context) -> Result<(), String> {
     if let Ok(RedisValue::Array(v)) = role {
         if matches!(v.first(), Some(RedisValue::SimpleString(s)) | Some(RedisValue::BulkString(s)) if s == "slave")
         {
-            return Err("replicaof is set: a RedisRaft node must not be a Redis replica".into());
+            return Err(format!("replicaof is set: {REPLICA_WHY}"));
         }
     }
     let set = |name: &str, value: &str, why: &str| {
@@ -827,26 +832,14 @@ pub fn check_redis_settings(ctx: &Context) -> Result<(), String> {
         let _ = ctx.call("CONFIG", &["SET", name, value]);
     };
     if get("appendonly") == "yes" {
-        set(
-            "appendonly",
-            "no",
-            "the Raft log is the persistence; AOF would replay commands twice",
-        );
+        set("appendonly", "no", AOF_WHY);
     }
     if !get("save").is_empty() {
-        set(
-            "save",
-            "",
-            "RDB saves are taken by RedisRaft as snapshots only",
-        );
+        set("save", "", SAVE_WHY);
     }
     let policy = get("maxmemory-policy");
     if !policy.is_empty() && policy != "noeviction" {
-        set(
-            "maxmemory-policy",
-            "noeviction",
-            "eviction would make nodes' datasets differ",
-        );
+        set("maxmemory-policy", "noeviction", EVICTION_WHY);
     }
     if get("databases").parse::<u32>().unwrap_or(1) > 1 {
         crate::logging::warning(

@@ -154,15 +154,44 @@ fn check_trace(v: &str) -> Result<(), String> {
 
 fn check_read_mode(v: &str) -> Result<(), String> {
     match v {
+        // Live: the leader stops serving from its lease at once.
         "readindex" => Ok(()),
         // At load the timing may be set after this: `check_loaded` checks
-        // them together. After load Raft's timing is immutable.
+        // them together.
         "lease" if !LOADED.load(Ordering::Relaxed) => Ok(()),
-        "lease" => check_lease_timing(&Settings::current()),
+        // Setting the value it has changes nothing.
+        "lease" if lease_reads() => Ok(()),
+        "lease" => Err(LEASE_AT_LOAD.into()),
         _ => Err(format!(
             "invalid read-mode '{v}': expected readindex or lease"
         )),
     }
+}
+
+/// Why CONFIG SET refuses read-mode lease: a lease is safe only if every
+/// voter withholds its vote after a restart, and a node decides that when
+/// it starts, from its own read-mode.
+pub const LEASE_AT_LOAD: &str = "read-mode lease is set at load only, on every node (a node withholds its vote after a restart, which keeps leases safe, only if it loaded with lease); readindex can be set at any time";
+
+/// Settings fixed when the node starts (raft-rs takes the timing once;
+/// the id, address and log path name the node): CONFIG SET refuses them.
+pub const AT_LOAD: &[&str] = &[
+    "id",
+    "addr",
+    "log-filename",
+    "periodic-interval",
+    "request-timeout",
+    "election-timeout",
+];
+
+/// The one-line refusal of CONFIG SET for a setting fixed at load
+/// (`name` without the `raft.` prefix), or None if it changes live.
+pub fn set_at_load(name: &str) -> Option<String> {
+    AT_LOAD.contains(&name).then(|| {
+        format!(
+            "raft.{name} is set at load: change it in the configuration file and restart the node"
+        )
+    })
 }
 
 /// Set once the load-time settings are all in (see [`check_loaded`]).
@@ -194,6 +223,75 @@ pub fn check_loaded() -> Result<(), String> {
     }
     LOADED.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+// RedisRaft's sharding settings. We have no sharding: they load at
+// RedisRaft's defaults so its configuration files carry over, a value that
+// needs the feature is refused, and any other value is logged as unused.
+
+fn check_sharding(v: bool) -> Result<(), String> {
+    if v {
+        return Err("sharding yes is not supported: this RedisRaft has no sharding; run one cluster per dataset".into());
+    }
+    Ok(())
+}
+
+fn check_external_sharding(v: bool) -> Result<(), String> {
+    if v {
+        return Err(
+            "external-sharding yes is not supported: this RedisRaft has no sharding".into(),
+        );
+    }
+    Ok(())
+}
+
+fn check_migration_debug(v: &str) -> Result<(), String> {
+    match v {
+        "none" => Ok(()),
+        "fail-connect" | "fail-import" | "fail-unlock" => Err(format!(
+            "migration-debug {v} is not supported: this RedisRaft has no slot migration"
+        )),
+        _ => Err(format!(
+            "invalid migration-debug '{v}': expected none, fail-connect, fail-import or fail-unlock"
+        )),
+    }
+}
+
+/// RedisRaft's sharding settings that we accept and ignore, with their
+/// RedisRaft defaults (bools as yes/no, as CONFIG GET shows them).
+pub const UNUSED_SHARDING: &[(&str, &str)] = &[
+    ("sharding", "no"),
+    ("external-sharding", "no"),
+    ("slot-config", "0:16383"),
+    ("shardgroup-update-interval", "5000"),
+    ("scan-size", "1000"),
+    ("migration-debug", "none"),
+];
+
+/// The warning for an accepted sharding setting set away from its default
+/// (`name` without the `raft.` prefix), or None.
+pub fn unused_setting_warning(name: &str, value: &str) -> Option<String> {
+    let (_, default) = UNUSED_SHARDING.iter().find(|(n, _)| *n == name)?;
+    (!value.eq_ignore_ascii_case(default)).then(|| {
+        format!("raft.{name} '{value}' has no effect: this RedisRaft has no sharding (RedisRaft's default is '{default}')")
+    })
+}
+
+/// Logs a warning for each sharding setting loaded away from its default.
+pub fn warn_unused_settings() {
+    let values = [
+        ("slot-config", SLOT_CONFIG.get()),
+        (
+            "shardgroup-update-interval",
+            get(&SHARDGROUP_UPDATE_INTERVAL).to_string(),
+        ),
+        ("scan-size", get(&SCAN_SIZE).to_string()),
+    ];
+    for (name, value) in values {
+        if let Some(w) = unused_setting_warning(name, &value) {
+            crate::logging::warning(&w);
+        }
+    }
 }
 
 fn check_tls(v: bool) -> Result<(), String> {
@@ -247,6 +345,12 @@ pub fn lease_reads() -> bool {
 }
 pub static TLS_ENABLED: BoolSetting = BoolSetting::new(false, check_tls);
 pub static PROXY_RESPONSE_TIMEOUT: AtomicI64 = AtomicI64::new(10_000);
+pub static SHARDING: BoolSetting = BoolSetting::new(false, check_sharding);
+pub static EXTERNAL_SHARDING: BoolSetting = BoolSetting::new(false, check_external_sharding);
+pub static SLOT_CONFIG: StrSetting = StrSetting::new(any_str);
+pub static SHARDGROUP_UPDATE_INTERVAL: AtomicI64 = AtomicI64::new(5000);
+pub static SCAN_SIZE: AtomicI64 = AtomicI64::new(1000);
+pub static MIGRATION_DEBUG: StrSetting = StrSetting::new(check_migration_debug);
 // Hidden test knobs (fault injection).
 pub static LOG_DISABLE_APPLY: BoolSetting = BoolSetting::new(false, any_bool);
 pub static LOG_DELAY_APPLY: AtomicI64 = AtomicI64::new(0);
@@ -319,6 +423,8 @@ pub fn int_bounds(name: &str) -> Option<(&'static AtomicI64, i64, i64)> {
         "snapshot-req-max-size" => (&SNAPSHOT_REQ_MAX_SIZE, 1, i64::MAX),
         "snapshot-req-max-count" => (&SNAPSHOT_REQ_MAX_COUNT, 1, 1_000_000),
         "proxy-response-timeout" => (&PROXY_RESPONSE_TIMEOUT, 1, MS),
+        "shardgroup-update-interval" => (&SHARDGROUP_UPDATE_INTERVAL, 1, i32::MAX as i64),
+        "scan-size" => (&SCAN_SIZE, 1, i64::MAX),
         "log-delay-apply" => (&LOG_DELAY_APPLY, 0, MS),
         "snapshot-delay" => (&SNAPSHOT_DELAY, 0, MS),
         _ => return None,
@@ -331,6 +437,8 @@ fn bool_setting(name: &str) -> Option<&'static BoolSetting> {
         "follower-proxy" => &FOLLOWER_PROXY,
         "quorum-reads" => &QUORUM_READS,
         "tls-enabled" => &TLS_ENABLED,
+        "sharding" => &SHARDING,
+        "external-sharding" => &EXTERNAL_SHARDING,
         "log-disable-apply" => &LOG_DISABLE_APPLY,
         "snapshot-disable" => &SNAPSHOT_DISABLE,
         "snapshot-fail" => &SNAPSHOT_FAIL,
@@ -351,6 +459,8 @@ fn str_setting(name: &str) -> Option<&'static StrSetting> {
         "cluster-password" => &CLUSTER_PASSWORD,
         "trace" => &TRACE,
         "read-mode" => &READ_MODE,
+        "slot-config" => &SLOT_CONFIG,
+        "migration-debug" => &MIGRATION_DEBUG,
         _ => return None,
     })
 }
@@ -556,8 +666,27 @@ mod tests {
         );
         assert!(err.contains("vote again 300 ms after"), "{err}");
         assert!(err.contains("lease lasts 320 ms"), "{err}");
-        assert!(READ_MODE.set("lease").is_err());
+        // After load, a switch to lease is refused whatever the timing
+        // (lease to lease changes nothing); readindex is live.
+        ELECTION_TIMEOUT.store(1500, Ordering::Relaxed);
+        READ_MODE.set("lease").unwrap();
         READ_MODE.set("readindex").unwrap();
+        assert_eq!(READ_MODE.set("lease").unwrap_err(), LEASE_AT_LOAD);
+
+        assert!(set_at_load("election-timeout")
+            .unwrap()
+            .contains("set at load"));
+        assert_eq!(set_at_load("follower-proxy"), None);
+        assert!(apply_args(&["sharding=yes".into()])
+            .unwrap_err()
+            .contains("no sharding"));
+        assert!(apply_args(&["migration-debug=fail-import".into()])
+            .unwrap_err()
+            .contains("no slot migration"));
+        apply_args(&["sharding=no".into(), "scan-size=500".into()]).unwrap();
+        assert!(unused_setting_warning("scan-size", "500").is_some());
+        assert_eq!(unused_setting_warning("scan-size", "1000"), None);
+        assert_eq!(unused_setting_warning("follower-proxy", "yes"), None);
         ELECTION_TIMEOUT.store(1500, Ordering::Relaxed);
 
         let s = Settings::current();

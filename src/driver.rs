@@ -355,8 +355,14 @@ fn run(
             if (wanted || node.store().log_bytes() > max) && !node.is_removed() {
                 crate::snapshot::request();
             }
-            // Run-time settings; Raft's timing is load-time only (immutable).
+            // Run-time settings; Raft's timing is load-time only (CONFIG SET
+            // refuses it).
             let fresh = Settings::current();
+            node.apply_settings(
+                crate::config::lease_reads(),
+                fresh.append_req_max_count,
+                fresh.append_req_max_size,
+            );
             net.transport.set_config(transport_config(&fresh));
             node.store().set_fsync(fresh.log_fsync);
             node.store().set_cache_limit(

@@ -929,3 +929,37 @@ pub fn set_acl_categories(
     }
     Ok(())
 }
+
+/// Calls `f` with the id of each client that disconnects (the client-change
+/// server event), on the main thread.
+pub fn on_client_disconnect(ctx: *mut raw::RedisModuleCtx, f: fn(u64)) -> bool {
+    static CALLBACK: std::sync::OnceLock<fn(u64)> = std::sync::OnceLock::new();
+    unsafe extern "C" fn event(
+        _ctx: *mut raw::RedisModuleCtx,
+        _eid: raw::RedisModuleEvent,
+        subevent: u64,
+        data: *mut c_void,
+    ) {
+        if subevent != raw::REDISMODULE_SUBEVENT_CLIENT_CHANGE_DISCONNECTED || data.is_null() {
+            return;
+        }
+        // SAFETY: for this event Redis passes a RedisModuleClientInfo (v1),
+        // which starts with the u64 fields version, flags and id.
+        let id = unsafe { *(data as *const u64).add(2) };
+        if let Some(f) = CALLBACK.get() {
+            crate::guard::catch("the client disconnect event", || f(id), |_| ());
+        }
+    }
+    let _ = CALLBACK.set(f);
+    // SAFETY: called once at load with the load context.
+    unsafe {
+        api!(RedisModule_SubscribeToServerEvent)(
+            ctx,
+            raw::RedisModuleEvent {
+                id: raw::REDISMODULE_EVENT_CLIENT_CHANGE,
+                dataver: 1,
+            },
+            Some(event),
+        ) == raw::REDISMODULE_OK as c_int
+    }
+}

@@ -55,6 +55,7 @@ pub fn fields() -> Vec<(String, String)> {
             );
         }
         put("proxy_reqs", PROXY_REQS.load(Ordering::Relaxed).to_string());
+        put("open_transactions", crate::txn::open_count().to_string());
         return f;
     };
     let st = n.status();
@@ -159,6 +160,8 @@ pub fn fields() -> Vec<(String, String)> {
     put("fsync_max_microseconds", fs.max_micros.to_string());
     put("file_size", n.store.file_size().to_string());
     put("proxy_reqs", PROXY_REQS.load(Ordering::Relaxed).to_string());
+    // Clients with a MULTI open here (queued by this node, not Redis).
+    put("open_transactions", crate::txn::open_count().to_string());
     put(
         "keys_expired",
         expiry::EXPIRED.load(Ordering::Relaxed).to_string(),

@@ -174,6 +174,9 @@ pub fn classify(argv: &[&[u8]]) -> Class {
             "SELECT of a database other than 0 is not supported: Raft replicates database 0".into(),
         );
     }
+    if let Some(why) = splits_the_nodes(&name_s, argv) {
+        return Class::Refuse(why);
+    }
     if name_s == "client"
         && argv
             .get(1)
@@ -220,6 +223,67 @@ pub fn classify(argv: &[&[u8]]) -> Class {
         return Class::Read;
     }
     Class::PassThrough
+}
+
+// Why a Redis setting would split the nodes: the same words at load
+// (commands::check_redis_settings) and at run time (below).
+pub const AOF_WHY: &str = "the Raft log is the persistence; AOF would replay commands twice";
+pub const SAVE_WHY: &str = "RDB saves are taken by RedisRaft as snapshots only";
+pub const EVICTION_WHY: &str = "eviction would make nodes' datasets differ";
+pub const REPLICA_WHY: &str = "a RedisRaft node must not be a Redis replica";
+
+/// Whether a command sees all its arguments in the filter (most need two).
+fn needs_all_args(name: &[u8]) -> bool {
+    [b"config".as_slice(), b"replicaof", b"slaveof"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// The refusal of a command that would make this node's dataset or
+/// settings part from the others': REPLICAOF, and CONFIG SET of a Redis
+/// setting the load-time check refuses or of a raft.* setting fixed at
+/// load. A CONFIG SET with several pairs is refused whole if one is bad.
+fn splits_the_nodes(name: &str, argv: &[&[u8]]) -> Option<String> {
+    let arg = |i: usize| {
+        argv.get(i)
+            .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+    };
+    match name {
+        "replicaof" | "slaveof" => {
+            let no_one = arg(1).as_deref() == Some("no") && arg(2).as_deref() == Some("one");
+            (!no_one).then(|| format!("{}: {REPLICA_WHY}", name.to_uppercase()))
+        }
+        "config" if arg(1).as_deref() == Some("set") => argv[2..]
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [n, v] => config_set_refusal(
+                    &String::from_utf8_lossy(n).to_ascii_lowercase(),
+                    String::from_utf8_lossy(v).trim(),
+                ),
+                _ => None, // Redis answers the arity error
+            })
+            .next(),
+        _ => None,
+    }
+}
+
+fn config_set_refusal(name: &str, value: &str) -> Option<String> {
+    let refuse = |why: &str| Some(format!("CONFIG SET {name} {value}: {why}"));
+    match name {
+        "appendonly" if value.eq_ignore_ascii_case("yes") => refuse(AOF_WHY),
+        "save" if !value.is_empty() => refuse(SAVE_WHY),
+        "maxmemory-policy" if !value.eq_ignore_ascii_case("noeviction") => refuse(EVICTION_WHY),
+        _ => {
+            let raft = name.strip_prefix("raft.")?;
+            if let Some(why) = config::set_at_load(raft) {
+                return Some(why);
+            }
+            if let Some(w) = config::unused_setting_warning(raft, value) {
+                crate::logging::warning(&w);
+            }
+            None
+        }
+    }
 }
 
 /// Writes Redis marks `nondeterministic_output` that the machine runs the
@@ -330,7 +394,12 @@ fn filter_command(fctx: *mut redis_module::raw::RedisModuleCommandFilterCtx) {
         crate::acl::on_acl_command(fctx, argc);
         return;
     }
-    let argv = || -> Vec<&[u8]> { (0..argc.min(2)).map(|i| ffi::filter_arg(fctx, i)).collect() };
+    let n = if needs_all_args(first) {
+        argc
+    } else {
+        argc.min(2)
+    };
+    let argv = || -> Vec<&[u8]> { (0..n).map(|i| ffi::filter_arg(fctx, i)).collect() };
     if ffi::in_own_call() {
         // The module's own commands run as they are, but those of a script
         // it runs for an entry follow the machine's rules.
@@ -406,5 +475,41 @@ mod tests {
         assert_eq!(classify(&[b"EVAL", b"x"]), Class::Write);
         assert_eq!(classify(&[b"EVAL_RO", b"x"]), Class::Read);
         assert_eq!(classify(&[b"SELECT", b"0"]), Class::PassThrough);
+    }
+
+    #[test]
+    fn settings_that_split_the_nodes_are_refused_at_run_time() {
+        let why = |a: &[&[u8]]| match classify(a) {
+            Class::Refuse(why) => Some(why),
+            _ => None,
+        };
+        let set = |pairs: &[&[u8]]| {
+            let mut a: Vec<&[u8]> = vec![b"config", b"SET"];
+            a.extend_from_slice(pairs);
+            why(&a)
+        };
+        assert!(set(&[b"appendonly", b"YES"]).unwrap().contains(AOF_WHY));
+        assert!(set(&[b"save", b"900 1"]).unwrap().contains(SAVE_WHY));
+        assert!(set(&[b"maxmemory-policy", b"allkeys-lru"])
+            .unwrap()
+            .contains(EVICTION_WHY));
+        assert!(set(&[b"raft.election-timeout", b"5"])
+            .unwrap()
+            .contains("set at load"));
+        // One bad pair refuses the whole command.
+        assert!(set(&[b"maxmemory", b"1mb", b"save", b"60 1"]).is_some());
+        for fine in [
+            &[b"appendonly".as_slice(), b"no"][..],
+            &[b"save", b""],
+            &[b"maxmemory-policy", b"noeviction", b"maxmemory", b"1mb"],
+            &[b"raft.follower-proxy", b"yes"],
+        ] {
+            assert_eq!(set(fine), None, "{fine:?}");
+        }
+        assert!(why(&[b"REPLICAOF", b"127.0.0.1", b"6379"])
+            .unwrap()
+            .contains(REPLICA_WHY));
+        assert!(why(&[b"slaveof", b"h", b"1"]).is_some());
+        assert_eq!(why(&[b"replicaof", b"no", b"one"]), None);
     }
 }

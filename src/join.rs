@@ -33,6 +33,8 @@ enum Attempt {
     Added,
     Moved(String),
     Failed(String),
+    /// This node cannot join that cluster as configured: no retry.
+    Refused(String),
     /// RAFT.NODE ADD was sent but got no answer (or -TIMEOUT): it may
     /// still commit.
     Unknown(String),
@@ -116,6 +118,10 @@ fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), St
                 continue;
             }
             Attempt::Failed(e) => last_error = format!("{addr}: {e}"),
+            Attempt::Refused(e) => {
+                client.reply(Reply::Error(Error::Other(e.clone())));
+                return Err(e);
+            }
             Attempt::Unknown(e) => {
                 maybe_added = true;
                 last_error = format!("{addr}: {e}");
@@ -165,6 +171,9 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
         Ok(other) => return Attempt::Failed(format!("unexpected RAFT.INFO reply: {other:?}")),
         Err(e) => return Attempt::Failed(format!("RAFT.INFO failed: {e}")),
     };
+    if let Some(e) = read_mode_mismatch(&mut conn) {
+        return Attempt::Refused(e);
+    }
     if let Err(e) = ensure_node(id, &dbid) {
         return Attempt::Failed(e);
     }
@@ -208,6 +217,40 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
         Ok(other) => Attempt::Failed(format!("unexpected reply {other:?}")),
         Err(e) => Attempt::Unknown(format!("RAFT.NODE ADD failed: {e}")),
     }
+}
+
+/// Leases are safe only if every node loaded with read-mode lease and the
+/// same election timing (config.rs): a node that differs from the member
+/// it asks is refused before it is added. A member that does not let the
+/// cluster user run CONFIG GET is not checked.
+fn read_mode_mismatch(conn: &mut Connection) -> Option<String> {
+    let mut theirs = Vec::new();
+    for name in [
+        "raft.read-mode",
+        "raft.election-timeout",
+        "raft.periodic-interval",
+    ] {
+        match conn.call(&[b"CONFIG".as_slice(), b"GET", name.as_bytes()]) {
+            Ok(RespValue::Array(Some(v))) if v.len() == 2 => match &v[1] {
+                RespValue::Bulk(Some(b)) => theirs.push(String::from_utf8_lossy(b).into_owned()),
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+    let ours = [
+        config::READ_MODE.get(),
+        config::get(&config::ELECTION_TIMEOUT).to_string(),
+        config::get(&config::PERIODIC_INTERVAL).to_string(),
+    ];
+    let lease = ours[0] == "lease" || theirs[0] == "lease";
+    if ours[0] != theirs[0] || (lease && ours[1..] != theirs[1..]) {
+        return Some(format!(
+            "this node has read-mode {} (election-timeout {}, periodic-interval {}) but the cluster has {} ({}, {}): with lease reads every node must load the same read-mode and timing",
+            ours[0], ours[1], ours[2], theirs[0], theirs[1], theirs[2]
+        ));
+    }
+    None
 }
 
 fn is_member(id: u64) -> bool {

@@ -58,6 +58,7 @@ fn init_inner(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     commands::log_loaded();
+    config::warn_unused_settings();
     failpoint::arm_from_env();
     if let Err(e) = commands::check_redis_settings(ctx) {
         ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
@@ -66,6 +67,10 @@ fn init_inner(ctx: &Context, args: &[RedisString]) -> Status {
     apply::init(ctx.ctx);
     if !machine::expiry::init(ctx.ctx) {
         ctx.log_warning("RedisRaft: refusing to load: cannot subscribe to keyspace events");
+        return Status::Err;
+    }
+    if !ffi::on_client_disconnect(ctx.ctx, txn::forget) {
+        ctx.log_warning("RedisRaft: refusing to load: cannot subscribe to client events");
         return Status::Err;
     }
     snapshot::init(&commands::redis_config(ctx, "dbfilename"));
@@ -199,6 +204,9 @@ redis_module! {
             ["snapshot-req-max-size", &config::SNAPSHOT_REQ_MAX_SIZE, 65_536, 1, i64::MAX, F::MEMORY, None],
             ["snapshot-req-max-count", &config::SNAPSHOT_REQ_MAX_COUNT, 32, 1, 1_000_000, F::DEFAULT, None],
             ["proxy-response-timeout", &config::PROXY_RESPONSE_TIMEOUT, 10_000, 1, 86_400_000, F::DEFAULT, None],
+            // RedisRaft's sharding settings: accepted, unused (config.rs).
+            ["shardgroup-update-interval", &config::SHARDGROUP_UPDATE_INTERVAL, 5000, 1, i32::MAX as i64, F::DEFAULT, None],
+            ["scan-size", &config::SCAN_SIZE, 1000, 1, i64::MAX, F::DEFAULT, None],
             ["log-delay-apply", &config::LOG_DELAY_APPLY, 0, 0, 86_400_000, F::HIDDEN, None],
             ["snapshot-delay", &config::SNAPSHOT_DELAY, 0, 0, 86_400_000, F::HIDDEN, None],
         ],
@@ -210,12 +218,16 @@ redis_module! {
             ["cluster-password", &config::CLUSTER_PASSWORD, "", F::SENSITIVE, None],
             ["trace", &config::TRACE, "off", F::DEFAULT, None],
             ["read-mode", &config::READ_MODE, "readindex", F::DEFAULT, None],
+            ["slot-config", &config::SLOT_CONFIG, "0:16383", F::DEFAULT, None],
+            ["migration-debug", &config::MIGRATION_DEBUG, "none", F::HIDDEN, None],
         ],
         bool: [
             ["log-fsync", &config::LOG_FSYNC, true, F::DEFAULT, None],
             ["follower-proxy", &config::FOLLOWER_PROXY, false, F::DEFAULT, None],
             ["quorum-reads", &config::QUORUM_READS, true, F::DEFAULT, None],
             ["tls-enabled", &config::TLS_ENABLED, false, F::DEFAULT, None],
+            ["sharding", &config::SHARDING, false, F::DEFAULT, None],
+            ["external-sharding", &config::EXTERNAL_SHARDING, false, F::DEFAULT, None],
             ["log-disable-apply", &config::LOG_DISABLE_APPLY, false, F::HIDDEN, None],
             ["snapshot-disable", &config::SNAPSHOT_DISABLE, false, F::HIDDEN, None],
             ["snapshot-fail", &config::SNAPSHOT_FAIL, false, F::HIDDEN, None],

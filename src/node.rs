@@ -397,6 +397,9 @@ pub struct RaftNode<C: Client> {
     /// read-mode lease: probes in flight (id -> when sent) and the lease.
     lease_probes: HashMap<u64, Instant>,
     lease_until: Option<Instant>,
+    /// read-mode readindex was set at run time: no more leases (turning
+    /// them on again is refused until a restart, see config.rs).
+    leases_off: bool,
     /// Ticks since start: with leases, a node that just started votes for
     /// no one for an election timeout, so it cannot help elect a new leader
     /// inside an old leader's lease that it acknowledged before a restart.
@@ -491,6 +494,7 @@ impl<C: Client> RaftNode<C> {
             handover_ticks: 0,
             lease_probes: HashMap::new(),
             lease_until: None,
+            leases_off: false,
             ticks_since_start: 0,
             ticks: 0,
             writer: None,
@@ -1103,10 +1107,34 @@ impl<C: Client> RaftNode<C> {
         self.check_transfer();
     }
 
+    /// The settings that change at run time, applied at each tick.
+    /// `lease_reads` false ends the lease at once (the Redis side checks
+    /// the setting itself too); the append limits apply to every follower,
+    /// including ones added later.
+    pub fn apply_settings(&mut self, lease_reads: bool, max_inflight: usize, max_msg_size: u64) {
+        if !lease_reads && self.cfg.lease_reads && !self.leases_off {
+            self.leases_off = true;
+            self.lease_until = None;
+            self.lease_probes.clear();
+            self.publish_status();
+        }
+        let max_inflight = max_inflight.max(1);
+        let raft = &mut self.raw.raft;
+        raft.max_msg_size = max_msg_size;
+        raft.max_inflight = max_inflight;
+        let me = raft.id;
+        let peers: Vec<u64> = raft.prs().iter().map(|(id, _)| *id).collect();
+        for id in peers.into_iter().filter(|id| *id != me) {
+            // Not inside raft-rs's full()/add() pair: safe here.
+            raft.adjust_max_inflight_msgs(id, max_inflight);
+        }
+    }
+
     /// read-mode lease: a read-index round with no reads attached, whose
     /// confirmation by a quorum renews the lease from when it was sent.
     fn probe_lease(&mut self) {
         if !self.cfg.lease_reads
+            || self.leases_off
             || self.cfg.election_ticks < LEASE_MIN_ELECTION_TICKS
             || !self.raw.raft.commit_to_current_term()
         {

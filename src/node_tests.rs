@@ -735,6 +735,37 @@ fn a_read_lease_is_renewed_by_quorum_heartbeats_and_dropped_on_transfer_or_isola
     assert!(lease(&c, l).is_none());
 }
 
+/// Issue 16: read-mode switched to readindex at run time ends the lease at
+/// once and it is not renewed; the append limits apply to every follower.
+#[test]
+fn run_time_settings_end_the_lease_and_change_the_append_limits() {
+    let mut c = Cluster::new(3);
+    for n in c.nodes.values_mut() {
+        n.node.cfg.lease_reads = true;
+    }
+    let l = c.elect();
+    c.tick(2);
+    let lease = |c: &Cluster, id: u64| c.nodes[&id].node.status().read().lease_until;
+    assert!(lease(&c, l).is_some());
+    c.node(l).node.apply_settings(false, 2, 4096);
+    assert!(lease(&c, l).is_none(), "switched off: no lease at once");
+    c.tick(3);
+    assert!(lease(&c, l).is_none(), "switched off: never renewed");
+
+    // Followers that answer nothing: at most 2 appends in flight each.
+    let followers: Vec<u64> = c.nodes.keys().copied().filter(|id| *id != l).collect();
+    c.isolate(l);
+    for i in 0..4 {
+        let _ = c.write(l, &format!("k{i}"), "v");
+        c.pump();
+    }
+    let raft = &c.nodes[&l].node.raw().raft;
+    assert_eq!(raft.max_msg_size, 4096);
+    for f in followers {
+        assert!(raft.prs().get(f).unwrap().ins.full(), "follower {f}");
+    }
+}
+
 fn hold_writer(c: &Cluster, id: u64, hold: bool) {
     let w = c.nodes[&id].writer.as_ref().expect("an async node");
     w.hold.store(hold, std::sync::atomic::Ordering::SeqCst);

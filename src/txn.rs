@@ -16,11 +16,10 @@ pub struct Queued {
     pub failed: bool,
 }
 
+/// One entry per client with a MULTI open: removed at EXEC, DISCARD and
+/// when the client disconnects (see [`forget`]), so there are never more
+/// than connected clients (maxclients) and none is dropped to make room.
 static OPEN: Mutex<Option<HashMap<u64, Queued>>> = Mutex::new(None);
-
-/// Bound on open transactions: clients that disconnect inside MULTI leave
-/// theirs behind; the oldest ids (smallest, ids only grow) are dropped.
-const MAX_OPEN: usize = 100_000;
 
 pub fn in_multi(client: u64) -> bool {
     OPEN.lock()
@@ -35,13 +34,20 @@ pub fn begin(client: u64) -> bool {
     if m.contains_key(&client) {
         return false;
     }
-    if m.len() >= MAX_OPEN {
-        if let Some(oldest) = m.keys().min().copied() {
-            m.remove(&oldest);
-        }
-    }
     m.insert(client, Queued::default());
     true
+}
+
+/// A client disconnected: its open transaction, if any, goes with it.
+pub fn forget(client: u64) {
+    if let Some(m) = OPEN.lock().as_mut() {
+        m.remove(&client);
+    }
+}
+
+/// Clients with a MULTI open (INFO raft).
+pub fn open_count() -> usize {
+    OPEN.lock().as_ref().map_or(0, HashMap::len)
 }
 
 pub fn queue(client: u64, argv: Vec<Vec<u8>>) {

@@ -541,7 +541,7 @@ fn configs_work_through_redis_conf_and_config_set_and_unsafe_redis_settings_are_
     // Raft's timing is fixed when the Raft node starts: CONFIG SET says so.
     let r = n.cmd(&["CONFIG", "SET", "raft.election-timeout", "2000"]);
     assert!(
-        err_text(&r).is_some_and(|e| e.contains("immutable")),
+        err_text(&r).is_some_and(|e| e.contains("set at load")),
         "{r:?}"
     );
     let r = n.cmd(&["CONFIG", "SET", "raft.tls-enabled", "yes"]);
@@ -551,7 +551,7 @@ fn configs_work_through_redis_conf_and_config_set_and_unsafe_redis_settings_are_
     );
     let r = n.cmd(&["CONFIG", "SET", "raft.id", "9"]);
     assert!(
-        err_text(&r).is_some_and(|e| e.contains("immutable")),
+        err_text(&r).is_some_and(|e| e.contains("set at load")),
         "{r:?}"
     );
     let r = n.cmd(&["CONFIG", "SET", "raft.trace", "bogus"]);

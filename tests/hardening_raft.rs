@@ -45,7 +45,8 @@ fn refused_load(args: &[&str]) -> Option<String> {
 /// Finding 9: with fewer than 5 election ticks a lease outlasts the
 /// followers' refusal to vote (see node::LEASE_MIN_ELECTION_TICKS), so
 /// `read-mode lease` is refused with such timing, at load in either
-/// argument order and at CONFIG SET.
+/// argument order. At run time CONFIG SET refuses lease whatever the timing
+/// (issue 16: a lease needs every node to have loaded with it).
 #[test]
 fn read_mode_lease_is_refused_with_fewer_than_5_election_ticks() {
     for args in [
@@ -72,16 +73,15 @@ fn read_mode_lease_is_refused_with_fewer_than_5_election_ticks() {
     let short = Node::start(&["--raft.election-timeout", "400"]);
     let r = short.cmd(&["CONFIG", "SET", "raft.read-mode", "lease"]);
     let e = err_text(&r).unwrap_or_else(|| panic!("accepted: {r:?}"));
-    assert!(e.contains("read-mode lease needs"), "{e}");
+    assert!(e.contains("read-mode lease is set at load only"), "{e}");
     assert_eq!(config_get(&short, "raft.read-mode"), "readindex");
 
-    let enough = Node::start(&["--raft.election-timeout", "500"]);
-    assert!(ok(&enough.cmd(&[
-        "CONFIG",
-        "SET",
-        "raft.read-mode",
-        "lease"
-    ])));
+    let enough = Node::start(&[
+        "--raft.election-timeout",
+        "500",
+        "--raft.read-mode",
+        "lease",
+    ]);
     assert_eq!(config_get(&enough, "raft.read-mode"), "lease");
 }
 
