@@ -139,7 +139,7 @@ class Node:
                 % (self.starts, " with REDISRAFT_FAILPOINTS=" + failpoints if failpoints else "")
             )
         args = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            os.environ.get("REDIS_SERVER") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", self.dir, "--logfile", self.log(),
             "--dbfilename", "raft.rdb", "--save", "", "--appendonly", "no",
             "--loadmodule", MODULE,

@@ -20,7 +20,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use redis_module::{raw, RedisError};
 
@@ -326,6 +326,9 @@ pub fn grant_to_all_users(ctx: Ctx) {
     }
 }
 
+/// Whether the raft.* commands got ACL categories (INFO `acl_categories`).
+pub static CATEGORIES_SET: AtomicBool = AtomicBool::new(false);
+
 /// At load, where the server has module ACL categories (Redis 7.2+): the
 /// admin commands in @admin and @dangerous, the node-to-node ones also in
 /// a category of their own, @raftnode, where the server can add one (7.4+),
@@ -357,6 +360,7 @@ pub fn set_categories(ctx: Ctx) {
             Some("raftnode"),
         ));
     }
+    CATEGORIES_SET.store(outcome.is_ok(), Ordering::Relaxed);
     match outcome {
         Ok(()) => logging::notice("raft.* admin and node-to-node commands are in @admin and @dangerous (node-to-node also in @raftnode where the server allows new categories)"),
         Err(why) => logging::notice(&format!("raft.* commands have no ACL category: {why}")),

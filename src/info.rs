@@ -56,6 +56,7 @@ pub fn fields() -> Vec<(String, String)> {
         }
         put("proxy_reqs", PROXY_REQS.load(Ordering::Relaxed).to_string());
         put("open_transactions", crate::txn::open_count().to_string());
+        server_api(&mut put);
         return f;
     };
     let st = n.status();
@@ -167,7 +168,27 @@ pub fn fields() -> Vec<(String, String)> {
         expiry::EXPIRED.load(Ordering::Relaxed).to_string(),
     );
     put("expiry_index_keys", expiry::indexed_keys().to_string());
+    server_api(&mut put);
     f
+}
+
+/// Which module API paths this server gives the node (detected at load):
+/// how a received snapshot is loaded (`rdbload`: RM_RdbLoad, Redis 7.2+ and
+/// Valkey; `debug-reload`: DEBUG RELOAD NOSAVE on 7.0) and how many were,
+/// and whether raft.* commands have ACL categories (7.2+).
+fn server_api(put: &mut impl FnMut(&str, String)) {
+    let api = if crate::ffi::has_rdb_load() {
+        "rdbload"
+    } else {
+        "debug-reload"
+    };
+    put("snapshot_load_api", api.into());
+    put(
+        "snapshots_loaded",
+        crate::snapshot::LOADS.load(Ordering::Relaxed).to_string(),
+    );
+    let cats = crate::acl::CATEGORIES_SET.load(Ordering::Relaxed);
+    put("acl_categories", if cats { "yes" } else { "no" }.into());
 }
 
 /// The `# raft` section of INFO.

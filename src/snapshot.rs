@@ -714,6 +714,9 @@ pub fn persist_received(index: u64, term: u64) -> Result<(), String> {
 // ---------------------------------------------------------------------------
 // Loading a snapshot into the dataset (main thread, in apply order)
 
+/// Snapshot files loaded into the dataset (INFO `snapshots_loaded`).
+pub static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Replaces the dataset with the snapshot file in place. Returns the
 /// metadata the loaded file carried.
 pub fn load_into_dataset(ctx: *mut raw::RedisModuleCtx) -> Result<RdbMeta, String> {
@@ -737,6 +740,7 @@ pub fn load_into_dataset(ctx: *mut raw::RedisModuleCtx) -> Result<RdbMeta, Strin
         })
     };
     loaded?;
+    LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     loaded_meta().ok_or_else(|| "the loaded snapshot carries no RedisRaft metadata".into())
 }
 

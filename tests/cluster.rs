@@ -301,7 +301,7 @@ fn garbage_to_appendentries_is_refused_and_the_node_keeps_serving() {
 fn bad_load_arguments_refuse_to_start_and_the_positional_form_loads() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("redis-server")
+    let out = Command::new(common::server_bin())
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
         .arg(dir.path())
         .args(["--save", "", "--loadmodule"])
@@ -316,7 +316,7 @@ fn bad_load_arguments_refuse_to_start_and_the_positional_form_loads() {
     // RedisRaft's older positional form.
     let port = free_port();
     let child = ChildGuard(
-        Command::new("redis-server")
+        Command::new(common::server_bin())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
             .arg(dir.path())
             .args(["--save", "", "--loadmodule"])
@@ -516,7 +516,7 @@ fn configs_work_through_redis_conf_and_config_set_and_unsafe_redis_settings_are_
     )
     .unwrap();
     let child = ChildGuard(
-        Command::new("redis-server")
+        Command::new(common::server_bin())
             .arg(&conf)
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -559,7 +559,7 @@ fn configs_work_through_redis_conf_and_config_set_and_unsafe_redis_settings_are_
     drop(child);
 
     // Redis Cluster mode is refused at load.
-    let out = Command::new("redis-server")
+    let out = Command::new(common::server_bin())
         .args([
             "--port",
             &free_port().to_string(),

@@ -20,7 +20,7 @@ fn refused_load(args: &[&str]) -> Option<String> {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("out.log");
-    let mut child = Command::new("redis-server")
+    let mut child = Command::new(common::server_bin())
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
         .arg(dir.path())
         .arg("--logfile")

@@ -348,7 +348,7 @@ raft.migration-debug none
     };
     write_conf("");
     let child = ChildGuard(
-        Command::new("redis-server")
+        Command::new(common::server_bin())
             .arg(&conf)
             .stdout(Stdio::null())
             .spawn()
@@ -378,7 +378,7 @@ raft.migration-debug none
 
     // sharding yes needs a feature we do not have: refused at load.
     write_conf("raft.sharding yes\n");
-    let mut child = Command::new("redis-server")
+    let mut child = Command::new(common::server_bin())
         .arg(&conf)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

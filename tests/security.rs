@@ -26,7 +26,7 @@ impl PlainRedis {
     fn start() -> PlainRedis {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new("redis-server")
+        let child = Command::new(common::server_bin())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")

@@ -176,8 +176,9 @@ impl Cluster {
         let env = &self.env;
         let d = env.data_dir(i);
         let port = env.port(i).to_string();
+        let server = crate::env::server_bin();
         let mut argv: Vec<String> = [
-            "redis-server",
+            server.as_str(),
             "--port",
             &port,
             "--bind",

@@ -222,7 +222,7 @@ impl LocalProcs {
         let pids: Vec<u32> =
             std::mem::take(&mut *self.pids.lock().unwrap_or_else(|e| e.into_inner()));
         for pid in pids {
-            if alive_local(pid) && cmdline_local(pid).contains("redis-server") {
+            if alive_local(pid) && is_server_cmdline(&cmdline_local(pid)) {
                 let _ = signal_local(pid, Sig::Kill);
             }
         }
@@ -519,7 +519,7 @@ pub fn cleanup_local() -> Vec<String> {
                         .ok()
                         .and_then(|s| s.trim().parse::<u32>().ok())
                     {
-                        if alive_local(p) && cmdline_local(p).contains("redis-server") {
+                        if alive_local(p) && is_server_cmdline(&cmdline_local(p)) {
                             let _ = signal_local(p, Sig::Kill);
                             done.push(format!("killed redis-server {p} ({})", pf.display()));
                         }
@@ -551,4 +551,18 @@ mod tests {
         assert!(alive_local(std::process::id()));
         assert!(runner_alive(std::process::id()));
     }
+}
+
+/// The server binary nodes run: $REDIS_SERVER (a path, e.g. Valkey's
+/// valkey-server; local environments only), or redis-server.
+pub fn server_bin() -> String {
+    std::env::var("REDIS_SERVER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "redis-server".into())
+}
+
+/// Whether a process's command line is a node's server (Redis or Valkey).
+fn is_server_cmdline(cmdline: &str) -> bool {
+    cmdline.contains("redis-server") || cmdline.contains("valkey-server")
 }

@@ -31,6 +31,20 @@ pub fn module_path() -> PathBuf {
     panic!("redisraft.so not found: run `make build` or set REDISRAFT_MODULE");
 }
 
+/// The server the tests run: $REDIS_SERVER (e.g. Valkey's valkey-server,
+/// which `make test` also runs them on), or redis-server from the PATH.
+pub fn server_bin() -> String {
+    std::env::var("REDIS_SERVER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "redis-server".into())
+}
+
+/// Whether the server under test is Valkey (some texts differ).
+pub fn is_valkey() -> bool {
+    server_bin().contains("valkey")
+}
+
 pub fn free_port() -> u16 {
     // Ports below 55536 so that port + 10000 (Redis's cluster bus) is valid.
     loop {
@@ -169,7 +183,7 @@ impl Node {
             "1000".into(),
         ];
         args.extend(extra.iter().cloned());
-        Command::new("redis-server")
+        Command::new(server_bin())
             .args(&args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
