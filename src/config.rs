@@ -196,15 +196,6 @@ pub fn check_loaded() -> Result<(), String> {
     Ok(())
 }
 
-fn check_tls(v: bool) -> Result<(), String> {
-    if v {
-        return Err(
-            "tls-enabled yes is not supported yet: node-to-node TLS is not implemented".into(),
-        );
-    }
-    Ok(())
-}
-
 pub static ID: AtomicI64 = AtomicI64::new(0);
 pub static ADDR: StrSetting = StrSetting::new(check_addr);
 pub static LOG_FILENAME: StrSetting = StrSetting::new(check_log_filename);
@@ -245,7 +236,9 @@ pub static READ_MODE: StrSetting = StrSetting::new(check_read_mode);
 pub fn lease_reads() -> bool {
     READ_MODE.get() == "lease"
 }
-pub static TLS_ENABLED: BoolSetting = BoolSetting::new(false, check_tls);
+/// Node-to-node connections over TLS (see `tls`). Load-time only: the
+/// cluster's addresses are TLS ports or plain ones, not both.
+pub static TLS_ENABLED: BoolSetting = BoolSetting::new(false, any_bool);
 pub static PROXY_RESPONSE_TIMEOUT: AtomicI64 = AtomicI64::new(10_000);
 // Hidden test knobs (fault injection).
 pub static LOG_DISABLE_APPLY: BoolSetting = BoolSetting::new(false, any_bool);
@@ -520,9 +513,6 @@ mod tests {
         assert!(apply_args(&["follower-proxy=maybe".into()])
             .unwrap_err()
             .contains("yes or no"));
-        assert!(apply_args(&["tls-enabled=yes".into()])
-            .unwrap_err()
-            .contains("not supported"));
         assert!(apply_args(&["trace=node,bogus".into()])
             .unwrap_err()
             .contains("bogus"));

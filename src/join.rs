@@ -10,7 +10,7 @@ use crate::driver;
 use crate::error::Error;
 use crate::ffi::RedisClient;
 use crate::node::{Client, Reply, Request};
-use crate::resp::{Connection, RespValue};
+use crate::resp::RespValue;
 use crate::storage::{LogWrite, NodeMeta};
 
 pub fn start(targets: Vec<String>, my_addr: String, client: RedisClient) {
@@ -152,7 +152,7 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
     let auth = s.auth();
     let auth_ref = auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
     let mut conn =
-        match Connection::connect(addr, s.connection_timeout, s.response_timeout, auth_ref) {
+        match crate::tls::connect(addr, s.connection_timeout, s.response_timeout, auth_ref) {
             Ok(c) => c,
             Err(e) => return Attempt::Failed(format!("cannot connect: {e}")),
         };
