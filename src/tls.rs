@@ -122,7 +122,7 @@ impl TlsSettings {
         if !self.ca_cert_file.is_empty() {
             let pem = read("tls-ca-cert-file", &self.ca_cert_file)?;
             let certs = X509::stack_from_pem(&pem).map_err(ssl(&format!(
-                "tls-ca-cert-file '{}' holds no PEM certificate",
+                "cannot parse tls-ca-cert-file '{}'",
                 self.ca_cert_file
             )))?;
             if certs.is_empty() {
@@ -149,7 +149,7 @@ impl TlsSettings {
         }
         let pem = read(cert_name, cert)?;
         let mut chain = X509::stack_from_pem(&pem)
-            .map_err(ssl(&format!("{cert_name} '{cert}'")))?
+            .map_err(ssl(&format!("cannot parse {cert_name} '{cert}'")))?
             .into_iter();
         let leaf = chain
             .next()

@@ -152,9 +152,28 @@ fn voters(n: &Node) -> String {
 #[test]
 fn tls_cluster_forms_replicates_proxies_and_fails_over() {
     let pki = Pki::new();
-    // Node 1 plain settings; node 2 presents a separate client certificate
-    // (tls-client-*); node 3's key is encrypted (tls-key-file-pass).
-    let n1 = start(&pki.node_args("node1", &pki.ca, "ca.crt"));
+    // Node 1 trusts a hashed CA directory (tls-ca-cert-dir); node 2
+    // presents a separate client certificate (tls-client-*); node 3's key
+    // is encrypted (tls-key-file-pass).
+    let (crt1, key1) = pki.issue("node1", &pki.ca, None);
+    let ca_dir = pki.path("ca-dir");
+    std::fs::create_dir(&ca_dir).unwrap();
+    let hash = pki.ca.cert.subject_name_hash();
+    std::fs::write(
+        ca_dir.join(format!("{hash:08x}.0")),
+        pki.ca.cert.to_pem().unwrap(),
+    )
+    .unwrap();
+    let n1 = start(&[
+        "--tls-cert-file".into(),
+        crt1,
+        "--tls-key-file".into(),
+        key1,
+        "--tls-ca-cert-dir".into(),
+        s(&ca_dir),
+        "--raft.tls-enabled".into(),
+        "yes".into(),
+    ]);
     let mut a2 = pki.node_args("node2", &pki.ca, "ca.crt");
     let (ccrt, ckey) = pki.issue("node2-client", &pki.ca, None);
     a2.extend([
