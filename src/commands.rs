@@ -331,13 +331,19 @@ fn random_id() -> u64 {
 }
 
 /// This node's address for other nodes: `raft.addr`, else the first
-/// non-loopback IPv4 interface and the Redis port.
+/// non-loopback IPv4 interface and the Redis port (the TLS port with
+/// tls-enabled yes: other nodes connect there).
 pub fn self_addr(ctx: &Context) -> Result<String, RedisError> {
     let a = config::ADDR.get();
     if !a.is_empty() {
         return Ok(a);
     }
-    let port = match ctx.call("CONFIG", &["GET", "port"]) {
+    let port_setting = if config::TLS_ENABLED.get() {
+        "tls-port"
+    } else {
+        "port"
+    };
+    let port = match ctx.call("CONFIG", &["GET", port_setting]) {
         Ok(RedisValue::Array(v)) if v.len() == 2 => match &v[1] {
             RedisValue::SimpleString(s) | RedisValue::BulkString(s) => s.clone(),
             RedisValue::StringBuffer(b) => String::from_utf8_lossy(b).into_owned(),

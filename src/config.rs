@@ -182,6 +182,7 @@ pub const AT_LOAD: &[&str] = &[
     "periodic-interval",
     "request-timeout",
     "election-timeout",
+    "tls-enabled",
 ];
 
 /// The one-line refusal of CONFIG SET for a setting fixed at load
@@ -294,15 +295,6 @@ pub fn warn_unused_settings() {
     }
 }
 
-fn check_tls(v: bool) -> Result<(), String> {
-    if v {
-        return Err(
-            "tls-enabled yes is not supported yet: node-to-node TLS is not implemented".into(),
-        );
-    }
-    Ok(())
-}
-
 pub static ID: AtomicI64 = AtomicI64::new(0);
 pub static ADDR: StrSetting = StrSetting::new(check_addr);
 pub static LOG_FILENAME: StrSetting = StrSetting::new(check_log_filename);
@@ -343,7 +335,9 @@ pub static READ_MODE: StrSetting = StrSetting::new(check_read_mode);
 pub fn lease_reads() -> bool {
     READ_MODE.get() == "lease"
 }
-pub static TLS_ENABLED: BoolSetting = BoolSetting::new(false, check_tls);
+/// Node-to-node connections over TLS (see `tls`). Load-time only: the
+/// cluster's addresses are TLS ports or plain ones, not both.
+pub static TLS_ENABLED: BoolSetting = BoolSetting::new(false, any_bool);
 pub static PROXY_RESPONSE_TIMEOUT: AtomicI64 = AtomicI64::new(10_000);
 pub static SHARDING: BoolSetting = BoolSetting::new(false, check_sharding);
 pub static EXTERNAL_SHARDING: BoolSetting = BoolSetting::new(false, check_external_sharding);
@@ -642,9 +636,6 @@ mod tests {
         assert!(apply_args(&["follower-proxy=maybe".into()])
             .unwrap_err()
             .contains("yes or no"));
-        assert!(apply_args(&["tls-enabled=yes".into()])
-            .unwrap_err()
-            .contains("not supported"));
         assert!(apply_args(&["trace=node,bogus".into()])
             .unwrap_err()
             .contains("bogus"));

@@ -17,7 +17,6 @@ use crate::error::Error;
 use crate::ffi::RedisClient;
 use crate::log_writer::{ThreadLogWriter, WriterHooks};
 use crate::node::{NodeConfig, RaftNode, Request, SharedStatus, Status};
-use crate::resp::Connection;
 use crate::storage::LogStore;
 use crate::transport::{Transport, TransportConfig};
 
@@ -164,7 +163,7 @@ impl crate::node::Network for Net {
                 let auth = s.auth();
                 let auth_ref = auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
                 if let Ok(mut c) =
-                    Connection::connect(&addr, s.connection_timeout, s.response_timeout, auth_ref)
+                    crate::tls::connect(&addr, s.connection_timeout, s.response_timeout, auth_ref)
                 {
                     let id_s = id.to_string();
                     if c.call(&[b"RAFT.NODESHUTDOWN", dbid.as_bytes(), id_s.as_bytes()])

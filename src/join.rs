@@ -158,7 +158,7 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
     let auth = s.auth();
     let auth_ref = auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
     let mut conn =
-        match Connection::connect(addr, s.connection_timeout, s.response_timeout, auth_ref) {
+        match crate::tls::connect(addr, s.connection_timeout, s.response_timeout, auth_ref) {
             Ok(c) => c,
             Err(e) => return Attempt::Failed(format!("cannot connect: {e}")),
         };

@@ -3,7 +3,7 @@
 //!
 //! Layout: `config` (settings), `storage` (the durable log, raft-engine),
 //! `node` (Raft logic, no Redis calls), `driver` (the Raft thread),
-//! `transport` + `resp` (node-to-node connections), `apply` (committed
+//! `transport` + `resp` + `tls` (node-to-node connections), `apply` (committed
 //! entries to the dataset, on the main thread), `machine` (what an entry
 //! means to Redis: time, expiry, scripts, random commands), `intercept` (the command
 //! filter and command classes), `commands` (RAFT.* commands), `join`,
@@ -33,6 +33,7 @@ pub mod proxy;
 pub mod resp;
 pub mod snapshot;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 pub mod txn;
 
@@ -60,7 +61,7 @@ fn init_inner(ctx: &Context, args: &[RedisString]) -> Status {
     commands::log_loaded();
     config::warn_unused_settings();
     failpoint::arm_from_env();
-    if let Err(e) = commands::check_redis_settings(ctx) {
+    if let Err(e) = commands::check_redis_settings(ctx).and_then(|()| tls::init(ctx)) {
         ctx.log_warning(&format!("RedisRaft: refusing to load: {e}"));
         return Status::Err;
     }
@@ -225,7 +226,7 @@ redis_module! {
             ["log-fsync", &config::LOG_FSYNC, true, F::DEFAULT, None],
             ["follower-proxy", &config::FOLLOWER_PROXY, false, F::DEFAULT, None],
             ["quorum-reads", &config::QUORUM_READS, true, F::DEFAULT, None],
-            ["tls-enabled", &config::TLS_ENABLED, false, F::DEFAULT, None],
+            ["tls-enabled", &config::TLS_ENABLED, false, F::IMMUTABLE, None],
             ["sharding", &config::SHARDING, false, F::DEFAULT, None],
             ["external-sharding", &config::EXTERNAL_SHARDING, false, F::DEFAULT, None],
             ["log-disable-apply", &config::LOG_DISABLE_APPLY, false, F::HIDDEN, None],

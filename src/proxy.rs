@@ -75,7 +75,7 @@ fn send_batch(conn: &mut Option<(String, Connection)>, leader: &str, batch: Vec<
     if conn.as_ref().is_none_or(|(a, _)| a != leader) {
         let auth = s.auth();
         let auth_ref = auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-        match Connection::connect(
+        match crate::tls::connect(
             leader,
             s.connection_timeout,
             s.proxy_response_timeout,

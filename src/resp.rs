@@ -1,5 +1,5 @@
 //! A small blocking RESP2 client: node-to-node calls, JOIN, the follower
-//! proxy and the tests. No Redis module API in here.
+//! proxy and the tests, over plain TCP or TLS. No Redis module API in here.
 //!
 //! The parser is incremental (a reply may arrive in pieces) and also reads
 //! the simple RESP3 types, mapped to what RESP2 would have sent, so a
@@ -7,8 +7,14 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+
+use openssl::error::ErrorStack;
+use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslContext, SslStream};
+use openssl::x509::X509VerifyResult;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum RespValue {
@@ -26,6 +32,8 @@ pub enum RespError {
     Timeout,
     Closed,
     Auth(String),
+    /// The TLS handshake or a TLS record failed (the reason, one line).
+    Tls(String),
 }
 
 impl fmt::Display for RespError {
@@ -36,6 +44,7 @@ impl fmt::Display for RespError {
             RespError::Timeout => write!(f, "timed out"),
             RespError::Closed => write!(f, "connection closed"),
             RespError::Auth(e) => write!(f, "authentication failed: {e}"),
+            RespError::Tls(e) => write!(f, "TLS: {e}"),
         }
     }
 }
@@ -277,14 +286,216 @@ impl Closer {
     }
 }
 
-/// One TCP connection to a Redis server.
+/// The socket under a connection. Each read and write either waits (up to
+/// the socket's timeouts) or, with `dontwait`, returns WouldBlock at once.
+/// Per call, not per socket: the Raft thread flushes without waiting and
+/// the sender thread then finishes the write waiting, on one socket, also
+/// under TLS (where OpenSSL does the reads and writes through this).
+struct Sock {
+    tcp: TcpStream,
+    dontwait: bool,
+}
+
+impl Sock {
+    fn flags(&self) -> libc::c_int {
+        if self.dontwait {
+            libc::MSG_DONTWAIT
+        } else {
+            0
+        }
+    }
+
+    fn recv_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        loop {
+            // SAFETY: a valid socket; `buf` is writable for its length.
+            let n = unsafe {
+                libc::recv(
+                    self.tcp.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    self.flags(),
+                )
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: initialised bytes are valid `MaybeUninit` bytes, and recv
+        // only writes bytes into them.
+        let buf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        self.recv_uninit(buf)
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: a valid socket and a valid buffer of buf.len() bytes.
+            let n = unsafe {
+                libc::send(
+                    self.tcp.as_raw_fd(),
+                    buf.as_ptr() as *const libc::c_void,
+                    buf.len(),
+                    self.flags() | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A connection's bytes: plain TCP, or TLS over it.
+enum Stream {
+    Plain(Sock),
+    Tls(Box<SslStream<Sock>>),
+}
+
+impl Stream {
+    fn sock_mut(&mut self) -> &mut Sock {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_mut(),
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => &s.tcp,
+            Stream::Tls(s) => &s.get_ref().tcp,
+        }
+    }
+
+    /// Reads into the spare capacity of `buf` (no zeroing: a poll that
+    /// finds a few bytes of `+OK` must stay cheap); 0 is end of stream.
+    fn read_into(&mut self, buf: &mut Vec<u8>, wait: bool) -> io::Result<usize> {
+        buf.reserve(READ_CHUNK);
+        let len = buf.len();
+        let spare = buf.spare_capacity_mut();
+        self.sock_mut().dontwait = !wait;
+        let n = match self {
+            Stream::Plain(s) => s.recv_uninit(spare)?,
+            Stream::Tls(s) => match s.ssl_read_uninit(spare) {
+                Ok(n) => n,
+                Err(e) if e.code() == ErrorCode::ZERO_RETURN => 0,
+                Err(e) => return Err(tls_io_error(e)),
+            },
+        };
+        // SAFETY: recv or SSL_read initialised the first n spare bytes.
+        unsafe { buf.set_len(len + n) };
+        Ok(n)
+    }
+
+    /// Writes some of `out`. Under TLS a write that would block must be
+    /// retried with the same bytes first: callers keep what did not go and
+    /// send it before anything else, as they must anyway.
+    fn write(&mut self, out: &[u8], wait: bool) -> io::Result<usize> {
+        self.sock_mut().dontwait = !wait;
+        match self {
+            Stream::Plain(s) => s.write(out),
+            Stream::Tls(s) => s.ssl_write(out).map_err(tls_io_error),
+        }
+    }
+}
+
+/// An OpenSSL error as an I/O error: a socket that would block (or timed
+/// out) stays WouldBlock; a TLS failure says what TLS reported.
+fn tls_io_error(e: openssl::ssl::Error) -> io::Error {
+    match e.into_io_error() {
+        Ok(io) => io,
+        Err(e) => match e.code() {
+            ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => io::ErrorKind::WouldBlock.into(),
+            _ => io::Error::other(format!(
+                "TLS: {}",
+                e.ssl_error()
+                    .map(tls_reason)
+                    .unwrap_or_else(|| e.to_string())
+            )),
+        },
+    }
+}
+
+/// OpenSSL's reasons on one line, without its file and line noise, plus
+/// what to check when the other node refused this node's certificate.
+pub fn tls_reason(stack: &ErrorStack) -> String {
+    let mut reasons: Vec<&str> = Vec::new();
+    for e in stack.errors() {
+        let r = e.reason().unwrap_or("unknown error");
+        if !reasons.contains(&r) {
+            reasons.push(r);
+        }
+    }
+    if reasons.is_empty() {
+        return "unknown TLS error".into();
+    }
+    let text = reasons.join(": ");
+    let refused = [
+        "alert unknown ca",
+        "alert bad certificate",
+        "certificate required",
+    ];
+    if refused.iter().any(|r| text.contains(r)) {
+        format!("{text} (the node refused this node's certificate: is it signed by a CA in the other nodes' tls-ca-cert-file?)")
+    } else {
+        text
+    }
+}
+
+const CLOSED_AFTER_HANDSHAKE: &str = "the node closed the connection right after the handshake: it most likely refused this node's certificate (is it signed by a CA in the other nodes' tls-ca-cert-file?)";
+
+/// Runs the TLS handshake as a client, verifying the server's chain with
+/// the context's CA (the context decides what is verified).
+fn tls_handshake(ctx: &SslContext, sock: Sock) -> Result<SslStream<Sock>, RespError> {
+    let ssl = Ssl::new(ctx).map_err(|e| RespError::Tls(tls_reason(&e)))?;
+    ssl.connect(sock).map_err(|e| match e {
+        HandshakeError::SetupFailure(e) => RespError::Tls(tls_reason(&e)),
+        HandshakeError::Failure(m) | HandshakeError::WouldBlock(m) => {
+            let v = m.ssl().verify_result();
+            if v != X509VerifyResult::OK {
+                return RespError::Tls(format!(
+                    "the node's certificate is not trusted: {} (is it signed by a CA in this node's tls-ca-cert-file?)",
+                    v.error_string()
+                ));
+            }
+            match m.into_error().into_io_error() {
+                // The handshake timed out, or the socket failed.
+                Ok(io) => RespError::from(io),
+                Err(e) => RespError::Tls(
+                    e.ssl_error()
+                        .map(tls_reason)
+                        .unwrap_or_else(|| e.to_string()),
+                ),
+            }
+        }
+    })
+}
+
+/// One connection to a Redis server, plain or TLS.
 ///
 /// After an error other than [`RespError::Timeout`] on `recv` the stream is
 /// out of step with the server: the connection refuses further use (it
 /// answers [`RespError::Closed`]) and is best dropped. A receive timeout
 /// keeps the bytes read so far, so `recv` may simply be called again.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     /// Start of the first reply not yet returned.
     rpos: usize,
@@ -302,6 +513,18 @@ impl Connection {
         connect_timeout: Duration,
         io_timeout: Duration,
         auth: Option<(&str, &str)>,
+    ) -> Result<Connection, RespError> {
+        Self::connect_with(addr, connect_timeout, io_timeout, auth, None)
+    }
+
+    /// [`Connection::connect`], over TLS with `tls` when given. The
+    /// handshake must finish within `connect_timeout`.
+    pub fn connect_with(
+        addr: &str,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+        auth: Option<(&str, &str)>,
+        tls: Option<&SslContext>,
     ) -> Result<Connection, RespError> {
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
         if addrs.is_empty() {
@@ -324,10 +547,23 @@ impl Connection {
                 Err(e) => last_err = Some(e),
             }
         }
-        let Some(stream) = stream else {
+        let Some(tcp) = stream else {
             return Err(last_err.map(RespError::from).unwrap_or(RespError::Timeout));
         };
-        stream.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
+        let sock = Sock {
+            tcp,
+            dontwait: false,
+        };
+        let stream = match tls {
+            None => Stream::Plain(sock),
+            Some(ctx) => {
+                let t = Some(connect_timeout.max(Duration::from_millis(1)));
+                sock.tcp.set_read_timeout(t)?;
+                sock.tcp.set_write_timeout(t)?;
+                Stream::Tls(Box::new(tls_handshake(ctx, sock)?))
+            }
+        };
         let mut c = Connection {
             stream,
             buf: Vec::new(),
@@ -336,12 +572,33 @@ impl Connection {
             broken: false,
         };
         c.set_io_timeout(io_timeout);
-        if let Some((user, pass)) = auth {
-            let reply = if user.is_empty() {
-                c.call(&[b"AUTH", pass.as_bytes()])?
-            } else {
-                c.call(&[b"AUTH", user.as_bytes(), pass.as_bytes()])?
-            };
+        // With TLS 1.3 a server that refuses this node's certificate says
+        // so only after the client's side of the handshake is done: the
+        // first round trip (AUTH, else a PING whose reply, even -NOAUTH,
+        // does not matter) makes connect fail with that reason, rather
+        // than the first message.
+        let first = match auth {
+            Some(("", pass)) => c.call(&[b"AUTH", pass.as_bytes()]),
+            Some((user, pass)) => c.call(&[b"AUTH", user.as_bytes(), pass.as_bytes()]),
+            None if tls.is_some() => c.call(&[b"PING"]),
+            None => return Ok(c),
+        };
+        let reply = first.map_err(|e| match e {
+            // The refusal's alert and the reset that follows it race: a
+            // reset may be all that arrives.
+            RespError::Closed if tls.is_some() => RespError::Tls(CLOSED_AFTER_HANDSHAKE.into()),
+            RespError::Io(io)
+                if tls.is_some()
+                    && matches!(
+                        io.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                    ) =>
+            {
+                RespError::Tls(CLOSED_AFTER_HANDSHAKE.into())
+            }
+            e => e,
+        })?;
+        if auth.is_some() {
             match reply {
                 RespValue::Simple(s) if s == "OK" => {}
                 RespValue::Error(e) => return Err(RespError::Auth(e)),
@@ -355,13 +612,13 @@ impl Connection {
     /// socket API has no zero timeout, and "forever" is never wanted here).
     pub fn set_io_timeout(&mut self, t: Duration) {
         let t = Some(t.max(Duration::from_millis(1)));
-        let _ = self.stream.set_read_timeout(t);
-        let _ = self.stream.set_write_timeout(t);
+        let _ = self.stream.tcp().set_read_timeout(t);
+        let _ = self.stream.tcp().set_write_timeout(t);
     }
 
     /// A handle that closes this connection from another thread.
     pub fn closer(&self) -> Result<Closer, RespError> {
-        Ok(Closer(self.stream.try_clone()?))
+        Ok(Closer(self.stream.tcp().try_clone()?))
     }
 
     /// Sends one command (one write).
@@ -385,14 +642,20 @@ impl Connection {
             return Err(RespError::Closed);
         }
         // A partial write leaves the server with half a command.
-        self.stream
-            .write_all(out)
-            .map_err(|e| self.poison(RespError::from(e)))
+        let mut done = 0;
+        while done < out.len() {
+            match self.stream.write(&out[done..], true) {
+                Ok(0) => return Err(self.poison(RespError::Closed)),
+                Ok(n) => done += n,
+                Err(e) => return Err(self.poison(RespError::from(e))),
+            }
+        }
+        Ok(())
     }
 
     fn poison(&mut self, e: RespError) -> RespError {
         self.broken = true;
-        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.stream.tcp().shutdown(Shutdown::Both);
         e
     }
 
@@ -426,37 +689,25 @@ impl Connection {
         Ok(v)
     }
 
-    /// Reads more bytes, first dropping the replies already returned.
-    fn fill(&mut self) -> Result<(), RespError> {
+    /// Drops the replies already returned from the buffer.
+    fn compact(&mut self) {
         if self.rpos > 0 {
             self.buf.drain(..self.rpos);
             self.scan.pos -= self.rpos;
             self.rpos = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let r = loop {
-            match self.stream.read(&mut self.buf[len..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => break r,
-            }
-        };
-        match r {
-            Ok(0) => {
-                self.buf.truncate(len);
-                Err(self.poison(RespError::Closed))
-            }
-            Ok(n) => {
-                self.buf.truncate(len + n);
-                Ok(())
-            }
-            Err(e) => {
-                self.buf.truncate(len);
-                match RespError::from(e) {
-                    RespError::Timeout => Err(RespError::Timeout),
-                    e => Err(self.poison(e)),
-                }
-            }
+    }
+
+    /// Reads more bytes, waiting up to the I/O timeout.
+    fn fill(&mut self) -> Result<(), RespError> {
+        self.compact();
+        match self.stream.read_into(&mut self.buf, true) {
+            Ok(0) => Err(self.poison(RespError::Closed)),
+            Ok(_) => Ok(()),
+            Err(e) => match RespError::from(e) {
+                RespError::Timeout => Err(RespError::Timeout),
+                e => Err(self.poison(e)),
+            },
         }
     }
 
@@ -464,31 +715,16 @@ impl Connection {
     /// returns how many bytes went. The caller keeps the rest and must send
     /// it before anything else (the server holds half a command).
     pub fn try_write(&mut self, out: &[u8]) -> Result<usize, RespError> {
-        use std::os::fd::AsRawFd;
         if self.broken {
             return Err(RespError::Closed);
         }
         let mut done = 0;
         while done < out.len() {
-            let rest = &out[done..];
-            // SAFETY: a valid socket and a valid buffer of rest.len() bytes.
-            let n = unsafe {
-                libc::send(
-                    self.stream.as_raw_fd(),
-                    rest.as_ptr() as *const libc::c_void,
-                    rest.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            if n >= 0 {
-                done += n as usize;
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => break,
-                _ => return Err(self.poison(RespError::from(e))),
+            match self.stream.write(&out[done..], false) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(self.poison(RespError::from(e))),
             }
         }
         Ok(done)
@@ -502,7 +738,6 @@ impl Connection {
     /// A reply if one has arrived, without waiting. With `read_socket`
     /// false only what was already read is looked at (no system call).
     pub fn try_recv(&mut self, mut read_socket: bool) -> Result<Option<RespValue>, RespError> {
-        use std::os::fd::AsRawFd;
         if self.broken {
             return Err(RespError::Closed);
         }
@@ -515,38 +750,12 @@ impl Connection {
                 return Ok(None);
             }
             read_socket = false;
-            if self.rpos > 0 {
-                self.buf.drain(..self.rpos);
-                self.scan.pos -= self.rpos;
-                self.rpos = 0;
-            }
-            let len = self.buf.len();
-            // Into spare capacity: zeroing 64 KiB per poll would cost more
-            // than the few bytes of `+OK` it usually finds.
-            self.buf.reserve(READ_CHUNK);
-            let spare = self.buf.spare_capacity_mut();
-            // SAFETY: a valid socket; `spare` is writable for its length.
-            let n = unsafe {
-                libc::recv(
-                    self.stream.as_raw_fd(),
-                    spare.as_mut_ptr() as *mut libc::c_void,
-                    spare.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n > 0 {
-                // SAFETY: recv initialised the first n bytes of the spare capacity.
-                unsafe { self.buf.set_len(len + n as usize) };
-                continue;
-            }
-            if n == 0 {
-                return Err(self.poison(RespError::Closed));
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => read_socket = true,
-                io::ErrorKind::WouldBlock => return Ok(None),
-                _ => return Err(self.poison(RespError::from(e))),
+            self.compact();
+            match self.stream.read_into(&mut self.buf, false) {
+                Ok(0) => return Err(self.poison(RespError::Closed)),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(self.poison(RespError::from(e))),
             }
         }
     }

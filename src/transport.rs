@@ -650,7 +650,7 @@ impl Worker {
         let cfg = self.common.cfg.read().clone();
         let auth = cfg.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
         self.shared.link.lock().state = LinkState::Connecting;
-        match Connection::connect(&addr, cfg.connect_timeout, cfg.io_timeout, auth) {
+        match crate::tls::connect(&addr, cfg.connect_timeout, cfg.io_timeout, auth) {
             Ok(c) => {
                 // Registered before the stop check, so stop() either sees
                 // the closer or this thread sees the stop flag.
@@ -803,7 +803,7 @@ impl Worker {
         let cfg = self.common.cfg.read().clone();
         let addr = self.shared.addr.lock().clone();
         let auth = cfg.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-        let mut cn = Connection::connect(&addr, cfg.connect_timeout, cfg.io_timeout, auth)
+        let mut cn = crate::tls::connect(&addr, cfg.connect_timeout, cfg.io_timeout, auth)
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         let dbid = self.common.dbid.read().clone();
         let from = self.common.local_id.to_string();

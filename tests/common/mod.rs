@@ -58,6 +58,10 @@ pub fn free_port() -> u16 {
 
 pub struct Node {
     pub port: u16,
+    /// A Redis TLS port (`--tls-port`) where the other nodes reach this
+    /// one: its raft.addr and the address others join. The harness itself
+    /// keeps talking plain text to `port`.
+    pub tls_port: Option<u16>,
     pub dir: PathBuf,
     pub extra: Vec<String>,
     /// requirepass of the server, used by the harness's connections.
@@ -73,19 +77,26 @@ pub struct Node {
 impl Node {
     /// Starts a node with its own temporary directory.
     pub fn start(extra: &[&str]) -> Node {
-        Self::start_inner(extra, None)
+        Self::start_inner(extra, None, None)
     }
 
     /// Starts a node whose server requires a password.
     pub fn start_with_auth(extra: &[&str], password: &str) -> Node {
-        Self::start_inner(extra, Some(password.to_string()))
+        Self::start_inner(extra, Some(password.to_string()), None)
     }
 
-    fn start_inner(extra: &[&str], password: Option<String>) -> Node {
+    /// Starts a node that other nodes reach at a TLS port of its own
+    /// (`extra` gives the tls-* settings).
+    pub fn start_tls(extra: &[&str]) -> Node {
+        Self::start_inner(extra, None, Some(free_port()))
+    }
+
+    fn start_inner(extra: &[&str], password: Option<String>, tls_port: Option<u16>) -> Node {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let mut n = Node {
             port: free_port(),
+            tls_port,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             password,
@@ -106,6 +117,7 @@ impl Node {
         let dir = tmp.path().to_path_buf();
         let mut n = Node {
             port: free_port(),
+            tls_port: None,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             password: None,
@@ -122,6 +134,7 @@ impl Node {
     pub fn attach(port: u16) -> Node {
         Node {
             port,
+            tls_port: None,
             dir: std::env::temp_dir(),
             extra: Vec::new(),
             password: None,
@@ -134,6 +147,11 @@ impl Node {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Where the other nodes reach this one: the TLS port if it has one.
+    pub fn node_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.tls_port.unwrap_or(self.port))
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -176,12 +194,15 @@ impl Node {
                 .to_string_lossy()
                 .into(),
             "--raft.addr".into(),
-            self.addr(),
+            self.node_addr(),
             "--raft.log-filename".into(),
             "raftlog.db".into(),
             "--raft.election-timeout".into(),
             "1000".into(),
         ];
+        if let Some(p) = self.tls_port {
+            args.extend(["--tls-port".into(), p.to_string()]);
+        }
         args.extend(extra.iter().cloned());
         Command::new(server_bin())
             .args(&args)
@@ -396,12 +417,17 @@ impl Cluster {
         for _ in 0..n {
             nodes.push(Node::start(extra));
         }
+        Cluster::form(nodes)
+    }
+
+    /// INIT on the first of `nodes` and JOIN of the others to it.
+    pub fn form(nodes: Vec<Node>) -> Cluster {
         let r = nodes[0].cmd(&["RAFT.CLUSTER", "INIT"]);
         assert!(
             matches!(&r, RespValue::Simple(s) if s.starts_with("OK ")),
             "INIT: {r:?}"
         );
-        let first = nodes[0].addr();
+        let first = nodes[0].node_addr();
         for node in nodes.iter().skip(1) {
             let r = node.cmd(&["RAFT.CLUSTER", "JOIN", &first]);
             assert!(ok(&r), "JOIN: {r:?}; log:\n{}", node.log());
