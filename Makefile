@@ -18,12 +18,27 @@ build: setup
 # integration tests against real redis-server processes. Tests that crash a
 # node at a failpoint use the module built with failpoints (target/failpoints,
 # as the Jepsen suite does).
+#
+# Two servers: everything on Debian's redis-server 7.0, then the integration
+# tests (tests/*.rs) and a Jepsen list-append run on Valkey 8.1 (VALKEY_SERVER,
+# fetched by scripts/setup.sh into target/valkey), where the newer module API
+# paths run (RM_RdbLoad, ACL categories). SKIP_VALKEY=1 leaves Valkey out.
 FP_TARGET_DIR ?= target/failpoints
+VALKEY_SERVER ?= $(CURDIR)/target/valkey/bin/valkey-server
+FP_MODULE = $(abspath $(FP_TARGET_DIR))/release/libredisraft.so
 test: build
 	CARGO_TARGET_DIR=$(FP_TARGET_DIR) $(CARGO) build --release -p redisraft --features failpoints
-	REDISRAFT_MODULE=$(CURDIR)/$(MODULE) REDISRAFT_FP_MODULE=$(abspath $(FP_TARGET_DIR))/release/libredisraft.so \
+	@echo "== make test: redis-server ($$(redis-server --version | cut -d' ' -f3))"
+	REDISRAFT_MODULE=$(CURDIR)/$(MODULE) REDISRAFT_FP_MODULE=$(FP_MODULE) \
 		$(CARGO) test --release -- --test-threads=2
 	$(MAKE) jepsen-smoke
+	@if [ "$(SKIP_VALKEY)" != 1 ]; then \
+		echo "== make test: valkey-server ($$($(VALKEY_SERVER) --version | cut -d' ' -f3))" && \
+		REDIS_SERVER=$(VALKEY_SERVER) REDISRAFT_MODULE=$(CURDIR)/$(MODULE) REDISRAFT_FP_MODULE=$(FP_MODULE) \
+			$(CARGO) test --release --test '*' -- --test-threads=2 && \
+		REDIS_SERVER=$(VALKEY_SERVER) MODULE=$(CURDIR)/$(MODULE) SMOKE_ONLY=list-append \
+			scripts/jepsen-smoke.sh; \
+	fi
 
 # Side-by-side benchmark against plain Redis (10-15 min), then what
 # deterministic expiry costs (bench-expiry, ~3 min); bench-quick ~1 min.

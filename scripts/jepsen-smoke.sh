@@ -17,7 +17,9 @@
 # applied index (the digests column of the table).
 # Without network namespaces (not root, no `ip netns`) it runs on
 # local-loopback and leaves partitions out.
-# Env: MODULE (the module .so) [./redisraft.so], TEST_MODULE (the test build,
+# Env: REDIS_SERVER (the server binary, e.g. Valkey's) [redis-server],
+#      SMOKE_ONLY (names of runs to do, no cargo test) [all],
+#      MODULE (the module .so) [./redisraft.so], TEST_MODULE (the test build,
 #      feature failpoints, for step 4: raft.unsafe-local-reads exists only
 #      there) [$MODULE], CARGO_TARGET_DIR [target],
 #      JEPSEN_OUT [target/jepsen], JEPSEN_ENV (local-loopback forces the
@@ -69,19 +71,25 @@ run() { # name args...
     dirs+=("$out")
 }
 
-run list-append-1 --workload list-append --nemesis "$LA_NEMESIS" --time-limit 40 \
+# SMOKE_ONLY="list-append ..." runs only those runs and no cargo test
+# (make test's second server).
+want() { [[ -z ${SMOKE_ONLY:-} || " $SMOKE_ONLY " == *" $1 "* ]]; }
+echo "jepsen-smoke: server ${REDIS_SERVER:-redis-server}"
+want list-append && run list-append-1 --workload list-append --nemesis "$LA_NEMESIS" --time-limit 40 \
     --config "raft.log-max-file-size 200000"
-run register-1 --workload register --nemesis "$REG_NEMESIS" --time-limit 30 \
+want register && run register-1 --workload register --nemesis "$REG_NEMESIS" --time-limit 30 \
     --password smoke-pw
-run ttl-1 --workload ttl --nemesis "$TTL_NEMESIS" --time-limit 30
+want ttl && run ttl-1 --workload ttl --nemesis "$TTL_NEMESIS" --time-limit 30
 
-echo
-echo "== jepsen-smoke: cargo test -p redisraft-jepsen (checkers, unsafe-setting detection, digest check)"
-t0=$(date +%s)
 test_rc=0
-JEPSEN_TEST_ENV=$ENV REDISRAFT_MODULE=$TEST_MODULE CARGO_TARGET_DIR=$TARGET \
-    $CARGO test --release -p redisraft-jepsen -- --nocapture || test_rc=$?
-echo "jepsen-smoke: cargo test exit $test_rc in $(( $(date +%s) - t0 )) s"
+if [[ -z ${SMOKE_ONLY:-} ]]; then
+    echo
+    echo "== jepsen-smoke: cargo test -p redisraft-jepsen (checkers, unsafe-setting detection, digest check)"
+    t0=$(date +%s)
+    JEPSEN_TEST_ENV=$ENV REDISRAFT_MODULE=$TEST_MODULE CARGO_TARGET_DIR=$TARGET \
+        $CARGO test --release -p redisraft-jepsen -- --nocapture || test_rc=$?
+    echo "jepsen-smoke: cargo test exit $test_rc in $(( $(date +%s) - t0 )) s"
+fi
 
 echo
 echo "== jepsen-smoke: done in $(( $(date +%s) - t_all )) s"

@@ -87,7 +87,7 @@ fn compact(n: &Node) {
 /// `redis-check-rdb` accepts the node's snapshot file.
 fn check_rdb(n: &Node) {
     let path = n.dir.join("raft.rdb");
-    let out = Command::new("redis-check-rdb").arg(&path).output().unwrap();
+    let out = Command::new(check_rdb_bin()).arg(&path).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("RDB looks OK"),
@@ -147,6 +147,15 @@ fn a_node_added_after_compaction_catches_up_through_a_snapshot() {
     wait_converged(&c, 30);
     let n4 = &c.nodes[3];
     assert!(num(n4, "snapshots_received") >= 1, "{}", n4.info());
+    // Loaded through the server's own path: RM_RdbLoad on Redis 7.2+ and
+    // Valkey, DEBUG RELOAD NOSAVE on 7.0.
+    assert!(num(n4, "snapshots_loaded") >= 1, "{}", n4.info());
+    let want = if is_valkey() {
+        "rdbload"
+    } else {
+        "debug-reload"
+    };
+    assert_eq!(n4.info_field("snapshot_load_api"), want);
     assert_eq!(dbsize(n4), 2000);
     assert_eq!(n4.info_field("state"), "up");
     // The installed snapshot is the new node's own, and valid.

