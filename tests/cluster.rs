@@ -407,6 +407,9 @@ fn transfer_leader_and_timeout_now_move_leadership() {
     wait_for(20, "transfer", || {
         (c.nodes[target].info_field("role") == "leader").then_some(())
     });
+    // Every node knows the new leader (the old one may not have heard from
+    // it yet: it would answer CLUSTERDOWN, not MOVED).
+    assert_eq!(c.wait_leader(), target);
     // A follower asked for a transfer is redirected.
     let r = c.nodes[l].cmd(&["RAFT.TRANSFER_LEADER"]);
     assert!(
