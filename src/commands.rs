@@ -88,6 +88,14 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         classify(&refs)
     };
     let me = ffi::client_id(ctx.ctx);
+    if class == Class::Unknown {
+        if crate::txn::in_multi(me) {
+            crate::txn::mark_failed(me);
+        }
+        return Err(RedisError::String(crate::intercept::unknown_command_error(
+            &argv,
+        )));
+    }
     if class != Class::PassThrough {
         // As Redis does before it runs a command: the arity, then the
         // client's rights for the command it sent (RAFT grants nothing).
@@ -132,7 +140,7 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         };
     }
     match class {
-        Class::Txn => unreachable!("handled above"),
+        Class::Txn | Class::Unknown => unreachable!("handled above"),
         Class::Refuse(why) => Err(err(Error::Unsupported(why))),
         Class::PassThrough => Err(err(Error::Unsupported(format!(
             "'{}' is not a data command: run it without RAFT",

@@ -25,6 +25,27 @@ pub enum Class {
     Txn,
     /// Cannot be made consistent (yet): refused with this reason.
     Refuse(String),
+    /// Not a command this server knows: Redis's own error.
+    Unknown,
+}
+
+/// Redis's error for an unknown command (7.0 and later alike).
+pub fn unknown_command_error(argv: &[Vec<u8>]) -> String {
+    let mut args = String::new();
+    for a in argv.iter().skip(1) {
+        if args.len() >= 128 {
+            break;
+        }
+        let room = 128 - args.len();
+        let a = String::from_utf8_lossy(a);
+        let a: String = a.chars().take(room).collect();
+        args.push_str(&format!("'{a}' "));
+    }
+    let name: String = String::from_utf8_lossy(&argv[0])
+        .chars()
+        .take(128)
+        .collect();
+    format!("ERR unknown command '{name}', with args beginning with: {args}")
 }
 
 #[derive(Clone, Debug, Default)]
@@ -33,6 +54,9 @@ struct CommandInfo {
     arity: i64,
     flags: Vec<String>,
     tips: Vec<String>,
+    /// A key spec says the command writes a key (RW, OW or RM), whatever
+    /// its flags: PFCOUNT is `readonly` yet rewrites its key's cache.
+    writes_keys: bool,
     /// Container commands (CONFIG, OBJECT, ...): subcommand -> info.
     subcommands: HashMap<Vec<u8>, CommandInfo>,
 }
@@ -60,6 +84,25 @@ fn texts(v: Option<&RedisValue>) -> Vec<String> {
     }
 }
 
+/// Whether any key spec (COMMAND's 9th field: maps as flat arrays) has
+/// a flag that writes the key.
+fn key_specs_write(v: Option<&RedisValue>) -> bool {
+    let Some(RedisValue::Array(specs)) = v else {
+        return false;
+    };
+    specs.iter().any(|spec| {
+        let RedisValue::Array(kv) = spec else {
+            return false;
+        };
+        kv.chunks(2).any(|pair| {
+            pair.first().and_then(text).as_deref() == Some("flags")
+                && texts(pair.get(1))
+                    .iter()
+                    .any(|f| matches!(f.as_str(), "rw" | "ow" | "rm"))
+        })
+    })
+}
+
 fn parse_command(v: &RedisValue) -> Option<(Vec<u8>, CommandInfo)> {
     let RedisValue::Array(f) = v else { return None };
     let name = text(f.first()?)?.to_ascii_lowercase();
@@ -70,6 +113,7 @@ fn parse_command(v: &RedisValue) -> Option<(Vec<u8>, CommandInfo)> {
         },
         flags: texts(f.get(2)),
         tips: texts(f.get(7)),
+        writes_keys: key_specs_write(f.get(8)),
         subcommands: HashMap::new(),
     };
     if let Some(RedisValue::Array(subs)) = f.get(9) {
@@ -186,7 +230,13 @@ pub fn classify(argv: &[&[u8]]) -> Class {
     }
     let table = TABLE.read();
     let Some(info) = table.as_ref().and_then(|t| t.get(&name)) else {
-        return Class::PassThrough;
+        // Through RAFT, which answers Redis's own error: inside MULTI it
+        // must fail the transaction, as in Redis.
+        return if table.is_some() {
+            Class::Unknown
+        } else {
+            Class::PassThrough
+        };
     };
     let info = match argv.get(1).map(|s| lower(s)) {
         Some(sub) if !info.subcommands.is_empty() => match info.subcommands.get(&sub) {
@@ -220,6 +270,11 @@ pub fn classify(argv: &[&[u8]]) -> Class {
         return Class::Write;
     }
     if has("readonly") {
+        if info.writes_keys {
+            // It changes its key's bytes (PFCOUNT's cache): every node
+            // must do it alike, so through the log.
+            return Class::Write;
+        }
         return Class::Read;
     }
     Class::PassThrough
@@ -368,6 +423,19 @@ fn script_call_for(argv: &[&[u8]]) -> Option<&'static [u8]> {
     }
 }
 
+extern "C" fn rebuild_table(_: *mut std::ffi::c_void) {
+    crate::guard::catch(
+        "the command table rebuild",
+        || {
+            let ctx = redis_module::Context::new(crate::apply::call_ctx());
+            if let Err(e) = build_table(&ctx) {
+                crate::logging::warning(&format!("command table rebuild failed: {e}"));
+            }
+        },
+        |_| (),
+    )
+}
+
 /// The command filter: rewrites `CMD args...` to `RAFT CMD args...` for
 /// every command that is not passed through. Runs for every command, so it
 /// only reads the table.
@@ -388,6 +456,12 @@ fn filter_command(fctx: *mut redis_module::raw::RedisModuleCommandFilterCtx) {
     }
     let first = ffi::filter_arg(fctx, 0);
     if first.len() >= 4 && first[..4].eq_ignore_ascii_case(b"raft") {
+        return;
+    }
+    if first.eq_ignore_ascii_case(b"module") && !ffi::in_own_call() {
+        // MODULE LOAD may add commands: the table learns them once it ran
+        // (until then they would be answered as unknown commands).
+        ffi::run_on_main_thread(rebuild_table, std::ptr::null_mut());
         return;
     }
     if first.eq_ignore_ascii_case(b"acl") && !ffi::in_own_call() {
@@ -423,6 +497,7 @@ mod tests {
     fn info(flags: &[&str], tips: &[&str]) -> CommandInfo {
         CommandInfo {
             arity: -1,
+            writes_keys: false,
             flags: flags.iter().map(|s| s.to_string()).collect(),
             tips: tips.iter().map(|s| s.to_string()).collect(),
             subcommands: HashMap::new(),

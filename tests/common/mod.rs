@@ -541,3 +541,71 @@ fn wait_for_quiet<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A plain redis-server without the module: what the cluster must match.
+pub struct PlainRedis {
+    pub port: u16,
+    _child: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl PlainRedis {
+    pub fn start() -> PlainRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(server_bin())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let p = PlainRedis {
+            port,
+            _child: ChildGuard(child),
+            _dir: dir,
+        };
+        wait_for(20, "plain redis-server", || {
+            p.conn(None)
+                .ok()
+                .and_then(|mut c| c.call(&[b"PING"]).ok())
+                .map(|_| ())
+        });
+        p
+    }
+
+    pub fn conn(
+        &self,
+        auth: Option<(&str, &str)>,
+    ) -> Result<Connection, redisraft::resp::RespError> {
+        connect(&format!("127.0.0.1:{}", self.port), auth)
+    }
+}
+
+pub fn connect(
+    addr: &str,
+    auth: Option<(&str, &str)>,
+) -> Result<Connection, redisraft::resp::RespError> {
+    Connection::connect(addr, Duration::from_secs(2), Duration::from_secs(30), auth)
+}
+
+pub fn call(c: &mut Connection, args: &[&str]) -> RespValue {
+    let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+    c.call(&a).expect("command")
+}
+
+/// A reply as one line, for comparing and printing.
+pub fn show(v: &RespValue) -> String {
+    match v {
+        RespValue::Simple(s) => s.clone(),
+        RespValue::Error(e) => format!("-{e}"),
+        RespValue::Integer(n) => format!("(integer) {n}"),
+        RespValue::Bulk(None) | RespValue::Array(None) => "(nil)".into(),
+        RespValue::Bulk(Some(b)) => format!("\"{}\"", String::from_utf8_lossy(b)),
+        RespValue::Array(Some(a)) => {
+            format!("[{}]", a.iter().map(show).collect::<Vec<_>>().join(", "))
+        }
+    }
+}
