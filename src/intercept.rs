@@ -531,7 +531,7 @@ mod tests {
         assert_eq!(classify(&[b"PING"]), Class::PassThrough);
         assert_eq!(classify(&[b"CONFIG", b"SET"]), Class::PassThrough);
         assert_eq!(classify(&[b"raft.info"]), Class::PassThrough);
-        assert_eq!(classify(&[b"nosuchcommand"]), Class::PassThrough);
+        assert_eq!(classify(&[b"nosuchcommand"]), Class::Unknown);
         assert_eq!(classify(&[b"SPOP", b"k"]), Class::Write);
         for refused in [
             &[b"MIGRATE".as_slice(), b"h"][..],
