@@ -519,6 +519,7 @@ mod tests {
             info(&["write"], &["nondeterministic_output"]),
         );
         t.insert(b"ping".to_vec(), info(&["fast"], &[]));
+        t.insert(b"select".to_vec(), info(&["loading", "fast"], &[]));
         let mut config = info(&[], &[]);
         config
             .subcommands
