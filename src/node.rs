@@ -220,6 +220,11 @@ const LEASE_SHARE: f64 = 0.8;
 /// CONFIG SET). Test: a_read_lease_never_outlasts_the_followers_refusal_to_vote.
 pub const LEASE_MIN_ELECTION_TICKS: usize = 5;
 
+/// In the refusal of an ADD that no retry can change (the id or address
+/// belongs to a member, or the id was removed): JOIN answers it at once.
+pub const REMOVE_FIRST: &str = "remove it first";
+pub const ID_NOT_REUSABLE: &str = "cannot be reused";
+
 /// A client waits at most this many election timeouts for its write.
 const PROPOSAL_TIMEOUT_ELECTIONS: usize = 10;
 
@@ -932,7 +937,7 @@ impl<C: Client> RaftNode<C> {
         }
         if m.removed.contains(&id) {
             return Some(Error::Other(format!(
-                "node id {id} was removed from the cluster and cannot be reused; give the new node another id (raft.id, or 0 for a random one)"
+                "node id {id} was removed from the cluster and {ID_NOT_REUSABLE}; give the new node another id (raft.id, or 0 for a random one)"
             )));
         }
         if member(&id) {
@@ -941,7 +946,7 @@ impl<C: Client> RaftNode<C> {
                 .get(&id)
                 .map_or(String::new(), |a| format!(" at {a}"));
             return Some(Error::Other(format!(
-                "node id {id} already exists (a member{at}); if that node's data was wiped, remove it first (RAFT.NODE REMOVE {id}) and join it with a new id"
+                "node id {id} already exists (a member{at}); if that node's data was wiped, {REMOVE_FIRST} (RAFT.NODE REMOVE {id}) and join it with a new id"
             )));
         }
         if self.raw.raft.has_pending_conf() {
@@ -957,7 +962,7 @@ impl<C: Client> RaftNode<C> {
         let other = holder?;
         if !cs.learners.contains(&other) {
             return Some(Error::Other(format!(
-                "address {addr} already belongs to node {other}; if that node's data was wiped, remove it first (RAFT.NODE REMOVE {other}) and join again"
+                "address {addr} already belongs to node {other}; if that node's data was wiped, {REMOVE_FIRST} (RAFT.NODE REMOVE {other}) and join again"
             )));
         }
         // A learner at that address that no longer answers is an earlier
