@@ -556,7 +556,15 @@ pub fn peer_messages(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         ));
     }
     let from = parse_u64(&args[2], "sender id")?;
-    let me = n.status.read().node_id;
+    let (me, sender_removed) = {
+        let st = n.status.read();
+        (st.node_id, st.membership.removed.contains(&from))
+    };
+    if sender_removed {
+        // Its transport recognises this: a node removed while it was down
+        // learns it when it comes back, and stops.
+        return Err(RedisError::String(crate::transport::removed_reply(from)));
+    }
     let mut msgs = Vec::with_capacity(args.len() - 3);
     for a in &args[3..] {
         let m = Message::parse_from_bytes(a.as_slice())

@@ -348,6 +348,10 @@ fn run(
             for (id, delivered) in net.transport.take_snapshot_reports() {
                 node.report_snapshot(id, delivered);
             }
+            if net.transport.take_told_removed() {
+                // Removed while it was down: it never saw the entry.
+                node.handle(Request::Removed, &net);
+            }
             // Compaction: a snapshot once the log outgrows log-max-file-size.
             let max = crate::config::get(&crate::config::LOG_MAX_FILE_SIZE).max(0) as u64;
             let wanted = node.store().take_snapshot_wanted();
