@@ -175,6 +175,8 @@ impl crate::node::Network for Net {
                 }
                 std::thread::sleep(s.reconnect_interval.max(Duration::from_millis(100)));
             }
+            // It is down: its messages are answered "removed" when it is back.
+            info!(logger, "could not tell the removed node; it learns when it comes back"; "id" => id);
         });
     }
 }
