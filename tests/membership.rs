@@ -322,3 +322,91 @@ fn a_second_join_while_one_is_in_progress_is_refused() {
         "{r:?}"
     );
 }
+
+/// Three consecutive free loopback ports.
+fn free_port_triple() -> u16 {
+    loop {
+        let p = free_port();
+        if (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            return p;
+        }
+    }
+}
+
+/// A cluster run by `scripts/cluster.sh`, stopped at the end or on a panic.
+struct ScriptCluster {
+    data: tempfile::TempDir,
+    base: u16,
+}
+
+impl ScriptCluster {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster.sh"),
+        )
+        .args(args)
+        .env("NODES", "3")
+        .env("BASE_PORT", self.base.to_string())
+        .env("DATA_DIR", self.data.path())
+        .env("MODULE", module_path())
+        .output()
+        .expect("run scripts/cluster.sh")
+    }
+
+    fn node(&self, n: u16) -> Node {
+        Node::attach(self.base + n - 1)
+    }
+}
+
+impl Drop for ScriptCluster {
+    fn drop(&mut self) {
+        let _ = self.run(&["stop"]);
+    }
+}
+
+/// Issue 16 item 3: cluster.sh gives every node a fixed raft.id, and a
+/// removed id cannot come back, so `replacenode N` runs the documented
+/// procedure (RAFT.NODE REMOVE, wipe, start under a new id, JOIN).
+#[test]
+fn cluster_sh_replacenode_replaces_a_dead_node_under_a_new_id() {
+    let sc = ScriptCluster {
+        data: tempfile::tempdir().unwrap(),
+        base: free_port_triple(),
+    };
+    let out = sc.run(&["start"]);
+    assert!(out.status.success(), "start: {out:?}");
+    assert!(ok(&sc.node(1).cmd(&["SET", "k", "v"])));
+    let out = sc.run(&["killnode", "2"]);
+    assert!(out.status.success(), "killnode: {out:?}");
+    let out = sc.run(&["replacenode", "2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "replacenode: {out:?}");
+    assert!(stdout.contains("node 2 (id 4): OK"), "{stdout}");
+    let n2 = sc.node(2);
+    assert_eq!(n2.info_field("node_id"), "4");
+    wait_for(30, "node 2 to have applied k", || {
+        (bulk(&n2.cmd(&["RAFT.DEBUG", "EXEC", "GET", "k"])).as_deref() == Some("v")).then_some(())
+    });
+    let expected: BTreeSet<u64> = [1, 3, 4].into();
+    for n in [1, 2, 3] {
+        let node = sc.node(n);
+        wait_for(30, "every node to list ids 1, 3 and 4", || {
+            (member_ids(&node) == expected).then_some(())
+        });
+    }
+    // Tolerates a failure again; restarts keep the new id.
+    let out = sc.run(&["killnode", "1"]);
+    assert!(out.status.success(), "killnode 1: {out:?}");
+    let r = wait_for(30, "a write after node 1 died", || {
+        [2, 3]
+            .into_iter()
+            .map(|n| sc.node(n).cmd(&["SET", "after", "1"]))
+            .find(ok)
+    });
+    assert!(ok(&r));
+    let out = sc.run(&["stop"]);
+    assert!(out.status.success(), "stop: {out:?}");
+    let out = sc.run(&["start"]);
+    assert!(out.status.success(), "start again: {out:?}");
+    assert_eq!(sc.node(2).info_field("node_id"), "4");
+}
