@@ -245,7 +245,7 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
                 && (e.contains(crate::node::REMOVE_FIRST)
                     || e.contains(crate::node::ID_NOT_REUSABLE)) =>
         {
-            Attempt::Refused(e)
+            Attempt::Refused(e.trim_start_matches("ERR ").to_string())
         }
         Ok(RespValue::Error(e)) if e.starts_with("TIMEOUT") => Attempt::Unknown(e),
         Ok(RespValue::Error(e)) => Attempt::Failed(e),
