@@ -627,7 +627,11 @@ impl<C: Client> RaftNode<C> {
                     self.settle_log_if_sole_voter();
                 }
                 for m in msgs {
-                    self.last_heard.insert(m.from, self.ticks);
+                    // Members only: the sender id of a peer command is
+                    // anyone's to choose.
+                    if self.membership.addrs.contains_key(&m.from) {
+                        self.last_heard.insert(m.from, self.ticks);
+                    }
                     if just_started
                         && matches!(
                             m.get_msg_type(),
