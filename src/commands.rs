@@ -556,15 +556,7 @@ pub fn peer_messages(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         ));
     }
     let from = parse_u64(&args[2], "sender id")?;
-    let (me, sender_removed) = {
-        let st = n.status.read();
-        (st.node_id, st.membership.removed.contains(&from))
-    };
-    if sender_removed {
-        // Its transport recognises this: a node removed while it was down
-        // learns it when it comes back, and stops.
-        return Err(RedisError::String(crate::transport::removed_reply(from)));
-    }
+    let me = n.status.read().node_id;
     let mut msgs = Vec::with_capacity(args.len() - 3);
     for a in &args[3..] {
         let m = Message::parse_from_bytes(a.as_slice())
@@ -585,6 +577,10 @@ pub fn peer_messages(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
         msgs.push(m);
     }
+    // Its transport recognises the "removed" answer.
+    let Some(msgs) = crate::node::admit_from(&n.status.read().membership, from, msgs) else {
+        return Err(RedisError::String(crate::transport::removed_reply(from)));
+    };
     n.send(Request::Messages(msgs));
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

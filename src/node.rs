@@ -225,6 +225,25 @@ pub const LEASE_MIN_ELECTION_TICKS: usize = 5;
 pub const REMOVE_FIRST: &str = "remove it first";
 pub const ID_NOT_REUSABLE: &str = "cannot be reused";
 
+/// The messages from `from` that a member steps, as the peer commands get
+/// them. From a removed node, only a removed leader's request to take over
+/// (MsgTimeoutNow) is; None when nothing is left: the sender is then told
+/// it was removed (`transport::removed_reply`), which is how a node
+/// removed while it was down learns it when it comes back.
+pub fn admit_from(
+    membership: &Membership,
+    from: u64,
+    mut msgs: Vec<Message>,
+) -> Option<Vec<Message>> {
+    if membership.removed.contains(&from) {
+        msgs.retain(|m| m.get_msg_type() == MessageType::MsgTimeoutNow);
+        if msgs.is_empty() {
+            return None;
+        }
+    }
+    Some(msgs)
+}
+
 /// A client waits at most this many election timeouts for its write.
 const PROPOSAL_TIMEOUT_ELECTIONS: usize = 10;
 

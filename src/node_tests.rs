@@ -328,12 +328,23 @@ impl Cluster {
             if inflight.is_empty() && !wrote {
                 return;
             }
+            // As the peer commands and the transport do it.
+            let mut told_removed = Vec::new();
             for m in inflight {
                 if self.cut.contains(&(m.from, m.to)) {
                     continue;
                 }
+                let from = m.from;
                 if let Some(t) = self.nodes.get_mut(&m.to) {
-                    t.node.handle(Request::Messages(vec![m]), &t.net);
+                    match admit_from(&t.node.membership, from, vec![m]) {
+                        Some(msgs) => t.node.handle(Request::Messages(msgs), &t.net),
+                        None => told_removed.push(from),
+                    }
+                }
+            }
+            for id in told_removed {
+                if let Some(s) = self.nodes.get_mut(&id) {
+                    s.node.handle(Request::Removed, &s.net);
                 }
             }
         }
@@ -1522,4 +1533,35 @@ fn a_learner_that_no_longer_answers_is_replaced_by_an_add_at_its_address() {
     c.tick(5);
     let cs = &c.nodes[&l].node.membership.conf_state;
     assert!(cs.voters.contains(&5), "{cs:?}");
+}
+
+/// Finding 8 (issue 11): a node removed while it was cut off (down) never
+/// saw the entry, and when it came back it campaigned forever and served
+/// as before. The members answer its messages "removed" (`admit_from`),
+/// and it stops: it neither serves, nor votes, nor campaigns, and says so
+/// in its log record; the others' term does not move.
+#[test]
+fn a_node_removed_while_cut_off_learns_it_when_it_is_back() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let f = (1..=3).find(|i| *i != l).unwrap();
+    c.isolate(f);
+    let rx = remove_node(&mut c, l, f);
+    c.pump();
+    c.tick(2);
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    // It never hears of it (the leader's notice is lost).
+    assert!(!c.nodes[&f].node.is_removed());
+    let term = c.nodes[&l].node.raw().raft.term;
+    c.heal();
+    c.tick(30);
+    assert!(c.nodes[&f].node.is_removed(), "it learned it was removed");
+    assert!(c.nodes[&f].node.store().meta().removed);
+    let rx = c.write(f, "k", "v");
+    assert_eq!(rx.try_recv().unwrap(), Err(Error::Removed));
+    assert_eq!(c.nodes[&l].node.raw().raft.term, term);
+    assert!(c.nodes[&l].node.is_leader());
+    let w = c.write(l, "k", "v");
+    c.pump();
+    assert!(w.try_recv().unwrap().is_ok());
 }
