@@ -194,14 +194,26 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
             Err(e) => return Attempt::Failed(format!("cannot connect: {e}")),
         };
     // Learn the cluster's dbid first, so this node accepts its messages.
-    let dbid = match conn.call(&[b"RAFT.INFO".as_slice()]) {
+    let (dbid, members) = match conn.call(&[b"RAFT.INFO".as_slice()]) {
         Ok(RespValue::Bulk(Some(info))) => match info_field(&info, "dbid") {
-            Some(d) if !d.is_empty() => d,
+            Some(d) if !d.is_empty() => (d, known_members(&info, addr)),
             _ => return Attempt::Failed("that node is not part of a cluster".into()),
         },
         Ok(other) => return Attempt::Failed(format!("unexpected RAFT.INFO reply: {other:?}")),
         Err(e) => return Attempt::Failed(format!("RAFT.INFO failed: {e}")),
     };
+    // Our id is a member's, and not because of an earlier JOIN of ours: a
+    // server that lost its data under a fixed raft.id. It must not start a
+    // node under that id: the leader still counts it as that member, and
+    // an empty log that votes can undo committed entries.
+    if !resuming && !is_member(id) {
+        if let Some((_, at)) = members.iter().find(|(m, _)| *m == id) {
+            return Attempt::Refused(format!(
+                "node id {id} already exists (a member at {at}); if that node's data was wiped, {} (RAFT.NODE REMOVE {id}) and join it with a new id",
+                crate::node::REMOVE_FIRST
+            ));
+        }
+    }
     if let Err(e) = ensure_node(id, &dbid) {
         return Attempt::Failed(e);
     }

@@ -121,10 +121,18 @@ fn a_wiped_node_is_told_to_remove_its_old_id_then_replaces_it_under_a_new_id() {
         .extend(["--raft.join-timeout".to_string(), "600000".to_string()]);
     c.nodes[f].launch();
     let leader_addr = c.nodes[l].addr();
+    let started = |n: &Node| n.log().matches("Raft thread started").count();
+    let before = started(&c.nodes[f]);
     let r = c.nodes[f].cmd(&["RAFT.CLUSTER", "JOIN", &leader_addr]);
     let e = err_text(&r).unwrap_or_else(|| panic!("JOIN: {r:?}"));
     assert!(e.contains(&format!("RAFT.NODE REMOVE {old}")), "{e}");
     assert_eq!(c.nodes[f].info_field("state"), "uninitialized");
+    // It never ran as the member it no longer is (an empty log that votes).
+    assert_eq!(
+        started(&c.nodes[f]),
+        before,
+        "a Raft node ran under id {old}"
+    );
 
     assert!(ok(&c.nodes[l].cmd(&[
         "RAFT.NODE",
