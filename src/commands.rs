@@ -387,11 +387,23 @@ pub fn cluster(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let sub = args[1].to_string_lossy().to_ascii_uppercase();
+    if crate::join::in_progress() {
+        return Err(RedisError::Str(
+            "ERR a RAFT.CLUSTER JOIN is already in progress on this node; wait for its answer",
+        ));
+    }
     if let Some(n) = driver::node() {
+        let st = n.status();
+        if st.removed || n.store.meta().removed {
+            // Its log says it was removed, and its id cannot be reused.
+            return Err(RedisError::String(format!(
+                "ERR this node was removed from the cluster; to join again, stop it, delete its Raft log '{}' and RDB file, and start it with a new id (raft.id 0, or one never used in this cluster)",
+                config::LOG_FILENAME.get()
+            )));
+        }
         // A JOIN that was cut short (the node was killed before the leader
         // added it) leaves a node in no configuration: JOIN resumes it.
-        let st = n.status();
-        let never_joined = st.membership.index == 0 && !st.removed && !n.store.meta().removed;
+        let never_joined = st.membership.index == 0;
         if !(sub == "JOIN" && never_joined) {
             return Err(RedisError::Str("ERR Already cluster member"));
         }
@@ -673,6 +685,10 @@ pub fn peer_messages(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
         msgs.push(m);
     }
+    // Its transport recognises the "removed" answer.
+    let Some(msgs) = crate::node::admit_from(&n.status.read().membership, from, msgs) else {
+        return Err(RedisError::String(crate::transport::removed_reply(from)));
+    };
     n.send(Request::Messages(msgs));
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

@@ -175,6 +175,8 @@ impl crate::node::Network for Net {
                 }
                 std::thread::sleep(s.reconnect_interval.max(Duration::from_millis(100)));
             }
+            // It is down: its messages are answered "removed" when it is back.
+            info!(logger, "could not tell the removed node; it learns when it comes back"; "id" => id);
         });
     }
 }
@@ -347,6 +349,10 @@ fn run(
             }
             for (id, delivered) in net.transport.take_snapshot_reports() {
                 node.report_snapshot(id, delivered);
+            }
+            if net.transport.take_told_removed() {
+                // Removed while it was down: it never saw the entry.
+                node.handle(Request::Removed, &net);
             }
             // Compaction: a snapshot once the log outgrows log-max-file-size.
             let max = crate::config::get(&crate::config::LOG_MAX_FILE_SIZE).max(0) as u64;

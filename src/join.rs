@@ -3,6 +3,7 @@
 //! (RAFT.NODE ADD), and answers the client once this node is a voter, or
 //! with a clear error when join-timeout runs out.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::config::{self, Settings};
@@ -13,13 +14,36 @@ use crate::node::{Client, Reply, Request};
 use crate::resp::{Connection, RespValue};
 use crate::storage::{LogWrite, NodeMeta};
 
+/// A JOIN is running on this server. Two at once could pick two random
+/// ids for one address, and one of them, giving up, would wipe the log
+/// the other's node was added with.
+static JOINING: AtomicBool = AtomicBool::new(false);
+
+/// Cleared when the join thread ends, however it ends.
+struct Joining;
+
+impl Drop for Joining {
+    fn drop(&mut self) {
+        JOINING.store(false, Ordering::Release);
+    }
+}
+
+pub fn in_progress() -> bool {
+    JOINING.load(Ordering::Acquire)
+}
+
+/// Starts a JOIN. On the main thread, after `commands::cluster` found
+/// none in progress (only the main thread starts one).
 pub fn start(targets: Vec<String>, my_addr: String, client: RedisClient) {
+    JOINING.store(true, Ordering::Release);
+    let joining = Joining;
     // On the main thread: a failed spawn must not panic (it would abort
     // redis-server). The client, dropped with the closure, is then told the
     // request was abandoned.
     if let Err(e) = std::thread::Builder::new()
         .name("raft-join".into())
         .spawn(move || {
+            let _joining = joining;
             if let Err(e) = join(&targets, &my_addr, client) {
                 crate::logging::warning(&format!("join failed: {e}"));
             }
@@ -33,7 +57,8 @@ enum Attempt {
     Added,
     Moved(String),
     Failed(String),
-    /// This node cannot join that cluster as configured: no retry.
+    /// Refused for a reason no retry changes (`node::REMOVE_FIRST`,
+    /// `node::ID_NOT_REUSABLE`): JOIN answers at once.
     Refused(String),
     /// RAFT.NODE ADD was sent but got no answer (or -TIMEOUT): it may
     /// still commit.
@@ -94,6 +119,7 @@ fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), St
     let mut last_error = String::from("no address answered");
     // An ADD of ours whose outcome is unknown: this node may be a member.
     let mut maybe_added = false;
+    let mut refused = false;
     let mut i = 0;
     while Instant::now() < deadline {
         let addr = queue[i % queue.len()].clone();
@@ -119,8 +145,9 @@ fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), St
             }
             Attempt::Failed(e) => last_error = format!("{addr}: {e}"),
             Attempt::Refused(e) => {
-                client.reply(Reply::Error(Error::Other(e.clone())));
-                return Err(e);
+                last_error = format!("{addr}: {e}");
+                refused = true;
+                break;
             }
             Attempt::Unknown(e) => {
                 maybe_added = true;
@@ -149,7 +176,11 @@ fn join(targets: &[String], my_addr: &str, client: RedisClient) -> Result<(), St
             let _ = std::fs::remove_dir_all(config::LOG_FILENAME.get());
         }
     }
-    let msg = format!("failed to join the cluster within join-timeout: {last_error}");
+    let msg = if refused {
+        format!("cannot join: {last_error}")
+    } else {
+        format!("failed to join the cluster within join-timeout: {last_error}")
+    };
     client.reply(Reply::Error(Error::Other(msg.clone())));
     Err(msg)
 }
@@ -163,9 +194,9 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
             Err(e) => return Attempt::Failed(format!("cannot connect: {e}")),
         };
     // Learn the cluster's dbid first, so this node accepts its messages.
-    let dbid = match conn.call(&[b"RAFT.INFO".as_slice()]) {
+    let (dbid, members) = match conn.call(&[b"RAFT.INFO".as_slice()]) {
         Ok(RespValue::Bulk(Some(info))) => match info_field(&info, "dbid") {
-            Some(d) if !d.is_empty() => d,
+            Some(d) if !d.is_empty() => (d, known_members(&info, addr)),
             _ => return Attempt::Failed("that node is not part of a cluster".into()),
         },
         Ok(other) => return Attempt::Failed(format!("unexpected RAFT.INFO reply: {other:?}")),
@@ -173,6 +204,18 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
     };
     if let Some(e) = read_mode_mismatch(&mut conn) {
         return Attempt::Refused(e);
+    }
+    // Our id is a member's, and not because of an earlier JOIN of ours: a
+    // server that lost its data under a fixed raft.id. It must not start a
+    // node under that id: the leader still counts it as that member, and
+    // an empty log that votes can undo committed entries.
+    if !resuming && !is_member(id) {
+        if let Some((_, at)) = members.iter().find(|(m, _)| *m == id) {
+            return Attempt::Refused(format!(
+                "node id {id} already exists (a member at {at}); if that node's data was wiped, {} (RAFT.NODE REMOVE {id}) and join it with a new id",
+                crate::node::REMOVE_FIRST
+            ));
+        }
     }
     if let Err(e) = ensure_node(id, &dbid) {
         return Attempt::Failed(e);
@@ -211,6 +254,13 @@ fn attempt(addr: &str, id: u64, my_addr: &str, s: &Settings, resuming: bool) -> 
         // this node was killed after it, before hearing of it).
         Ok(RespValue::Error(e)) if e.contains("already exists") && (is_member(id) || resuming) => {
             Attempt::Added
+        }
+        Ok(RespValue::Error(e))
+            if e.starts_with("ERR")
+                && (e.contains(crate::node::REMOVE_FIRST)
+                    || e.contains(crate::node::ID_NOT_REUSABLE)) =>
+        {
+            Attempt::Refused(e.trim_start_matches("ERR ").to_string())
         }
         Ok(RespValue::Error(e)) if e.starts_with("TIMEOUT") => Attempt::Unknown(e),
         Ok(RespValue::Error(e)) => Attempt::Failed(e),

@@ -182,7 +182,8 @@ pub enum Request<C> {
     },
     /// A snapshot was taken and is durable: compact the log up to it.
     SnapshotTaken {
-        snapshot: TakenSnapshot,
+        // Boxed: a membership is large beside the other requests.
+        snapshot: Box<TakenSnapshot>,
         clients: Vec<C>,
     },
     /// The log writer made this Ready (and all before it) durable.
@@ -224,6 +225,30 @@ const LEASE_SHARE: f64 = 0.8;
 /// ticks takes no lease (config.rs refuses the setting at load and at
 /// CONFIG SET). Test: a_read_lease_never_outlasts_the_followers_refusal_to_vote.
 pub const LEASE_MIN_ELECTION_TICKS: usize = 5;
+
+/// In the refusal of an ADD that no retry can change (the id or address
+/// belongs to a member, or the id was removed): JOIN answers it at once.
+pub const REMOVE_FIRST: &str = "remove it first";
+pub const ID_NOT_REUSABLE: &str = "cannot be reused";
+
+/// The messages from `from` that a member steps, as the peer commands get
+/// them. From a removed node, only a removed leader's request to take over
+/// (MsgTimeoutNow) is; None when nothing is left: the sender is then told
+/// it was removed (`transport::removed_reply`), which is how a node
+/// removed while it was down learns it when it comes back.
+pub fn admit_from(
+    membership: &Membership,
+    from: u64,
+    mut msgs: Vec<Message>,
+) -> Option<Vec<Message>> {
+    if membership.removed.contains(&from) {
+        msgs.retain(|m| m.get_msg_type() == MessageType::MsgTimeoutNow);
+        if msgs.is_empty() {
+            return None;
+        }
+    }
+    Some(msgs)
+}
 
 /// A client waits at most this many election timeouts for its write.
 const PROPOSAL_TIMEOUT_ELECTIONS: usize = 10;
@@ -406,6 +431,11 @@ pub struct RaftNode<C: Client> {
     ticks_since_start: usize,
     /// Ticks since start, for the proposal bound.
     ticks: usize,
+    /// `ticks` when a message from each peer last arrived, and when this
+    /// node last became leader: a learner quiet since both for an election
+    /// timeout no longer answers (see `add_node`).
+    last_heard: HashMap<u64, usize>,
+    leader_since: usize,
     /// Ticks left during which a removed leader keeps asking its best
     /// follower to take over (the first request can arrive before the
     /// follower has applied the removal, and raft-rs ignores it then).
@@ -497,6 +527,8 @@ impl<C: Client> RaftNode<C> {
             leases_off: false,
             ticks_since_start: 0,
             ticks: 0,
+            last_heard: HashMap::new(),
+            leader_since: 0,
             writer: None,
             last_submitted: 0,
             last_persisted: 0,
@@ -625,6 +657,11 @@ impl<C: Client> RaftNode<C> {
                     self.settle_log_if_sole_voter();
                 }
                 for m in msgs {
+                    // Members only: the sender id of a peer command is
+                    // anyone's to choose.
+                    if self.membership.addrs.contains_key(&m.from) {
+                        self.last_heard.insert(m.from, self.ticks);
+                    }
                     if just_started
                         && matches!(
                             m.get_msg_type(),
@@ -893,46 +930,90 @@ impl<C: Client> RaftNode<C> {
         }
     }
 
-    /// One membership change at a time: none pending in the log, and no
-    /// learner still waiting to be promoted.
-    fn membership_change_in_flight(&self) -> bool {
-        self.raw.raft.has_pending_conf() || !self.membership.conf_state.learners.is_empty()
+    /// No message from `id` for an election timeout, counted from when
+    /// this node became leader at the earliest.
+    fn quiet(&self, id: u64) -> bool {
+        let since = self
+            .last_heard
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+            .max(self.leader_since);
+        self.ticks.saturating_sub(since) >= self.cfg.election_ticks
     }
 
     fn add_node(&mut self, id: u64, addr: String, client: C) {
         if !self.is_leader() {
             return client.reply(Reply::Error(self.not_leader()));
         }
-        let cs = &self.membership.conf_state;
-        if id == 0 || cs.voters.contains(&id) || cs.learners.contains(&id) {
-            return client.reply(Reply::Error(Error::Other(format!(
-                "node id {id} already exists or is invalid"
-            ))));
+        match self.add_refusal(id, &addr) {
+            Some(e) => client.reply(Reply::Error(e)),
+            // A new node first joins as a learner; the leader promotes it
+            // once it has caught up (see promote_caught_up_learner).
+            None => self.propose_conf_change(
+                ConfChangeType::AddLearnerNode,
+                id,
+                addr.into_bytes(),
+                Some(client),
+            ),
         }
-        // One server answers as one node: a second id at a member's address
-        // (two JOINs that picked different random ids, or a JOIN after a
-        // wiped one) could never catch up, and would block later changes.
-        let holder = self.membership.addrs.iter().find(|(other, a)| {
-            **a == addr && (cs.voters.contains(other) || cs.learners.contains(other))
-        });
-        if let Some((other, _)) = holder {
-            return client.reply(Reply::Error(Error::Other(format!(
-                "address {addr} already belongs to node {other}; if that node's data was wiped, remove it first (RAFT.NODE REMOVE {other})"
-            ))));
+    }
+
+    /// Why `id` at `addr` cannot be added now, if it cannot. One change at
+    /// a time means one pending in the log: a learner waiting to catch up
+    /// does not count (it is in no quorum), so one that never does blocks
+    /// nothing.
+    fn add_refusal(&mut self, id: u64, addr: &str) -> Option<Error> {
+        let m = &self.membership;
+        let cs = &m.conf_state;
+        let member = |n: &u64| cs.voters.contains(n) || cs.learners.contains(n);
+        if id == 0 {
+            return Some(Error::Other("node id 0 is invalid".into()));
         }
-        if self.membership_change_in_flight() {
-            return client.reply(Reply::Error(Error::TryAgain(
-                "a membership change is in progress".into(),
+        if m.removed.contains(&id) {
+            return Some(Error::Other(format!(
+                "node id {id} was removed from the cluster and {ID_NOT_REUSABLE}; give the new node another id (raft.id, or 0 for a random one)"
             )));
         }
-        // A new node first joins as a learner; the leader promotes it once
-        // it has caught up (see promote_caught_up_learner).
-        self.propose_conf_change(
-            ConfChangeType::AddLearnerNode,
-            id,
-            addr.into_bytes(),
-            Some(client),
-        );
+        if member(&id) {
+            let at = m
+                .addrs
+                .get(&id)
+                .map_or(String::new(), |a| format!(" at {a}"));
+            return Some(Error::Other(format!(
+                "node id {id} already exists (a member{at}); if that node's data was wiped, {REMOVE_FIRST} (RAFT.NODE REMOVE {id}) and join it with a new id"
+            )));
+        }
+        if self.raw.raft.has_pending_conf() {
+            return Some(Error::TryAgain("a membership change is in progress".into()));
+        }
+        // One server answers as one node: a second id at a member's address
+        // (a JOIN after a wipe) could never catch up.
+        let holder = m
+            .addrs
+            .iter()
+            .find(|(other, a)| a.as_str() == addr && member(other))
+            .map(|(other, _)| *other);
+        let other = holder?;
+        if !cs.learners.contains(&other) {
+            return Some(Error::Other(format!(
+                "address {addr} already belongs to node {other}; if that node's data was wiped, {REMOVE_FIRST} (RAFT.NODE REMOVE {other}) and join again"
+            )));
+        }
+        // A learner at that address that no longer answers is an earlier
+        // identity of the server asking now (wiped, or a JOIN that gave
+        // up): it would never catch up. It is in no quorum, so it is
+        // removed, through the log, and the JOIN's retry adds the new id.
+        if !self.quiet(other) {
+            return Some(Error::TryAgain(format!(
+                "address {addr} belongs to learner {other}, which still answers; retry once it stops, or remove it (RAFT.NODE REMOVE {other})"
+            )));
+        }
+        info!(self.logger, "replacing a learner that no longer answers"; "id" => other, "by" => id, "addr" => addr);
+        self.propose_conf_change(ConfChangeType::RemoveNode, other, Vec::new(), None);
+        Some(Error::TryAgain(format!(
+            "replacing learner {other} at {addr}, which no longer answers; retry"
+        )))
     }
 
     fn remove_node(&mut self, id: u64, client: C) {
@@ -1544,6 +1625,9 @@ impl<C: Client> RaftNode<C> {
 
     fn on_soft_state(&mut self, role: StateRole, leader_id: u64) {
         info!(self.logger, "role changed"; "role" => ?role, "leader" => leader_id, "term" => self.raw.raft.term);
+        if role == StateRole::Leader {
+            self.leader_since = self.ticks;
+        }
         if role != StateRole::Leader {
             self.lease_until = None;
             self.lease_probes.clear();
@@ -1698,6 +1782,9 @@ impl<C: Client> RaftNode<C> {
         m.index = e.index;
         match cc.get_change_type() {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                // Refused at proposal since removed ids are kept; a log from
+                // before that may still re-add one, and it did commit.
+                m.removed.remove(&id);
                 let addr = String::from_utf8_lossy(&cc.context).into_owned();
                 if !addr.is_empty() {
                     m.addrs.insert(id, addr.clone());
@@ -1710,6 +1797,8 @@ impl<C: Client> RaftNode<C> {
             }
             ConfChangeType::RemoveNode => {
                 let addr = m.addrs.remove(&id);
+                m.removed.insert(id);
+                self.last_heard.remove(&id);
                 if id != self.cfg.id {
                     net.remove_peer(id);
                     if self.is_leader() {

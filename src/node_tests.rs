@@ -328,12 +328,23 @@ impl Cluster {
             if inflight.is_empty() && !wrote {
                 return;
             }
+            // As the peer commands and the transport do it.
+            let mut told_removed = Vec::new();
             for m in inflight {
                 if self.cut.contains(&(m.from, m.to)) {
                     continue;
                 }
+                let from = m.from;
                 if let Some(t) = self.nodes.get_mut(&m.to) {
-                    t.node.handle(Request::Messages(vec![m]), &t.net);
+                    match admit_from(&t.node.membership, from, vec![m]) {
+                        Some(msgs) => t.node.handle(Request::Messages(msgs), &t.net),
+                        None => told_removed.push(from),
+                    }
+                }
+            }
+            for id in told_removed {
+                if let Some(s) = self.nodes.get_mut(&id) {
+                    s.node.handle(Request::Removed, &s.net);
                 }
             }
         }
@@ -571,32 +582,17 @@ fn a_new_node_joins_as_learner_and_is_promoted_once_caught_up() {
         },
         &n.net,
     );
+    // A second change while the first is pending in the log is refused.
+    let rx5 = add_node(&mut c, l, 5, "127.0.0.1:5005");
+    assert!(matches!(rx5.try_recv(), Ok(Err(Error::TryAgain(_)))));
     c.pump();
     assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
-    // A second change while the learner waits for promotion is refused.
-    let (cl2, rx2) = client();
+    // Or while the promotion is (proposed at the leader's next tick).
     let n = c.node(l);
-    n.node.handle(
-        Request::AddNode {
-            id: 5,
-            addr: "127.0.0.1:5005".into(),
-            client: cl2,
-        },
-        &n.net,
-    );
-    let refused = rx2.try_recv().unwrap().unwrap_err();
-    assert!(
-        matches!(refused, Error::TryAgain(_))
-            || c.nodes[&l]
-                .node
-                .raw()
-                .raft
-                .prs()
-                .conf()
-                .to_conf_state()
-                .voters
-                .contains(&4)
-    );
+    n.node.tick(&n.net);
+    assert!(n.node.raw().raft.has_pending_conf());
+    let rx5 = add_node(&mut c, l, 5, "127.0.0.1:5005");
+    assert!(matches!(rx5.try_recv(), Ok(Err(Error::TryAgain(_)))));
     c.tick(5);
     let voters = c.nodes[&l]
         .node
@@ -1254,12 +1250,12 @@ fn learned_peers_of_a_join_retry_never_replace_a_newer_membership() {
     let n = c.node(l);
     n.node.handle(
         Request::SnapshotTaken {
-            snapshot: TakenSnapshot {
+            snapshot: Box::new(TakenSnapshot {
                 index,
                 term,
                 membership,
                 descriptor,
-            },
+            }),
             clients: Vec::new(),
         },
         &n.net,
@@ -1465,4 +1461,138 @@ fn an_add_at_an_address_a_member_already_has_is_refused() {
     let rx = add_node(&mut c, l, 7, "127.0.0.1:5007");
     c.pump();
     assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+}
+
+fn remove_node(c: &mut Cluster, on: u64, id: u64) -> mpsc::Receiver<Result<String, Error>> {
+    let (cl, rx) = client();
+    let n = c.node(on);
+    n.node
+        .handle(Request::RemoveNode { id, client: cl }, &n.net);
+    rx
+}
+
+fn refusal(rx: mpsc::Receiver<Result<String, Error>>) -> String {
+    match rx.try_recv() {
+        Ok(Err(Error::Other(e))) | Ok(Err(Error::TryAgain(e))) => e,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+/// Finding 8 (issue 11): ids of removed nodes could be added again. Such a
+/// node may come back with its old log, and raft-rs would take its stale
+/// progress for the new node's. Removed ids are now kept in the membership
+/// record (durable, on every node), and an ADD that reuses one is refused
+/// with what to do; an ADD of a member's id says to remove it first.
+#[test]
+fn removed_ids_are_kept_durably_and_an_add_reusing_one_is_refused() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let others: Vec<u64> = (1..=3).filter(|i| *i != l).collect();
+    let (gone, kept) = (others[0], others[1]);
+    let rx = remove_node(&mut c, l, gone);
+    c.pump();
+    c.tick(2);
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    c.restart(kept, start_node);
+    let m = c.nodes[&kept].node.store().membership();
+    assert!(m.removed.contains(&gone), "kept on disk: {m:?}");
+    assert!(!m.addrs.contains_key(&gone));
+    let l = c.elect();
+    let e = refusal(add_node(&mut c, l, gone, "127.0.0.1:5099"));
+    assert!(e.contains(&format!("node id {gone} was removed")), "{e}");
+    assert!(e.contains("cannot be reused"), "{e}");
+    let e = refusal(add_node(&mut c, l, kept, "127.0.0.1:5099"));
+    assert!(
+        e.contains(&format!("remove it first (RAFT.NODE REMOVE {kept})")),
+        "{e}"
+    );
+    assert!(c.nodes[&l].node.membership.conf_state.learners.is_empty());
+}
+
+/// Finding 8 (issue 11): a learner that never catches up (its server died,
+/// or was wiped) blocked every later ADD with "a membership change is in
+/// progress" until an operator removed it. A learner is in no quorum, so
+/// only a change pending in the log holds the next one back.
+#[test]
+fn a_learner_that_never_catches_up_does_not_block_a_later_add() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    // Node 4 never runs: it stays a learner.
+    let rx = add_node(&mut c, l, 4, "127.0.0.1:5004");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    c.tick(5);
+    assert_eq!(c.nodes[&l].node.membership.conf_state.learners, vec![4]);
+    c.add_blank_node(5);
+    let rx = add_node(&mut c, l, 5, "127.0.0.1:5005");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    c.tick(5);
+    let cs = &c.nodes[&l].node.membership.conf_state;
+    assert!(cs.voters.contains(&5), "node 5 promoted: {cs:?}");
+    assert_eq!(cs.learners, vec![4]);
+}
+
+/// Finding 8 (issue 11): a server that joined as a learner and lost its
+/// data (wiped, or a JOIN that gave up) asks again under a new id at the
+/// same address. The old learner can never catch up: once it has been
+/// quiet for an election timeout, the leader removes it through the log
+/// and the JOIN's retry adds the new id. No operator needed.
+#[test]
+fn a_learner_that_no_longer_answers_is_replaced_by_an_add_at_its_address() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let rx = add_node(&mut c, l, 4, "127.0.0.1:5004");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    // Not yet quiet for an election timeout: not replaced.
+    let e = refusal(add_node(&mut c, l, 5, "127.0.0.1:5004"));
+    assert!(e.contains("learner 4, which still answers"), "{e}");
+    c.tick(12);
+    let e = refusal(add_node(&mut c, l, 5, "127.0.0.1:5004"));
+    assert!(e.contains("replacing learner 4"), "{e}");
+    c.pump();
+    c.tick(2);
+    let m = c.nodes[&l].node.membership.clone();
+    assert!(m.conf_state.learners.is_empty(), "{m:?}");
+    assert!(m.removed.contains(&4));
+    // The JOIN's retry.
+    c.add_blank_node(5);
+    let rx = add_node(&mut c, l, 5, "127.0.0.1:5004");
+    c.pump();
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    c.tick(5);
+    let cs = &c.nodes[&l].node.membership.conf_state;
+    assert!(cs.voters.contains(&5), "{cs:?}");
+}
+
+/// Finding 8 (issue 11): a node removed while it was cut off (down) never
+/// saw the entry, and when it came back it campaigned forever and served
+/// as before. The members answer its messages "removed" (`admit_from`),
+/// and it stops: it neither serves, nor votes, nor campaigns, and says so
+/// in its log record; the others' term does not move.
+#[test]
+fn a_node_removed_while_cut_off_learns_it_when_it_is_back() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let f = (1..=3).find(|i| *i != l).unwrap();
+    c.isolate(f);
+    let rx = remove_node(&mut c, l, f);
+    c.pump();
+    c.tick(2);
+    assert_eq!(rx.try_recv().unwrap(), Ok("OK".into()));
+    // It never hears of it (the leader's notice is lost).
+    assert!(!c.nodes[&f].node.is_removed());
+    let term = c.nodes[&l].node.raw().raft.term;
+    c.heal();
+    c.tick(30);
+    assert!(c.nodes[&f].node.is_removed(), "it learned it was removed");
+    assert!(c.nodes[&f].node.store().meta().removed);
+    let rx = c.write(f, "k", "v");
+    assert_eq!(rx.try_recv().unwrap(), Err(Error::Removed));
+    assert_eq!(c.nodes[&l].node.raw().raft.term, term);
+    assert!(c.nodes[&l].node.is_leader());
+    let w = c.write(l, "k", "v");
+    c.pump();
+    assert!(w.try_recv().unwrap().is_ok());
 }

@@ -391,7 +391,7 @@ pub fn start(waiter: Option<RedisClient>) -> Result<bool, String> {
         if let Some(w) = waiter {
             // Nothing new to save; make sure the log is compacted to it.
             node.send(Request::SnapshotTaken {
-                snapshot: current_taken(&meta)?,
+                snapshot: Box::new(current_taken(&meta)?),
                 clients: vec![w],
             });
         }
@@ -506,7 +506,7 @@ fn snapshot_finished(exitcode: c_int, bysignal: c_int) {
                 ));
                 match crate::driver::node() {
                     Some(n) => n.send(Request::SnapshotTaken {
-                        snapshot: taken,
+                        snapshot: Box::new(taken),
                         clients: p.waiters,
                     }),
                     None => {

@@ -69,6 +69,20 @@ const MIN_RECONNECT: Duration = Duration::from_millis(10);
 /// The same peer error is logged at warning level at most this often.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The error a member answers to messages from a removed node:
+/// `REMOVED node <id> was removed from the cluster`. A node that was down
+/// when it was removed learns it this way when it comes back.
+pub fn removed_reply(id: u64) -> String {
+    format!("REMOVED node {id} was removed from the cluster")
+}
+
+/// `e` is [`removed_reply`] for node `id`.
+fn says_removed(e: &str, id: u64) -> bool {
+    e.strip_prefix("REMOVED node ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .is_some_and(|n| n.parse() == Ok(id))
+}
+
 const APPEND_CMD: &[u8] = b"RAFT.APPENDENTRIES";
 const VOTE_CMD: &[u8] = b"RAFT.REQUESTVOTE";
 
@@ -195,6 +209,8 @@ struct Common {
     snapshot: Mutex<Option<(u64, Arc<std::fs::File>)>>,
     /// Outcomes of snapshot transfers (peer, delivered) for raft-rs.
     snapshot_reports: Mutex<Vec<(u64, bool)>>,
+    /// A peer answered that this node was removed (see [`removed_reply`]).
+    told_removed: AtomicBool,
 }
 
 impl Common {
@@ -248,6 +264,9 @@ impl Common {
     /// The peer answered an error (dbid mismatch, not ready...): those
     /// messages were lost but the connection is fine, so keep it.
     fn refused(&self, shared: &PeerShared, link: &mut Link, e: String) {
+        if says_removed(&e, self.local_id) && !self.told_removed.swap(true, Ordering::AcqRel) {
+            warn!(self.logger, "a member says this node was removed from the cluster"; "by" => shared.id);
+        }
         shared.stats.lock().conn_errors += 1;
         self.mark_unreachable(shared.id);
         let now = Instant::now();
@@ -367,6 +386,7 @@ impl Transport {
                 logger,
                 snapshot: Mutex::new(None),
                 snapshot_reports: Mutex::new(Vec::new()),
+                told_removed: AtomicBool::new(false),
             }),
             peers: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
@@ -517,6 +537,11 @@ impl Transport {
     /// Snapshot transfers finished since the last call: (peer, delivered).
     pub fn take_snapshot_reports(&self) -> Vec<(u64, bool)> {
         std::mem::take(&mut *self.common.snapshot_reports.lock())
+    }
+
+    /// True once, after a peer answered that this node was removed.
+    pub fn take_told_removed(&self) -> bool {
+        self.common.told_removed.swap(false, Ordering::AcqRel)
     }
 
     /// Peers whose connection failed, or whose messages were dropped,
@@ -1088,6 +1113,15 @@ mod tests {
 
     fn transport(c: TransportConfig) -> Transport {
         Transport::new(1, "the-dbid".into(), c, logger())
+    }
+
+    #[test]
+    fn a_removed_reply_is_recognised_only_for_this_node() {
+        let e = removed_reply(7);
+        assert!(says_removed(&e, 7));
+        assert!(!says_removed(&e, 70));
+        assert!(!says_removed("REMOVED node 77 was removed", 7));
+        assert!(!says_removed("ERR node 7 was removed", 7));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! must change atomically with the conf-change entry that introduced them, so they travel together
 //! in one record written in the same batch as the Raft hard state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use protobuf::Message;
 use raft::eraftpb::ConfState;
@@ -12,8 +12,11 @@ use raft::eraftpb::ConfState;
 use super::log_store::StorageError;
 
 /// Version byte of the encoding produced by [`Membership::encode`]; bump it when the layout changes
-/// so an older binary refuses a newer record instead of misreading it.
-const MEMBERSHIP_VERSION: u8 = 1;
+/// so an older binary refuses a newer record instead of misreading it. Version 2 adds the removed
+/// ids; a membership with none is still written as version 1, so binaries from before can read it
+/// (a rolling upgrade) until the first removal.
+const MEMBERSHIP_VERSION: u8 = 2;
+const MEMBERSHIP_VERSION_NO_REMOVED: u8 = 1;
 
 /// Voters/learners plus the address of every known node.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -24,24 +27,38 @@ pub struct Membership {
     pub addrs: BTreeMap<u64, String>,
     /// Log index of the last conf change applied into this membership (0 at start).
     pub index: u64,
+    /// Ids removed from the cluster: never added again (a node that comes back under such an
+    /// id is told it was removed, and a new node must take another id).
+    pub removed: BTreeSet<u64>,
 }
 
 impl Membership {
     /// Layout (little endian): `version u8 | index u64 | conf_state_len u32 | conf_state (protobuf)
-    /// | addr_count u32 | { node_id u64 | addr_len u32 | addr utf-8 }*`.
+    /// | addr_count u32 | { node_id u64 | addr_len u32 | addr utf-8 }*`, then in version 2
+    /// `removed_count u32 | { node_id u64 }*`.
     pub fn encode(&self) -> Vec<u8> {
         let cs = self
             .conf_state
             .write_to_bytes()
             .expect("ConfState has no required fields, encoding cannot fail");
         let mut out = Vec::with_capacity(1 + 8 + 4 + cs.len() + 4 + self.addrs.len() * 32);
-        out.push(MEMBERSHIP_VERSION);
+        out.push(if self.removed.is_empty() {
+            MEMBERSHIP_VERSION_NO_REMOVED
+        } else {
+            MEMBERSHIP_VERSION
+        });
         out.extend_from_slice(&self.index.to_le_bytes());
         put_bytes(&mut out, &cs);
         out.extend_from_slice(&(self.addrs.len() as u32).to_le_bytes());
         for (id, addr) in &self.addrs {
             out.extend_from_slice(&id.to_le_bytes());
             put_bytes(&mut out, addr.as_bytes());
+        }
+        if !self.removed.is_empty() {
+            out.extend_from_slice(&(self.removed.len() as u32).to_le_bytes());
+            for id in &self.removed {
+                out.extend_from_slice(&id.to_le_bytes());
+            }
         }
         out
     }
@@ -50,7 +67,7 @@ impl Membership {
     pub fn decode(buf: &[u8]) -> Result<Membership, StorageError> {
         let mut r = Cursor::new(buf, "membership");
         let version = r.u8()?;
-        if version != MEMBERSHIP_VERSION {
+        if version != MEMBERSHIP_VERSION && version != MEMBERSHIP_VERSION_NO_REMOVED {
             return Err(r.fail(format!("unsupported version {version}")));
         }
         let index = r.u64()?;
@@ -65,11 +82,18 @@ impl Membership {
                 .map_err(|e| r.fail(format!("address of node {id}: {e}")))?;
             addrs.insert(id, addr.to_owned());
         }
+        let mut removed = BTreeSet::new();
+        if version == MEMBERSHIP_VERSION {
+            for _ in 0..r.u32()? {
+                removed.insert(r.u64()?);
+            }
+        }
         r.finish()?;
         Ok(Membership {
             conf_state,
             addrs,
             index,
+            removed,
         })
     }
 }
@@ -157,6 +181,7 @@ mod tests {
             conf_state: cs,
             addrs,
             index: 42,
+            removed: [4, 9].into(),
         }
     }
 
@@ -168,6 +193,30 @@ mod tests {
         assert_eq!(Membership::decode(&buf).unwrap(), m);
         let empty = Membership::default();
         assert_eq!(Membership::decode(&empty.encode()).unwrap(), empty);
+    }
+
+    /// A record written before removed ids were kept (version 1, as the binary of c5b0019 wrote
+    /// it) still loads, with no removed ids; a membership without any is still written that way.
+    #[test]
+    fn membership_of_the_old_format_still_decodes() {
+        let mut old = vec![1u8];
+        old.extend_from_slice(&42u64.to_le_bytes());
+        let cs = ConfState {
+            voters: vec![1, 2],
+            ..ConfState::default()
+        }
+        .write_to_bytes()
+        .unwrap();
+        put_bytes(&mut old, &cs);
+        old.extend_from_slice(&1u32.to_le_bytes());
+        old.extend_from_slice(&2u64.to_le_bytes());
+        put_bytes(&mut old, b"10.0.0.2:6379");
+        let m = Membership::decode(&old).unwrap();
+        assert_eq!(m.index, 42);
+        assert_eq!(m.conf_state.voters, vec![1, 2]);
+        assert_eq!(m.addrs[&2], "10.0.0.2:6379");
+        assert!(m.removed.is_empty());
+        assert_eq!(m.encode(), old, "no removed ids: the old layout");
     }
 
     #[test]
