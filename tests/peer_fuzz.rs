@@ -389,3 +389,42 @@ fn wild_peer_messages_leave_every_node_up_and_every_acknowledged_write() {
         "no write was acknowledged during the run"
     );
 }
+
+/// A failed node (here its snapshot load failed) takes no part any more:
+/// its peers hear an error instead of +OK, and it names no leader.
+/// Before issue 15 it kept answering +OK to every peer message.
+#[test]
+fn a_failed_node_answers_peer_messages_with_an_error_and_names_no_leader() {
+    let mut c = Cluster::new(3, &[]);
+    let leader = c.wait_leader();
+    let victim = (leader + 1) % 3;
+    c.nodes[victim].kill9();
+    for i in 0..50 {
+        assert!(ok(&c.nodes[leader].cmd(&["SET", &format!("k{i}"), "v"])));
+    }
+    // The victim needs the leader's snapshot, and its load fails.
+    assert!(ok(&c.nodes[leader].cmd(&["RAFT.DEBUG", "COMPACT"])));
+    c.nodes[victim]
+        .extra
+        .extend(["--raft.snapshot-fail-load".into(), "yes".into()]);
+    c.nodes[victim].launch();
+    let n = &c.nodes[victim];
+    wait_for(30, "the victim failed and names no leader", || {
+        (n.info_field("state") == "failed" && n.info_field("leader_id") == "-1").then_some(())
+    });
+    let v = view(n);
+    let from: u64 = c.nodes[leader].info_field("node_id").parse().unwrap();
+    let mut m = msg(MessageType::MsgHeartbeat, from, &v, v.term.max(1));
+    m.commit = v.commit;
+    let body = m.write_to_bytes().unwrap();
+    let from = from.to_string();
+    for cmd in [&b"RAFT.APPENDENTRIES"[..], b"RAFT.REQUESTVOTE"] {
+        let r = peer_conn(n)
+            .call(&[cmd, v.dbid.as_bytes(), from.as_bytes(), &body])
+            .unwrap();
+        assert!(
+            err_text(&r).is_some_and(|e| e.contains("failed and stopped")),
+            "{r:?}"
+        );
+    }
+}
