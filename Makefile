@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MODULE := redisraft.so
 
-.PHONY: all setup build test unit integration cluster cluster-stop cluster-status clean fmt lint bench bench-quick bench-snapshot bench-expiry
+.PHONY: all setup build test unit integration cluster cluster-stop cluster-status clean fmt lint bench bench-quick bench-snapshot bench-expiry fuzz
 .PHONY: jepsen jepsen-docker jepsen-smoke crash-campaign
 
 all: build
@@ -39,6 +39,17 @@ test: build
 		REDIS_SERVER=$(VALKEY_SERVER) MODULE=$(CURDIR)/$(MODULE) SMOKE_ONLY=list-append \
 			scripts/jepsen-smoke.sh; \
 	fi
+
+# Node-protocol fuzzers, long runs (issue 15; make test runs the short
+# ones): the property-based tests with FUZZ_CASES cases each (in-memory
+# nodes), then FUZZ_MESSAGES wild messages into a real 3-node cluster.
+# Replay a failing integration run with PEER_FUZZ_SEED=<printed seed>.
+FUZZ_CASES ?= 5000
+FUZZ_MESSAGES ?= 30000
+fuzz: build
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib -- node::tests::fuzz --test-threads=2
+	PEER_FUZZ_MESSAGES=$(FUZZ_MESSAGES) REDISRAFT_MODULE=$(CURDIR)/$(MODULE) \
+		$(CARGO) test --release --test peer_fuzz -- --test-threads=2 --nocapture
 
 # Side-by-side benchmark against plain Redis (10-15 min), then what
 # deterministic expiry costs (bench-expiry, ~3 min); bench-quick ~1 min.

@@ -663,6 +663,12 @@ pub fn peer_messages(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             "ERR dbid mismatch: the sender belongs to another cluster",
         ));
     }
+    if let Some(why) = &n.status.read().failed {
+        // A stopped node takes no part: its peers must not count on it.
+        return Err(RedisError::String(format!(
+            "ERR this node failed and stopped: {why}"
+        )));
+    }
     let from = parse_u64(&args[2], "sender id")?;
     let me = n.status.read().node_id;
     let mut msgs = Vec::with_capacity(args.len() - 3);

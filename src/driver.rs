@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::error::Error;
 use crate::ffi::RedisClient;
 use crate::log_writer::{ThreadLogWriter, WriterHooks};
-use crate::node::{NodeConfig, RaftNode, Request, SharedStatus, Status};
+use crate::node::{NodeConfig, RaftNode, Request, SharedStatus, Status, ThreadExit};
 use crate::storage::LogStore;
 use crate::transport::{Transport, TransportConfig};
 
@@ -90,12 +90,7 @@ pub fn fail_stop(reason: String) {
     let Some(n) = node() else {
         return;
     };
-    {
-        let mut st = n.status.write();
-        if st.failed.is_none() {
-            st.failed = Some(reason.clone());
-        }
-    }
+    n.status.write().fail(&reason);
     // The Raft thread stops at this request (as when its log cannot be
     // written); if it is gone already, nothing more to do.
     let _ = n.tx.send(Request::LogFailed(reason));
@@ -218,22 +213,15 @@ pub fn start(
         .name("raft".into())
         .spawn(move || {
             // raft-rs and raft-engine panic on what they take for broken
-            // invariants (a peer's impossible message, a failed fsync).
-            // Then the node stops serving with a reason, instead of a
-            // silent dead thread behind a node that still looks healthy.
-            let log = logger.clone();
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // invariants (a failed fsync; a peer's impossible message that
+            // peer_check missed). Any end but a shutdown fail-stops the node.
+            let failed = crate::node::guard_raft_thread(&thread_status, || {
                 run(node, rx, writer_tx, net, logger, campaign)
-            }));
-            if let Err(p) = ran {
-                let why = p
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| p.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
-                let msg = format!("the Raft thread stopped on an internal error: {why}");
-                error!(log, "{}", msg);
-                thread_status.write().failed = Some(msg);
+            });
+            if let Some(why) = failed {
+                crate::logging::warning(&format!(
+                    "{why}; this node stops (no votes, no applying, no snapshots, no serving) until an operator restarts it or wipes it and joins it again"
+                ));
             }
         })
         .map_err(|e| format!("cannot start the Raft thread: {e}"))?;
@@ -251,17 +239,13 @@ pub fn start(
 
 /// A node that cannot write its log must not take part any more:
 /// acknowledging without persisting could lose data.
-fn stop_failed(node: &mut RaftNode<RedisClient>, logger: &Logger, why: String) {
+fn stop_failed(node: &mut RaftNode<RedisClient>, logger: &Logger, why: String) -> ThreadExit {
     let msg = format!("{why}; node stopped");
     error!(logger, "{}", msg);
-    {
-        let status = node.status();
-        let mut st = status.write();
-        if st.failed.is_none() {
-            st.failed = Some(msg.clone());
-        }
-    }
-    node.fail_all(Error::Unknown(msg));
+    // Failed before the clients hear it, so what they read next agrees.
+    node.status().write().fail(&msg);
+    node.fail_all(Error::Unknown(msg.clone()));
+    ThreadExit::Failed(msg)
 }
 
 /// Readies handled in a row before requests are looked at again.
@@ -297,7 +281,7 @@ fn run(
     net: Net,
     logger: Logger,
     mut campaign: bool,
-) {
+) -> ThreadExit {
     let mut applier = RedisApplier;
     match ThreadLogWriter::start(
         node.store().clone(),
@@ -328,19 +312,24 @@ fn run(
                     match req {
                         Request::Shutdown => {
                             node.fail_all(Error::Unknown("node is shutting down".into()));
-                            return;
+                            return ThreadExit::Shutdown;
                         }
                         Request::LogFailed(e) => failed = Some(e),
                         req => node.handle(req, &net),
                     }
                 }
                 if let Some(msg) = failed {
-                    stop_failed(&mut node, &logger, msg);
-                    break;
+                    return stop_failed(&mut node, &logger, msg);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Disconnected) => {
+                return stop_failed(
+                    &mut node,
+                    &logger,
+                    "the Raft thread's request channel closed".into(),
+                )
+            }
         }
         if Instant::now() >= next_tick {
             node.tick(&net);
@@ -389,8 +378,7 @@ fn run(
             }
         }
         if let Some(e) = failed {
-            stop_failed(&mut node, &logger, format!("Raft log write failed: {e}"));
-            break;
+            return stop_failed(&mut node, &logger, format!("Raft log write failed: {e}"));
         }
         // Messages sent outside a Ready (a leader transfer's TimeoutNow).
         net.transport.flush();
@@ -403,4 +391,5 @@ fn run(
         }
     }
     node.fail_all(Error::Unknown("node is shutting down".into()));
+    ThreadExit::Shutdown
 }

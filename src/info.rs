@@ -26,6 +26,7 @@ pub fn fields() -> Vec<(String, String)> {
         put("is_voting", "no".into());
         put("leader_id", "-1".into());
         put("current_term", "0".into());
+        put("peer_messages_dropped", "0".into());
         put("num_nodes", "0".into());
         put("num_voting_nodes", "0".into());
         for k in ["log_entries", "current_index", "commit_index"] {
@@ -89,6 +90,10 @@ pub fn fields() -> Vec<(String, String)> {
         },
     );
     put("current_term", st.term.to_string());
+    put(
+        "peer_messages_dropped",
+        st.peer_messages_dropped.to_string(),
+    );
     put(
         "num_nodes",
         (cs.voters.len() + cs.learners.len()).to_string(),

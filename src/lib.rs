@@ -29,6 +29,7 @@ pub mod logging;
 pub mod machine;
 pub mod netif;
 pub mod node;
+pub mod peer_check;
 pub mod proxy;
 pub mod resp;
 pub mod snapshot;

@@ -249,6 +249,8 @@ pub fn admit_from(
     }
     Some(msgs)
 }
+/// At most one warning per this interval about dropped peer messages.
+const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A client waits at most this many election timeouts for its write.
 const PROPOSAL_TIMEOUT_ELECTIONS: usize = 10;
@@ -335,6 +337,8 @@ pub struct Status {
     pub failed: Option<String>,
     /// read-mode lease: until when this leader may serve reads at once.
     pub lease_until: Option<Instant>,
+    /// Peer messages dropped by `peer_check` since the node started.
+    pub peer_messages_dropped: u64,
 }
 
 impl Status {
@@ -361,7 +365,51 @@ impl Status {
     }
 }
 
+impl Status {
+    /// Fail-stop: the first reason stays. No leader to send clients to and
+    /// no lease: a stopped node knows neither any more. False if it had
+    /// failed already.
+    pub fn fail(&mut self, why: &str) -> bool {
+        self.leader_id = 0;
+        self.lease_until = None;
+        if self.failed.is_some() {
+            return false;
+        }
+        self.failed = Some(why.to_string());
+        true
+    }
+}
+
 pub type SharedStatus = Arc<RwLock<Status>>;
+
+/// How the Raft thread's loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ThreadExit {
+    /// The module asked it to stop (unload, RAFT.CLUSTER reset).
+    Shutdown,
+    /// It could not go on; the reason.
+    Failed(String),
+}
+
+/// Runs the Raft thread's body. Whatever ends it other than a requested
+/// shutdown (an error, a panic in raft-rs or raft-engine) fail-stops the
+/// node: a dead Raft thread behind a node that still looks like a healthy
+/// follower would be a zombie. Returns the reason when this exit failed the
+/// node, for the log.
+pub fn guard_raft_thread(
+    status: &SharedStatus,
+    body: impl FnOnce() -> ThreadExit,
+) -> Option<String> {
+    let why = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(ThreadExit::Shutdown) => return None,
+        Ok(ThreadExit::Failed(why)) => why,
+        Err(p) => format!(
+            "the Raft thread stopped on an internal error: {}",
+            crate::guard::panic_text(p.as_ref())
+        ),
+    };
+    status.write().fail(&why).then_some(why)
+}
 
 struct Proposal<C> {
     client: C,
@@ -445,6 +493,11 @@ pub struct RaftNode<C: Client> {
     writer: Option<Box<dyn LogWriter>>,
     /// Number of the last Ready handed to the writer.
     last_submitted: u64,
+    /// Peer messages the check dropped (INFO), those since the last
+    /// warning, and when that warning was.
+    peer_messages_dropped: u64,
+    drops_unwarned: u64,
+    last_drop_warning: Option<Instant>,
     /// Highest Ready number the writer reported durable.
     last_persisted: u64,
 }
@@ -532,6 +585,9 @@ impl<C: Client> RaftNode<C> {
             writer: None,
             last_submitted: 0,
             last_persisted: 0,
+            peer_messages_dropped: 0,
+            drops_unwarned: 0,
+            last_drop_warning: None,
         };
         node.publish_status();
         Ok(node)
@@ -648,6 +704,7 @@ impl<C: Client> RaftNode<C> {
         }
         match req {
             Request::Messages(msgs) => {
+                let dropped_before = self.peer_messages_dropped;
                 let just_started =
                     self.cfg.lease_reads && self.ticks_since_start < self.cfg.election_ticks;
                 if msgs
@@ -672,14 +729,19 @@ impl<C: Client> RaftNode<C> {
                         // restart: no vote until that lease surely expired.
                         continue;
                     }
-                    if let Some(why) = self.impossible(&m) {
-                        warn!(self.logger, "dropped a message no correct node sends";
-                            "from" => m.from, "type" => ?m.get_msg_type(), "why" => why);
+                    // Checked here, on the Raft thread, against the state
+                    // it is stepped into (see peer_check).
+                    if let Err(why) = crate::peer_check::check(&self.raw.raft, &m) {
+                        self.note_dropped((m.from, m.get_msg_type(), m.term), why);
                         continue;
                     }
+                    let head = (m.from, m.get_msg_type(), m.term);
                     if let Err(e) = self.raw.step(m) {
-                        warn!(self.logger, "dropped a message"; "error" => %e);
+                        self.note_dropped(head, &format!("raft-rs refused it: {e}"));
                     }
+                }
+                if self.peer_messages_dropped != dropped_before {
+                    self.publish_status();
                 }
                 self.check_transfer();
             }
@@ -771,33 +833,23 @@ impl<C: Client> RaftNode<C> {
         self.publish_status();
     }
 
-    /// Why raft-rs would panic on `m`, which no correct node sends: the peer
-    /// commands are open to any client that knows the dbid, so such a
-    /// message is dropped rather than allowed to stop the Raft thread.
-    fn impossible(&self, m: &Message) -> Option<&'static str> {
-        let log = &self.raw.raft.raft_log;
-        match m.get_msg_type() {
-            // A leader's heartbeat commits at most what this node acked.
-            MessageType::MsgHeartbeat if m.term >= self.raw.raft.term => {
-                (m.commit > log.last_index()).then_some("commit index past the log")
-            }
-            MessageType::MsgAppend if m.term >= self.raw.raft.term => {
-                for (want, e) in (m.index + 1..).zip(m.get_entries()) {
-                    if e.index != want {
-                        return Some("entries not consecutive after the message index");
-                    }
-                    // Only a log that matches at m.index is appended to.
-                    if e.index <= log.committed
-                        && log.match_term(m.index, m.log_term)
-                        && log.term(e.index).is_ok_and(|t| t != e.term)
-                    {
-                        return Some("entries rewrite committed ones");
-                    }
-                }
-                None
-            }
-            _ => None,
+    /// Counts a peer message the check dropped and warns about it, at most
+    /// once per [`DROP_WARNING_INTERVAL`] (a broken or hostile peer can
+    /// send thousands), with how many were dropped since the last warning.
+    fn note_dropped(&mut self, (from, kind, term): (u64, MessageType, u64), why: &str) {
+        self.peer_messages_dropped += 1;
+        self.drops_unwarned += 1;
+        let now = Instant::now();
+        if self
+            .last_drop_warning
+            .is_some_and(|t| now.duration_since(t) < DROP_WARNING_INTERVAL)
+        {
+            return;
         }
+        warn!(self.logger, "dropped a peer message raft-rs must not step";
+            "from" => from, "type" => ?kind, "term" => term, "why" => why, "dropped_since_last_warning" => self.drops_unwarned);
+        self.last_drop_warning = Some(now);
+        self.drops_unwarned = 0;
     }
 
     /// Offers `snap` to followers from now on and drops the log entries it
@@ -1924,6 +1976,7 @@ impl<C: Client> RaftNode<C> {
             st.membership = self.membership.clone();
         }
         st.removed = self.removed;
+        st.peer_messages_dropped = self.peer_messages_dropped;
         st.lease_until = if self.is_leader() && !self.removed {
             self.lease_until
         } else {

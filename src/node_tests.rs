@@ -1596,3 +1596,48 @@ fn a_node_removed_while_cut_off_learns_it_when_it_is_back() {
     c.pump();
     assert!(w.try_recv().unwrap().is_ok());
 }
+/// Issue 15: a Raft thread that died on a peer's message kept a node that
+/// looked like a follower. Any end of the thread but a shutdown (a panic,
+/// an error) now fails the node: the first reason stays, and it names no
+/// leader and holds no lease any more.
+#[test]
+fn any_end_of_the_raft_thread_but_a_shutdown_fail_stops_the_node() {
+    let status: SharedStatus = Default::default();
+    let healthy = |s: &SharedStatus| {
+        let mut st = s.write();
+        st.leader_id = 2;
+        st.lease_until = Some(Instant::now() + Duration::from_secs(60));
+    };
+    healthy(&status);
+    assert_eq!(guard_raft_thread(&status, || ThreadExit::Shutdown), None);
+    assert_eq!(status.read().failed, None);
+    assert_eq!(status.read().leader_id, 2);
+
+    let why = guard_raft_thread(&status, || {
+        panic!("to_commit 512 is out of range [last_index 507]")
+    })
+    .expect("a panic fails the node");
+    assert!(why.contains("to_commit 512"), "{why}");
+    let st = status.read().clone();
+    assert_eq!(st.failed.as_deref(), Some(why.as_str()));
+    assert_eq!((st.leader_id, st.lease_until), (0, None));
+    // A later failure keeps the first reason.
+    assert_eq!(
+        guard_raft_thread(&status, || ThreadExit::Failed("later".into())),
+        None
+    );
+    assert_eq!(status.read().failed.as_deref(), Some(why.as_str()));
+
+    let other: SharedStatus = Default::default();
+    healthy(&other);
+    let why = guard_raft_thread(&other, || {
+        ThreadExit::Failed("Raft log write failed: no space".into())
+    });
+    assert_eq!(why.as_deref(), Some("Raft log write failed: no space"));
+    let st = other.read().clone();
+    assert_eq!(st.failed, why);
+    assert_eq!((st.leader_id, st.lease_until), (0, None));
+}
+
+#[path = "node_fuzz_tests.rs"]
+mod fuzz;
