@@ -204,7 +204,9 @@ fn drain_queue() {
                 if let Some(t) = time {
                     APPLIED_TIME_MS.fetch_max(t, Ordering::AcqRel);
                 }
-                apply_payload(ctx, index, time, payload, client);
+                crate::machine::watch::applying(index, || {
+                    apply_payload(ctx, index, time, payload, client)
+                });
                 APPLIED_INDEX.store(index, Ordering::Release);
                 APPLIED_TERM.store(term, Ordering::Release);
                 crate::failpoint::hit("apply-middle");
@@ -353,6 +355,16 @@ fn apply_payload(
             crate::machine::script::with_rights(&rights, || {
                 apply_payload(ctx, index, time, Some(*inner), client)
             })
+        }
+        Some(Payload::Watched(keys, inner)) => {
+            // Decided from the dataset and the entry only: the same on
+            // every node (`machine::watch`).
+            let dirty = time.is_none_or(|t| crate::machine::watch::dirty(ctx, &keys, t));
+            if !dirty {
+                apply_payload(ctx, index, time, Some(*inner), client);
+            } else if let Some(c) = client {
+                c.reply_with(ffi::reply_null_array);
+            }
         }
         Some(Payload::Command(argv)) => {
             let m = time.map(|t| Moment::of_entry(t, index, 0));

@@ -107,7 +107,9 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if let Err(e) = checked {
             if argv[0].eq_ignore_ascii_case(b"exec") {
                 // Redis refuses EXEC itself by aborting the transaction.
-                crate::txn::take(me);
+                if crate::txn::take(me).is_some() {
+                    crate::machine::watch::take(me);
+                }
                 let text = error_text(&e);
                 return Err(RedisError::String(format!(
                     "EXECABORT Transaction discarded because of: {text}"
@@ -179,9 +181,51 @@ pub fn script_call(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     no_reply()
 }
 
-/// MULTI / EXEC / DISCARD (see `txn`).
+/// WATCH: on the leader only (the EXEC must run there; a follower answers
+/// -MOVED); see `machine::watch`.
+fn watch(me: u64, argv: &[Vec<u8>]) -> RedisResult {
+    if crate::txn::in_multi(me) {
+        // As this server does: Redis 7.0 answers this, newer servers (WATCH
+        // flagged no-multi) refuse it and fail the transaction.
+        if crate::intercept::has_flag(argv, "no_multi") {
+            crate::txn::mark_failed(me);
+            return Err(RedisError::Str(
+                "ERR Command not allowed inside a transaction",
+            ));
+        }
+        return Err(RedisError::Str("ERR WATCH inside MULTI is not allowed"));
+    }
+    let n = running_node()?;
+    check_serving(&n)?;
+    let (role, leader_err) = {
+        let st = n.status.read();
+        (st.role, st.not_leader_error())
+    };
+    if role != Role::Leader {
+        return Err(err(leader_err));
+    }
+    let now = crate::machine::now_ms().max(apply::applied_time_ms());
+    let applied = apply::APPLIED_INDEX.load(Ordering::Acquire);
+    crate::machine::watch::watch(apply::call_ctx(), me, &argv[1..], applied, now);
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// MULTI / EXEC / DISCARD / WATCH / UNWATCH (see `txn`).
 fn transaction(ctx: &Context, me: u64, argv: &[Vec<u8>]) -> RedisResult {
     let name = String::from_utf8_lossy(&argv[0]).to_ascii_uppercase();
+    match name.as_str() {
+        "WATCH" => return watch(me, argv),
+        "UNWATCH" if crate::txn::in_multi(me) => {
+            // Queued, as Redis does: it answers OK inside EXEC's reply.
+            crate::txn::queue(me, argv.to_vec());
+            return Ok(RedisValue::SimpleStringStatic("QUEUED"));
+        }
+        "UNWATCH" => {
+            crate::machine::watch::take(me);
+            return Ok(RedisValue::SimpleStringStatic("OK"));
+        }
+        _ => {}
+    }
     if argv.len() != 1 {
         return Err(RedisError::String(format!(
             "ERR wrong number of arguments for '{}' command",
@@ -197,19 +241,23 @@ fn transaction(ctx: &Context, me: u64, argv: &[Vec<u8>]) -> RedisResult {
             }
         }
         "DISCARD" => match crate::txn::take(me) {
-            Some(_) => Ok(RedisValue::SimpleStringStatic("OK")),
+            Some(_) => {
+                crate::machine::watch::take(me);
+                Ok(RedisValue::SimpleStringStatic("OK"))
+            }
             None => Err(RedisError::Str("ERR DISCARD without MULTI")),
         },
         _ => {
             let Some(q) = crate::txn::take(me) else {
                 return Err(RedisError::Str("ERR EXEC without MULTI"));
             };
+            let watched = crate::machine::watch::take(me);
             if q.failed {
                 return Err(RedisError::Str(
                     "EXECABORT Transaction discarded because of previous errors.",
                 ));
             }
-            if q.cmds.is_empty() {
+            if q.cmds.is_empty() && watched.is_none() {
                 return Ok(RedisValue::Array(Vec::new()));
             }
             let n = running_node()?;
@@ -227,15 +275,21 @@ fn transaction(ctx: &Context, me: u64, argv: &[Vec<u8>]) -> RedisResult {
                 None
             };
             let client = RedisClient::block(ctx.ctx).map_err(err)?;
-            n.send(match rights {
-                Some(r) => Request::Propose {
-                    payload: Payload::Rights(r, Box::new(Payload::Multi(q.cmds))),
-                    client,
-                },
-                None => Request::Multi {
+            n.send(match (rights, watched) {
+                (None, None) => Request::Multi {
                     cmds: q.cmds,
                     client,
                 },
+                (rights, watched) => {
+                    let mut payload = Payload::Multi(q.cmds);
+                    if let Some(r) = rights {
+                        payload = Payload::Rights(r, Box::new(payload));
+                    }
+                    if let Some(keys) = watched {
+                        payload = Payload::Watched(keys, Box::new(payload));
+                    }
+                    Request::Propose { payload, client }
+                }
             });
             no_reply()
         }

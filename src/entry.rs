@@ -18,6 +18,7 @@ const KIND_COMMAND: u8 = 1;
 const KIND_MULTI: u8 = 2;
 const KIND_EXPIRE: u8 = 3;
 const KIND_RIGHTS: u8 = 4;
+const KIND_WATCHED: u8 = 5;
 const KIND_TIMED: u8 = 0x10;
 
 /// One replicated client command, as its argument vector (`argv[0]` is the
@@ -34,6 +35,21 @@ pub enum Payload {
     /// node checks the script's commands against the same rights (never
     /// against its own ACLs, which may differ).
     Rights(Rights, Box<Payload>),
+    /// A MULTI/EXEC block (a `Multi`, or `Rights` around one) of a client
+    /// that WATCHed keys: it runs only if none of them was modified since
+    /// it was watched (decided from the log alone, `machine::watch`).
+    Watched(Vec<WatchedKey>, Box<Payload>),
+}
+
+/// A key a client WATCHed on the leader: the leader's applied index then
+/// (`since`), and what the key was then (present; present but its time had
+/// come, which Redis 7.0 treats as not modified when it is deleted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchedKey {
+    pub key: Vec<u8>,
+    pub since: u64,
+    pub existed: bool,
+    pub expired: bool,
 }
 
 /// A user's ACL rules (as ACL LIST shows them, without passwords) and name.
@@ -83,8 +99,8 @@ impl Record {
             }
             _ => {
                 let payload = Payload::decode(buf)?;
-                if matches!(payload, Payload::Expire(_)) {
-                    return Err(DecodeError("expiry without a time"));
+                if matches!(payload, Payload::Expire(_) | Payload::Watched(..)) {
+                    return Err(DecodeError("expiry or watched block without a time"));
                 }
                 Ok(Record {
                     time_ms: None,
@@ -188,6 +204,18 @@ impl Payload {
                 out.extend_from_slice(&inner.encode());
                 out
             }
+            Payload::Watched(keys, inner) => {
+                let mut out = vec![KIND_WATCHED];
+                put_varint(&mut out, keys.len() as u64);
+                for k in keys {
+                    put_varint(&mut out, k.since);
+                    out.push(u8::from(k.existed) | (u8::from(k.expired) << 1));
+                    put_varint(&mut out, k.key.len() as u64);
+                    out.extend_from_slice(&k.key);
+                }
+                out.extend_from_slice(&inner.encode());
+                out
+            }
             Payload::Multi(cmds) => {
                 let size: usize = cmds.iter().flatten().map(|a| a.len() + 5).sum();
                 let mut out = Vec::with_capacity(size + 6 * (cmds.len() + 1));
@@ -239,6 +267,42 @@ impl Payload {
                     return Err(DecodeError("rights around neither a command nor a block"));
                 }
                 return Ok(Payload::Rights(Rights { user, rules }, Box::new(inner)));
+            }
+            KIND_WATCHED => {
+                let n = get_varint(buf, &mut pos)? as usize;
+                if n > buf.len() {
+                    return Err(DecodeError("bad watched key count"));
+                }
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let since = get_varint(buf, &mut pos)?;
+                    let flags = *buf.get(pos).ok_or(DecodeError("truncated watched key"))?;
+                    pos += 1;
+                    if flags > 3 {
+                        return Err(DecodeError("bad watched key flags"));
+                    }
+                    let len = get_varint(buf, &mut pos)? as usize;
+                    let end = pos
+                        .checked_add(len)
+                        .filter(|&e| e <= buf.len())
+                        .ok_or(DecodeError("watched key past the end"))?;
+                    keys.push(WatchedKey {
+                        key: buf[pos..end].to_vec(),
+                        since,
+                        existed: flags & 1 != 0,
+                        expired: flags & 2 != 0,
+                    });
+                    pos = end;
+                }
+                let inner = Payload::decode(&buf[pos..])?;
+                let block = match &inner {
+                    Payload::Rights(_, b) => b.as_ref(),
+                    other => other,
+                };
+                if !matches!(block, Payload::Multi(_)) {
+                    return Err(DecodeError("watched keys around no block"));
+                }
+                return Ok(Payload::Watched(keys, Box::new(inner)));
             }
             _ => return Err(DecodeError("unknown payload kind")),
         };
@@ -303,6 +367,55 @@ mod tests {
             )),
         );
         assert!(Payload::decode(&nested.encode()).is_err());
+    }
+
+    #[test]
+    fn watched_blocks_round_trip_and_need_a_time_and_a_block() {
+        let keys = vec![
+            WatchedKey {
+                key: b"k\0\r\n".to_vec(),
+                since: 300,
+                existed: true,
+                expired: false,
+            },
+            WatchedKey {
+                key: vec![0xff; 200],
+                since: u64::MAX,
+                existed: true,
+                expired: true,
+            },
+            WatchedKey {
+                key: Vec::new(),
+                since: 0,
+                existed: false,
+                expired: false,
+            },
+        ];
+        let rights = Rights {
+            user: b"app".to_vec(),
+            rules: vec![b"+@all".to_vec()],
+        };
+        for inner in [
+            Payload::Multi(vec![vec![b"INCR".to_vec(), b"k".to_vec()]]),
+            Payload::Multi(Vec::new()),
+            Payload::Rights(
+                rights,
+                Box::new(Payload::Multi(vec![vec![b"EVAL".to_vec()]])),
+            ),
+        ] {
+            let r = Record::timed(9, Payload::Watched(keys.clone(), Box::new(inner)));
+            assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+        }
+        let untimed = Payload::Watched(keys.clone(), Box::new(Payload::Multi(Vec::new())));
+        assert!(Record::decode(&untimed.encode()).is_err());
+        let around_a_command =
+            Payload::Watched(keys, Box::new(Payload::Command(vec![b"x".to_vec()])));
+        assert!(Payload::decode(&around_a_command.encode()).is_err());
+        let mut bad_flags =
+            Payload::Watched(Vec::new(), Box::new(Payload::Multi(Vec::new()))).encode();
+        bad_flags[1] = 1;
+        bad_flags.splice(2..2, [0u8, 7, 0]);
+        assert!(Payload::decode(&bad_flags).is_err());
     }
 
     #[test]

@@ -411,6 +411,12 @@ pub fn reply_null(ctx: *mut raw::RedisModuleCtx) {
     unsafe { api!(RedisModule_ReplyWithNull)(ctx) };
 }
 
+/// A null array (what EXEC answers when a watched key was modified).
+pub fn reply_null_array(ctx: *mut raw::RedisModuleCtx) {
+    // SAFETY: valid context.
+    unsafe { api!(RedisModule_ReplyWithNullArray)(ctx) };
+}
+
 pub fn reply_array(ctx: *mut raw::RedisModuleCtx, len: usize) {
     // SAFETY: valid context; the caller adds len elements.
     unsafe { api!(RedisModule_ReplyWithArray)(ctx, len as _) };
@@ -693,6 +699,73 @@ pub fn subscribe_generic_events(ctx: *mut raw::RedisModuleCtx, f: EventFn) -> bo
             Some(f),
         ) == raw::REDISMODULE_OK as c_int
     }
+}
+
+/// Subscribes `f` to every keyspace event (all of Redis's classes, module
+/// types' too), whatever notify-keyspace-events says.
+pub fn subscribe_all_keyspace_events(ctx: *mut raw::RedisModuleCtx, f: EventFn) -> bool {
+    // SAFETY: called once at load with the load context.
+    unsafe {
+        api!(RedisModule_SubscribeToKeyspaceEvents)(
+            ctx,
+            raw::REDISMODULE_NOTIFY_ALL as c_int,
+            Some(f),
+        ) == raw::REDISMODULE_OK as c_int
+    }
+}
+
+/// The database a context (e.g. a keyspace event's) has selected.
+pub fn selected_db(ctx: *mut raw::RedisModuleCtx) -> i32 {
+    // SAFETY: a valid context passed by Redis.
+    unsafe { api!(RedisModule_GetSelectedDb)(ctx) }
+}
+
+/// Calls `f(false)` when database 0 is about to be flushed (FLUSHALL,
+/// FLUSHDB, and loads) and `f(true)` when it is swapped with another
+/// (SWAPDB), on the main thread.
+pub fn on_database_emptied(ctx: *mut raw::RedisModuleCtx, f: fn(bool)) -> bool {
+    static CALLBACK: std::sync::OnceLock<fn(bool)> = std::sync::OnceLock::new();
+    unsafe extern "C" fn event(
+        _ctx: *mut raw::RedisModuleCtx,
+        eid: raw::RedisModuleEvent,
+        subevent: u64,
+        data: *mut c_void,
+    ) {
+        if data.is_null() {
+            return;
+        }
+        // SAFETY: for these events Redis passes RedisModuleFlushInfoV1 /
+        // RedisModuleSwapDbInfoV1: a u64 version, then two i32.
+        let (a, b) = unsafe {
+            let p = (data as *const u8).add(8) as *const i32;
+            (*p, *p.add(1))
+        };
+        let which = if eid.id == raw::REDISMODULE_EVENT_SWAPDB {
+            (a == 0 || b == 0).then_some(true)
+        } else {
+            (subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_START && (b == -1 || b == 0))
+                .then_some(false)
+        };
+        if let (Some(swapped), Some(f)) = (which, CALLBACK.get()) {
+            crate::guard::catch("the flush event", || f(swapped), |_| ());
+        }
+    }
+    let _ = CALLBACK.set(f);
+    [
+        raw::REDISMODULE_EVENT_FLUSHDB,
+        raw::REDISMODULE_EVENT_SWAPDB,
+    ]
+    .into_iter()
+    .all(|id| {
+        // SAFETY: called once at load with the load context.
+        unsafe {
+            api!(RedisModule_SubscribeToServerEvent)(
+                ctx,
+                raw::RedisModuleEvent { id, dataver: 1 },
+                Some(event),
+            ) == raw::REDISMODULE_OK as c_int
+        }
+    })
 }
 
 /// The bytes of a string Redis passed to a callback.

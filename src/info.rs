@@ -57,6 +57,10 @@ pub fn fields() -> Vec<(String, String)> {
         }
         put("proxy_reqs", PROXY_REQS.load(Ordering::Relaxed).to_string());
         put("open_transactions", crate::txn::open_count().to_string());
+        put(
+            "watching_clients",
+            crate::machine::watch::watching_clients().to_string(),
+        );
         server_api(&mut put);
         return f;
     };
@@ -168,6 +172,14 @@ pub fn fields() -> Vec<(String, String)> {
     put("proxy_reqs", PROXY_REQS.load(Ordering::Relaxed).to_string());
     // Clients with a MULTI open here (queued by this node, not Redis).
     put("open_transactions", crate::txn::open_count().to_string());
+    // Clients with WATCHed keys here, and the WATCH history (replicated).
+    put(
+        "watching_clients",
+        crate::machine::watch::watching_clients().to_string(),
+    );
+    let (records, floor) = crate::machine::watch::history_size();
+    put("watch_history_records", records.to_string());
+    put("watch_history_floor", floor.to_string());
     put(
         "keys_expired",
         expiry::EXPIRED.load(Ordering::Relaxed).to_string(),

@@ -21,7 +21,8 @@ pub enum Class {
     Write,
     /// Served after a ReadIndex confirmation.
     Read,
-    /// MULTI, EXEC, DISCARD: handled by the module's own transaction state.
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: handled by the module's own
+    /// transaction state (`txn`, `machine::watch`).
     Txn,
     /// Cannot be made consistent (yet): refused with this reason.
     Refuse(String),
@@ -178,14 +179,8 @@ pub fn classify(argv: &[&[u8]]) -> Class {
     {
         return Class::PassThrough;
     }
-    if matches!(name_s.as_str(), "multi" | "exec" | "discard") {
-        return Class::Txn;
-    }
     if TXN.contains(&name_s.as_str()) {
-        return Class::Refuse(format!(
-            "{}: optimistic locking cannot be made consistent with Raft; use MULTI/EXEC or EVAL",
-            name_s.to_uppercase()
-        ));
+        return Class::Txn;
     }
     // A script runs on every node from the log, so it must be deterministic.
     match name_s.as_str() {
@@ -537,7 +532,6 @@ mod tests {
         for refused in [
             &[b"MIGRATE".as_slice(), b"h"][..],
             &[b"BLPOP", b"k"],
-            &[b"WATCH", b"k"],
             &[b"EVALSHA", b"x"],
             &[b"FCALL", b"f"],
             &[b"SELECT", b"1"],
@@ -548,6 +542,8 @@ mod tests {
         }
         assert_eq!(classify(&[b"multi"]), Class::Txn);
         assert_eq!(classify(&[b"EXEC"]), Class::Txn);
+        assert_eq!(classify(&[b"WATCH", b"k"]), Class::Txn);
+        assert_eq!(classify(&[b"unwatch"]), Class::Txn);
         assert_eq!(classify(&[b"EVAL", b"x"]), Class::Write);
         assert_eq!(classify(&[b"EVAL_RO", b"x"]), Class::Read);
         assert_eq!(classify(&[b"SELECT", b"0"]), Class::PassThrough);

@@ -71,6 +71,12 @@ fn init_inner(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning("RedisRaft: refusing to load: cannot subscribe to keyspace events");
         return Status::Err;
     }
+    if !machine::watch::init(ctx.ctx) {
+        ctx.log_warning(
+            "RedisRaft: refusing to load: cannot subscribe to keyspace and flush events",
+        );
+        return Status::Err;
+    }
     if !ffi::on_client_disconnect(ctx.ctx, txn::forget) {
         ctx.log_warning("RedisRaft: refusing to load: cannot subscribe to client events");
         return Status::Err;

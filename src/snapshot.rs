@@ -151,7 +151,9 @@ pub fn file_crc32(path: &Path) -> std::io::Result<(u64, u32)> {
 // ---------------------------------------------------------------------------
 // Aux data in the RDB
 
-const AUX_VERSION: u64 = 1;
+/// Version 2 adds the WATCH history (`machine::watch`) after the
+/// membership; version 1 (written before WATCH) still loads.
+const AUX_VERSION: u64 = 2;
 
 pub static META_TYPE: RedisType = RedisType::new(
     "redisraft",
@@ -215,6 +217,9 @@ fn save_meta(rdb: *mut raw::RedisModuleIO, when: c_int) {
             raw::save_slice(rdb, &Membership::default().encode());
         }
     }
+    // The history of modifications at the same applied index: part of the
+    // replicated state (what a watched EXEC decides from).
+    raw::save_slice(rdb, &crate::machine::watch::encode_history());
 }
 
 unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, _encver: c_int, when: c_int) -> c_int {
@@ -231,7 +236,7 @@ fn load_meta(rdb: *mut raw::RedisModuleIO, when: c_int) -> c_int {
     }
     let read = || -> Result<Option<RdbMeta>, String> {
         let version = raw::load_unsigned(rdb).map_err(|e| e.to_string())?;
-        if version != AUX_VERSION {
+        if version != AUX_VERSION && version != 1 {
             return Err(format!(
                 "unsupported RedisRaft RDB metadata version {version}"
             ));
@@ -242,6 +247,16 @@ fn load_meta(rdb: *mut raw::RedisModuleIO, when: c_int) -> c_int {
         let dbid = String::from_utf8_lossy(dbid.as_ref()).into_owned();
         let m = raw::load_string_buffer(rdb).map_err(|e| e.to_string())?;
         let membership = Membership::decode(m.as_ref()).map_err(|e| e.to_string())?;
+        let history = if version >= 2 {
+            let h = raw::load_string_buffer(rdb).map_err(|e| e.to_string())?;
+            crate::machine::watch::History::decode(h.as_ref())
+                .map_err(|e| format!("WATCH history: {e}"))?
+        } else {
+            // Written before WATCH: nothing is known before its index.
+            crate::machine::watch::History::starting_at(index)
+        };
+        // The dataset being loaded replaces ours, and its history ours.
+        crate::machine::watch::install_history(history);
         Ok((index > 0).then_some(RdbMeta {
             index,
             term,

@@ -1,8 +1,8 @@
 //! MULTI/EXEC: commands a client queues between MULTI and EXEC are kept
 //! here (Redis itself never sees the MULTI, which our filter rewrote), and
 //! EXEC proposes them as ONE log entry, applied in one main-thread callback
-//! so nothing interleaves. WATCH cannot be made consistent and is refused.
-//! Main thread only.
+//! so nothing interleaves. The keys a client WATCHes are kept by
+//! `machine::watch`. Main thread only.
 
 use std::collections::HashMap;
 
@@ -38,8 +38,9 @@ pub fn begin(client: u64) -> bool {
     true
 }
 
-/// A client disconnected: its open transaction, if any, goes with it.
+/// A client disconnected: its open transaction and watched keys go with it.
 pub fn forget(client: u64) {
+    crate::machine::watch::forget(client);
     if let Some(m) = OPEN.lock().as_mut() {
         m.remove(&client);
     }

@@ -100,8 +100,7 @@ fn three_nodes_replicate_redirect_and_proxy() {
 
     // Refused commands say why.
     for cmd in [
-        &["WATCH", "k"][..],
-        &["EVALSHA", "abc", "0"],
+        &["EVALSHA", "abc", "0"][..],
         &["BLPOP", "q", "1"],
         &["BGSAVE"],
         &["MIGRATE", "127.0.0.1", "1", "k", "0", "1000"],
@@ -623,7 +622,11 @@ fn multi_exec_is_one_entry_applied_atomically_on_every_node() {
     assert!(ok(&call(&["DISCARD"])));
     assert!(err_text(&call(&["EXEC"])).is_some_and(|e| e.contains("without MULTI")));
     assert_eq!(bulk(&call(&["GET", "a"])).as_deref(), Some("2"));
+    // WATCH works (tests/watch.rs); inside MULTI it is not allowed.
+    assert!(ok(&call(&["WATCH", "a"])));
+    assert!(ok(&call(&["MULTI"])));
     assert!(err_text(&call(&["WATCH", "a"])).is_some());
+    assert!(ok(&call(&["DISCARD"])));
     c.assert_same_dataset();
 }
 

@@ -16,6 +16,7 @@
 //!   HGETALL, KEYS, SCAN, ...), made deterministic; TIME from the entry.
 //! - `script`: every command a script runs goes through the same rules.
 //! - `stream`: XADD's automatic IDs from the entry's time.
+//! - `watch`: WATCH's modified keys, decided from the log.
 //! - `command`: one command of an entry, or a read, run under these rules.
 
 use std::cell::Cell;
@@ -26,6 +27,7 @@ pub mod random;
 pub mod script;
 pub mod stream;
 pub mod ttl;
+pub mod watch;
 
 /// This node's clock, Unix ms. Only the leader's reaches the log (as an
 /// entry's time); elsewhere it is used for reads the leader serves.
