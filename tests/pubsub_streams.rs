@@ -262,6 +262,25 @@ fn publish_reaches_the_subscribers_of_every_node_once() {
 }
 
 #[test]
+fn with_follower_proxy_publish_is_forwarded_and_resp3_clients_are_moved() {
+    let c = Cluster::new(3, &["--raft.follower-proxy", "yes"]);
+    let l = c.wait_leader();
+    let f = (l + 1) % 3;
+    let mut sub = Raw::connect(c.nodes[(l + 2) % 3].port);
+    assert!(show(&sub.call(&["SUBSCRIBE", "news"])).contains("subscribe"));
+    // Forwarded to the leader, which has no subscriber of its own.
+    let r = c.nodes[f].cmd(&["PUBLISH", "news", "via-follower"]);
+    assert_eq!(r, RespValue::Integer(0));
+    assert!(show(&sub.reply()).ends_with("$12 via-follower "));
+    // The proxy relays RESP2 only: a RESP3 client goes to the leader.
+    let mut r3 = Raw::resp3(c.nodes[f].port);
+    let moved = show(&r3.call(&["GET", "k"]));
+    assert!(moved.starts_with("-MOVED"), "{moved}");
+    let mut r3 = Raw::resp3(c.nodes[l].port);
+    assert_eq!(show(&r3.call(&["GET", "k"])), "_ ");
+}
+
+#[test]
 fn a_restarted_node_does_not_publish_its_replayed_log_again() {
     let mut c = Cluster::new(3, &[]);
     let l = c.wait_leader();
