@@ -590,8 +590,19 @@ const COMPARED: &[&[&str]] = &[
 
 #[test]
 fn resp3_and_resp2_replies_are_byte_for_byte_redis_s_own() {
+    compare_with_plain_redis(&[]);
+}
+
+/// Reads served locally by the leader (quorum-reads no), not after a
+/// ReadIndex round, answer in the client's protocol too.
+#[test]
+fn resp3_replies_of_reads_the_leader_serves_at_once_are_redis_s_own() {
+    compare_with_plain_redis(&["--raft.quorum-reads", "no"]);
+}
+
+fn compare_with_plain_redis(extra: &[&str]) {
     let plain = PlainRedis::start();
-    let c = Cluster::new(3, &[]);
+    let c = Cluster::new(3, extra);
     let l = c.wait_leader();
     for resp3 in [true, false] {
         let mut a = if resp3 {
