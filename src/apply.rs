@@ -18,7 +18,7 @@ use crate::config;
 use crate::entry::Payload;
 use crate::ffi::{self, CallContext, RedisClient};
 use crate::machine::command::{self, Outcome};
-use crate::machine::{expiry, Moment};
+use crate::machine::{expiry, protocol, Moment};
 use crate::node::{Applier, ApplyItem, ConfUpdate};
 use crate::storage::Membership;
 
@@ -204,8 +204,12 @@ fn drain_queue() {
                 if let Some(t) = time {
                     APPLIED_TIME_MS.fetch_max(t, Ordering::AcqRel);
                 }
-                crate::machine::watch::applying(index, || {
-                    apply_payload(ctx, index, time, payload, client)
+                // The client's reply in its protocol (RESP2 or RESP3).
+                let resp3 = client.as_ref().is_some_and(RedisClient::resp3);
+                protocol::with(resp3, || {
+                    crate::machine::watch::applying(index, || {
+                        apply_payload(ctx, index, time, payload, client)
+                    })
                 });
                 APPLIED_INDEX.store(index, Ordering::Release);
                 APPLIED_TERM.store(term, Ordering::Release);
@@ -214,7 +218,7 @@ fn drain_queue() {
             ApplyItem::Reads { requests } => {
                 let now = read_time();
                 for (client, argv) in requests {
-                    match command::run_read(ctx, &argv, now) {
+                    match protocol::with(client.resp3(), || command::run_read(ctx, &argv, now)) {
                         Some(outcome) => outcome.answer(client),
                         None => through_the_log(argv, client),
                     }

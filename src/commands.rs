@@ -16,6 +16,7 @@ use crate::entry::Payload;
 use crate::error::Error;
 use crate::ffi::{self, RedisClient};
 use crate::intercept::{classify, Class};
+use crate::machine::protocol;
 use crate::node::{Request, Role};
 use crate::storage::{LogStore, NodeMeta};
 
@@ -177,7 +178,11 @@ pub fn script_call(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         .as_slice()
         .eq_ignore_ascii_case(crate::machine::script::WRITE_CALL);
     let argv = args_bytes(&args[1..]);
-    crate::machine::script::call(ctx.ctx, argv, writes).write(ctx.ctx);
+    // In the script's protocol (redis.setresp).
+    protocol::of_caller(ctx.ctx, || {
+        crate::machine::script::call(ctx.ctx, argv, writes)
+    })
+    .write(ctx.ctx);
     no_reply()
 }
 
@@ -325,13 +330,15 @@ fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
     }
     if read && config::UNSAFE_LOCAL_READS.get() {
         // Test knob (unsafe): serve from this node's dataset, unchecked.
-        if let Some(outcome) = apply::read_now(&argv) {
+        if let Some(outcome) = protocol::of_caller(ctx.ctx, || apply::read_now(&argv)) {
             outcome.write(ctx.ctx);
             return no_reply();
         }
     }
     if role != Role::Leader {
-        if config::FOLLOWER_PROXY.get() {
+        // The proxy relays RESP2 replies: a RESP3 client is sent to the
+        // leader instead, where it gets Redis's own RESP3 reply.
+        if config::FOLLOWER_PROXY.get() && !ffi::is_resp3(ctx.ctx) {
             if let Error::Moved(addr) = &leader_err {
                 let client = RedisClient::block(ctx.ctx).map_err(err)?;
                 crate::proxy::forward(addr.clone(), argv, client);
@@ -357,7 +364,7 @@ fn route(ctx: &Context, argv: Vec<Vec<u8>>, read: bool) -> RedisResult {
         // reads locally, without a quorum round: under a lease still held
         // (read-mode lease), or unchecked (quorum-reads no: may be stale if
         // it was cut off).
-        match apply::read_now(&argv) {
+        match protocol::of_caller(ctx.ctx, || apply::read_now(&argv)) {
             Some(outcome) => {
                 outcome.write(ctx.ctx);
                 return no_reply();

@@ -203,9 +203,20 @@ pub fn in_script() -> bool {
     f & raw::REDISMODULE_CTX_FLAGS_LUA != 0
 }
 
-/// Runs a command through RM_Call on `ctx`. A failure to run it at all
-/// (unknown command, wrong arity, ...) comes back as an error text.
+/// Runs a command through RM_Call on `ctx`, its reply in RESP2. A failure
+/// to run it at all (unknown command, wrong arity, ...) comes back as an
+/// error text.
 pub fn call(ctx: *mut raw::RedisModuleCtx, argv: &[Vec<u8>]) -> Result<CallReply, String> {
+    call_in(ctx, argv, false)
+}
+
+/// As [`call`], the reply in RESP3 when `resp3` (RM_Call's "3" flag: the
+/// command runs for a RESP3 client and answers as Redis answers one).
+pub fn call_in(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: &[Vec<u8>],
+    resp3: bool,
+) -> Result<CallReply, String> {
     let (name, args) = argv.split_first().ok_or("empty command")?;
     let cname = CString::new(name.clone()).map_err(|_| "command name contains NUL")?;
     let create = api!(RedisModule_CreateString);
@@ -217,13 +228,14 @@ pub fn call(ctx: *mut raw::RedisModuleCtx, argv: &[Vec<u8>]) -> Result<CallReply
         .collect();
     let rm_call = api!(RedisModule_Call);
     OWN_CALLS.with(|c| c.set(c.get() + 1));
+    let format = if resp3 { c"v3" } else { c"v" };
     // SAFETY: "v" takes (RedisModuleString **argv, size_t argc); argv is
     // valid for the call. No "!": the module does its own replication.
     let reply = unsafe {
         rm_call(
             ctx,
             cname.as_ptr(),
-            c"v".as_ptr(),
+            format.as_ptr(),
             strs.as_mut_ptr(),
             strs.len(),
         )
@@ -263,6 +275,11 @@ pub fn context_flags(ctx: *mut raw::RedisModuleCtx) -> u32 {
     unsafe { api!(RedisModule_GetContextFlags)(ctx) as u32 }
 }
 
+/// Whether the client running the current command speaks RESP3 (HELLO 3).
+pub fn is_resp3(ctx: *mut raw::RedisModuleCtx) -> bool {
+    !ctx.is_null() && context_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_RESP3 != 0
+}
+
 /// Whether a client in this context may be blocked (not inside MULTI, a
 /// script, or another context that denies blocking).
 pub fn can_block(ctx: *mut raw::RedisModuleCtx) -> bool {
@@ -278,6 +295,9 @@ pub fn can_block(ctx: *mut raw::RedisModuleCtx) -> bool {
 /// shutdown) it gets an error saying the outcome is unknown.
 pub struct RedisClient {
     bc: *mut raw::RedisModuleBlockedClient,
+    /// The client spoke RESP3 when it was blocked: its reply, written
+    /// later, must be RESP3 too.
+    resp3: bool,
 }
 
 // SAFETY: a blocked client handle may be unblocked from any thread, which is
@@ -338,7 +358,15 @@ impl RedisClient {
         if bc.is_null() {
             return Err(Error::Other("could not block the client".into()));
         }
-        Ok(RedisClient { bc })
+        Ok(RedisClient {
+            bc,
+            resp3: is_resp3(ctx),
+        })
+    }
+
+    /// Whether the client expects RESP3 replies.
+    pub fn resp3(&self) -> bool {
+        self.resp3
     }
 
     fn answer(mut self, f: Answer) {
@@ -378,6 +406,7 @@ impl Drop for RedisClient {
         if !self.bc.is_null() {
             let me = RedisClient {
                 bc: std::mem::replace(&mut self.bc, ptr::null_mut()),
+                resp3: self.resp3,
             };
             me.reply_error_text("TIMEOUT request abandoned; it may or may not have been applied");
         }
@@ -420,6 +449,18 @@ pub fn reply_null_array(ctx: *mut raw::RedisModuleCtx) {
 pub fn reply_array(ctx: *mut raw::RedisModuleCtx, len: usize) {
     // SAFETY: valid context; the caller adds len elements.
     unsafe { api!(RedisModule_ReplyWithArray)(ctx, len as _) };
+}
+
+/// A set of `len` elements (RESP3 `~`; an array for a RESP2 client).
+pub fn reply_set(ctx: *mut raw::RedisModuleCtx, len: usize) {
+    // SAFETY: valid context; the caller adds len elements.
+    unsafe { api!(RedisModule_ReplyWithSet)(ctx, len as _) };
+}
+
+/// A map of `len` pairs (RESP3 `%`; a flat array of 2*len for RESP2).
+pub fn reply_map(ctx: *mut raw::RedisModuleCtx, len: usize) {
+    // SAFETY: valid context; the caller adds 2*len elements.
+    unsafe { api!(RedisModule_ReplyWithMap)(ctx, len as _) };
 }
 
 pub fn reply_bulks(ctx: *mut raw::RedisModuleCtx, items: &[Vec<u8>]) {

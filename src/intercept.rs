@@ -223,6 +223,10 @@ pub fn classify(argv: &[&[u8]]) -> Class {
     {
         return Class::Refuse("CLIENT PAUSE is not supported with RedisRaft".into());
     }
+    if crate::machine::pubsub::is_publish(&name_s) {
+        // Not a write to Redis, but delivered on every node from the log.
+        return Class::Write;
+    }
     let table = TABLE.read();
     let Some(info) = table.as_ref().and_then(|t| t.get(&name)) else {
         // Through RAFT, which answers Redis's own error: inside MULTI it
@@ -244,7 +248,13 @@ pub fn classify(argv: &[&[u8]]) -> Class {
     if name_s == "function" && has("write") {
         return Class::Refuse("FUNCTION: functions are not supported by this RedisRaft yet".into());
     }
-    if has("blocking") {
+    if has("blocking") && crate::machine::stream::blocks(&name_s, argv) {
+        if name_s.starts_with("xread") {
+            return Class::Refuse(format!(
+                "{} with BLOCK: blocking commands are not supported by this RedisRaft yet; without BLOCK it is served",
+                name_s.to_uppercase()
+            ));
+        }
         return Class::Refuse(format!(
             "{}: blocking commands are not supported by this RedisRaft yet",
             name_s.to_uppercase()
@@ -515,6 +525,13 @@ mod tests {
         );
         t.insert(b"ping".to_vec(), info(&["fast"], &[]));
         t.insert(b"select".to_vec(), info(&["loading", "fast"], &[]));
+        t.insert(b"xread".to_vec(), info(&["readonly", "blocking"], &[]));
+        t.insert(b"xreadgroup".to_vec(), info(&["write", "blocking"], &[]));
+        t.insert(
+            b"publish".to_vec(),
+            info(&["pubsub", "loading", "stale", "fast"], &[]),
+        );
+        t.insert(b"subscribe".to_vec(), info(&["pubsub", "noscript"], &[]));
         let mut config = info(&[], &[]);
         config
             .subcommands
@@ -529,6 +546,18 @@ mod tests {
         assert_eq!(classify(&[b"raft.info"]), Class::PassThrough);
         assert_eq!(classify(&[b"nosuchcommand"]), Class::Unknown);
         assert_eq!(classify(&[b"SPOP", b"k"]), Class::Write);
+        assert_eq!(classify(&[b"XREAD", b"STREAMS", b"s", b"0"]), Class::Read);
+        assert_eq!(
+            classify(&[b"xreadgroup", b"GROUP", b"g", b"c", b"STREAMS", b"s", b">"]),
+            Class::Write
+        );
+        assert!(matches!(
+            classify(&[b"XREAD", b"BLOCK", b"0", b"STREAMS", b"s", b"$"]),
+            Class::Refuse(_)
+        ));
+        assert_eq!(classify(&[b"PUBLISH", b"c", b"m"]), Class::Write);
+        assert_eq!(classify(&[b"SPUBLISH", b"c", b"m"]), Class::Write);
+        assert_eq!(classify(&[b"SUBSCRIBE", b"c"]), Class::PassThrough);
         for refused in [
             &[b"MIGRATE".as_slice(), b"h"][..],
             &[b"BLPOP", b"k"],

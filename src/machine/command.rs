@@ -4,7 +4,7 @@
 
 use redis_module::raw;
 
-use super::{expiry, random, script, stream, ttl, Moment};
+use super::{expiry, protocol, pubsub, random, script, stream, ttl, Moment};
 use crate::ffi::{self, CallReply, KeyExpiry, RedisClient};
 
 type Ctx = *mut raw::RedisModuleCtx;
@@ -20,6 +20,11 @@ pub enum Outcome {
     Strings(Vec<Vec<u8>>),
     /// A complete scan: cursor 0 and these elements.
     ScanPage(Vec<Vec<u8>>),
+    /// A set of bulk strings (SMEMBERS, SINTER, ...): a RESP3 set, an
+    /// array in RESP2.
+    Set(Vec<Vec<u8>>),
+    /// Field-value pairs (HGETALL): a RESP3 map, a flat array in RESP2.
+    Map(Vec<(Vec<u8>, Vec<u8>)>),
 }
 
 impl From<Result<CallReply, String>> for Outcome {
@@ -46,6 +51,19 @@ impl Outcome {
                 ffi::reply_bulk(ctx, b"0");
                 ffi::reply_bulks(ctx, items);
             }
+            Outcome::Set(items) => {
+                ffi::reply_set(ctx, items.len());
+                for i in items {
+                    ffi::reply_bulk(ctx, i);
+                }
+            }
+            Outcome::Map(pairs) => {
+                ffi::reply_map(ctx, pairs.len());
+                for (f, v) in pairs {
+                    ffi::reply_bulk(ctx, f);
+                    ffi::reply_bulk(ctx, v);
+                }
+            }
         }
     }
 
@@ -63,7 +81,7 @@ impl Outcome {
 /// before entries were timed, run as it was then).
 pub fn run_in_entry(ctx: Ctx, argv: Vec<Vec<u8>>, m: Option<Moment>) -> Outcome {
     let Some(m) = m else {
-        return ffi::call(ctx, &argv).into();
+        return protocol::call(ctx, &argv).into();
     };
     super::at(m, || run_at(ctx, argv, m))
 }
@@ -83,6 +101,9 @@ pub fn run_at(ctx: Ctx, argv: Vec<Vec<u8>>, m: Moment) -> Outcome {
     if let Some(outcome) = random::run(ctx, &argv, m) {
         return outcome;
     }
+    if let Some(outcome) = pubsub::replayed(&argv) {
+        return outcome;
+    }
     if script::is_script(&argv) {
         script::seed_lua(ctx, m);
     }
@@ -91,7 +112,7 @@ pub fn run_at(ctx: Ctx, argv: Vec<Vec<u8>>, m: Moment) -> Outcome {
         None => argv,
     };
     let rw = ttl::rewrite(argv, now);
-    let outcome = ffi::call(ctx, &rw.argv).into();
+    let outcome = protocol::call(ctx, &rw.argv).into();
     if rw.expires_at.is_some_and(|at| at <= now) {
         // Given a time already past (EXPIRE k -1, SET k v PXAT <past>):
         // deleted at once, as Redis does.
@@ -122,9 +143,9 @@ pub fn run_read(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Outcome> {
             seed: random::mix(now as u64),
             in_log: false,
         };
-        return Some(super::at(m, || ffi::call(ctx, argv).into()));
+        return Some(super::at(m, || protocol::call(ctx, argv).into()));
     }
-    Some(ffi::call(ctx, argv).into())
+    Some(protocol::call(ctx, argv).into())
 }
 
 /// TTL, PTTL, EXPIRETIME, PEXPIRETIME from the logical expiry time.

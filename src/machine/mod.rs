@@ -18,11 +18,15 @@
 //! - `stream`: XADD's automatic IDs from the entry's time.
 //! - `watch`: WATCH's modified keys, decided from the log.
 //! - `command`: one command of an entry, or a read, run under these rules.
+//! - `protocol`: replies in the client's protocol (RESP2 or RESP3).
+//! - `pubsub`: PUBLISH and SPUBLISH as entries, delivered on every node.
 
 use std::cell::Cell;
 
 pub mod command;
 pub mod expiry;
+pub mod protocol;
+pub mod pubsub;
 pub mod random;
 pub mod script;
 pub mod stream;

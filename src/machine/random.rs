@@ -80,9 +80,8 @@ pub fn run(ctx: Ctx, argv: &[Vec<u8>], m: Moment) -> Option<Outcome> {
         "spop" => spop(ctx, argv, &mut d),
         "srandmember" => srandmember(ctx, argv, &mut d),
         "randomkey" if argv.len() == 1 => randomkey(ctx, &mut d),
-        "smembers" | "sinter" | "sunion" | "sdiff" | "hkeys" | "hvals" | "keys" => {
-            sorted(ctx, argv)
-        }
+        "smembers" | "sinter" | "sunion" | "sdiff" => sorted(ctx, argv).map(Outcome::Set),
+        "hkeys" | "hvals" | "keys" => sorted(ctx, argv).map(Outcome::Strings),
         "hgetall" => sorted_pairs(ctx, argv),
         "scan" | "sscan" | "hscan" | "zscan" => whole_scan(ctx, argv, &name),
         _ => None,
@@ -114,7 +113,7 @@ fn spop(ctx: Ctx, argv: &[Vec<u8>], d: &mut Draw) -> Option<Outcome> {
     }
     Some(match count {
         None => Outcome::Bulk(chosen.into_iter().next()),
-        Some(_) => Outcome::Strings(chosen),
+        Some(_) => Outcome::Set(chosen),
     })
 }
 
@@ -160,11 +159,11 @@ fn randomkey(ctx: Ctx, d: &mut Draw) -> Option<Outcome> {
 }
 
 /// A reply whose order follows the hash tables, sorted.
-fn sorted(ctx: Ctx, argv: &[Vec<u8>]) -> Option<Outcome> {
+fn sorted(ctx: Ctx, argv: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
     let reply = ffi::call(ctx, argv).ok()?;
     let mut items = reply.as_strings()?;
     items.sort();
-    Some(Outcome::Strings(items))
+    Some(items)
 }
 
 /// HGETALL: field-value pairs sorted by field.
@@ -176,9 +175,7 @@ fn sorted_pairs(ctx: Ctx, argv: &[Vec<u8>]) -> Option<Outcome> {
         .map(|c| (c[0].clone(), c[1].clone()))
         .collect();
     pairs.sort();
-    Some(Outcome::Strings(
-        pairs.into_iter().flat_map(|(f, v)| [f, v]).collect(),
-    ))
+    Some(Outcome::Map(pairs))
 }
 
 /// SCAN, SSCAN, HSCAN, ZSCAN: the whole iteration in one page, sorted and

@@ -1,6 +1,11 @@
 //! XADD with an automatic ID (`*`): Redis takes the milliseconds from its
 //! clock. Here they come from the entry's time, never below the stream's
 //! last ID, so every node gives the entry the same ID.
+//!
+//! XREAD and XREADGROUP are flagged `blocking` by Redis, but block only
+//! with a BLOCK option ([`blocks`]): without it XREAD is a read and
+//! XREADGROUP a write (it moves the group's last-delivered ID and fills
+//! its pending entries list).
 
 use redis_module::raw;
 
@@ -33,6 +38,21 @@ pub fn xadd_id_position(argv: &[Vec<u8>]) -> Option<usize> {
         }
     }
     None
+}
+
+/// Whether a command Redis flags `blocking` would block as given: XREAD and
+/// XREADGROUP only with a BLOCK option (among the options before STREAMS;
+/// a stream named "block" is a key), every other one always. With only
+/// the first arguments (the command filter's view) an XREAD may be found
+/// not to block; `raft()` decides again from the whole command line.
+pub fn blocks(name: &str, argv: &[&[u8]]) -> bool {
+    if !matches!(name, "xread" | "xreadgroup") {
+        return true;
+    }
+    argv.iter()
+        .skip(1)
+        .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+        .any(|a| a.eq_ignore_ascii_case(b"block"))
 }
 
 /// XADD ... * ... becomes XADD ... <ms>-* ..., with ms the entry's time or
@@ -84,5 +104,22 @@ mod tests {
         );
         assert_eq!(xadd_id_position(&args("XADD s maxlen 10 1-1 f v")), Some(4));
         assert_eq!(xadd_id_position(&args("XADD s 5-* f v")), Some(2));
+    }
+
+    #[test]
+    fn xread_blocks_only_with_a_block_option_before_streams() {
+        let blocks_as = |s: &str| {
+            let a = args(s);
+            let refs: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+            blocks(&s.split(' ').next().unwrap().to_lowercase(), &refs)
+        };
+        assert!(!blocks_as("XREAD COUNT 2 STREAMS s 0"));
+        assert!(blocks_as("XREAD COUNT 2 BLOCK 0 STREAMS s 0"));
+        assert!(blocks_as("XREAD block 10 STREAMS s 0"));
+        assert!(!blocks_as("XREAD STREAMS block 0"));
+        assert!(!blocks_as("XREADGROUP GROUP g c COUNT 1 NOACK STREAMS s >"));
+        assert!(blocks_as("XREADGROUP GROUP g c BLOCK 100 STREAMS s >"));
+        assert!(!blocks_as("XREADGROUP GROUP g c STREAMS block >"));
+        assert!(blocks_as("BLPOP k 0"));
     }
 }
