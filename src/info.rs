@@ -56,6 +56,10 @@ pub fn fields() -> Vec<(String, String)> {
         }
         put("proxy_reqs", PROXY_REQS.load(Ordering::Relaxed).to_string());
         put("open_transactions", crate::txn::open_count().to_string());
+        put(
+            "blocked_clients",
+            crate::blocking::waiting_count().to_string(),
+        );
         server_api(&mut put);
         return f;
     };
@@ -163,6 +167,10 @@ pub fn fields() -> Vec<(String, String)> {
     put("proxy_reqs", PROXY_REQS.load(Ordering::Relaxed).to_string());
     // Clients with a MULTI open here (queued by this node, not Redis).
     put("open_transactions", crate::txn::open_count().to_string());
+    put(
+        "blocked_clients",
+        crate::blocking::waiting_count().to_string(),
+    );
     put(
         "keys_expired",
         expiry::EXPIRED.load(Ordering::Relaxed).to_string(),

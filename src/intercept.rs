@@ -25,6 +25,10 @@ pub enum Class {
     Txn,
     /// Cannot be made consistent (yet): refused with this reason.
     Refuse(String),
+    /// A blocking command the module serves (`blocking`).
+    Blocking,
+    /// CLIENT UNBLOCK: the module's waiting clients are unblocked by it.
+    Unblock,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -136,6 +140,9 @@ pub fn classify(argv: &[&[u8]]) -> Class {
     }
     if matches!(name_s.as_str(), "multi" | "exec" | "discard") {
         return Class::Txn;
+    }
+    if let Some(class) = crate::blocking::classify(&name_s, argv) {
+        return class;
     }
     if TXN.contains(&name_s.as_str()) {
         return Class::Refuse(format!(
@@ -458,9 +465,11 @@ mod tests {
         assert_eq!(classify(&[b"raft.info"]), Class::PassThrough);
         assert_eq!(classify(&[b"nosuchcommand"]), Class::PassThrough);
         assert_eq!(classify(&[b"SPOP", b"k"]), Class::Write);
+        assert_eq!(classify(&[b"BLPOP", b"k"]), Class::Blocking);
+        assert_eq!(classify(&[b"client", b"UNBLOCK"]), Class::Unblock);
+        assert_eq!(classify(&[b"CLIENT", b"LIST"]), Class::PassThrough);
         for refused in [
             &[b"MIGRATE".as_slice(), b"h"][..],
-            &[b"BLPOP", b"k"],
             &[b"WATCH", b"k"],
             &[b"EVALSHA", b"x"],
             &[b"FCALL", b"f"],

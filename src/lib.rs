@@ -13,6 +13,7 @@
 
 pub mod acl;
 pub mod apply;
+pub mod blocking;
 pub mod commands;
 pub mod config;
 pub mod driver;
@@ -67,6 +68,10 @@ fn init_inner(ctx: &Context, args: &[RedisString]) -> Status {
     }
     apply::init(ctx.ctx);
     if !machine::expiry::init(ctx.ctx) {
+        ctx.log_warning("RedisRaft: refusing to load: cannot subscribe to keyspace events");
+        return Status::Err;
+    }
+    if !blocking::init(ctx.ctx) {
         ctx.log_warning("RedisRaft: refusing to load: cannot subscribe to keyspace events");
         return Status::Err;
     }
