@@ -535,3 +535,65 @@ fn a_job_queue_consumes_every_job_exactly_once() {
     assert_eq!(leader.cmd(&["LLEN", "jobs"]), RespValue::Integer(0));
     c.assert_same_dataset();
 }
+
+#[test]
+fn client_unblock_while_the_clients_pop_is_in_the_log_waits_for_its_outcome() {
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    let apply = |on: bool| {
+        let v = if on { "no" } else { "yes" };
+        assert!(ok(&leader.cmd(&[
+            "CONFIG",
+            "SET",
+            "raft.log-disable-apply",
+            v
+        ])));
+    };
+    for (pushed_first, want_target, want_unblock) in [
+        (false, NIL_ARRAY, RespValue::Integer(1)),
+        (true, arr(&["k", "v"]), RespValue::Integer(0)),
+    ] {
+        let mut w = leader.conn();
+        let RespValue::Integer(id) = call(&mut w, &["CLIENT", "ID"]) else {
+            panic!()
+        };
+        let mut pusher = leader.conn();
+        apply(false);
+        if pushed_first {
+            send(&mut pusher, &["RPUSH", "k", "v"]);
+        }
+        // Its first attempt is in the log, not applied yet.
+        send(&mut w, &["BLPOP", "k", "0"]);
+        wait_waiting(leader, 1);
+        let mut u = leader.conn();
+        send(&mut u, &["CLIENT", "UNBLOCK", &id.to_string()]);
+        if !pushed_first {
+            send(&mut pusher, &["RPUSH", "k", "v"]);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            u.try_recv(true).unwrap(),
+            None,
+            "answered before the entry applied"
+        );
+        apply(true);
+        assert!(ok(&leader.cmd(&["SET", "resume", "1"])));
+        assert_eq!(
+            w.recv().unwrap(),
+            want_target,
+            "pushed first: {pushed_first}"
+        );
+        assert_eq!(
+            u.recv().unwrap(),
+            want_unblock,
+            "pushed first: {pushed_first}"
+        );
+        assert_eq!(pusher.recv().unwrap(), RespValue::Integer(1));
+        wait_waiting(leader, 0);
+        // Nothing popped for an unblocked client: the element stays.
+        let left = if pushed_first { 0 } else { 1 };
+        assert_eq!(leader.cmd(&["LLEN", "k"]), RespValue::Integer(left));
+        leader.cmd(&["DEL", "k"]);
+    }
+    c.assert_same_dataset();
+}

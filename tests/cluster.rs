@@ -102,7 +102,7 @@ fn three_nodes_replicate_redirect_and_proxy() {
     for cmd in [
         &["WATCH", "k"][..],
         &["EVALSHA", "abc", "0"],
-        &["BLPOP", "q", "1"],
+        &["CLIENT", "PAUSE", "10"],
         &["BGSAVE"],
         &["MIGRATE", "127.0.0.1", "1", "k", "0", "1000"],
     ] {
