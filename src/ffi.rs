@@ -778,6 +778,7 @@ pub enum KeyKind {
     Missing,
     List(usize),
     Zset(usize),
+    Stream(usize),
     Other,
 }
 
@@ -799,6 +800,8 @@ pub fn key_kind(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> KeyKind {
             KeyKind::List(api!(RedisModule_ValueLength)(k))
         } else if t == raw::REDISMODULE_KEYTYPE_ZSET as c_int {
             KeyKind::Zset(api!(RedisModule_ValueLength)(k))
+        } else if t == raw::REDISMODULE_KEYTYPE_STREAM as c_int {
+            KeyKind::Stream(api!(RedisModule_ValueLength)(k))
         } else {
             KeyKind::Other
         };

@@ -597,3 +597,75 @@ fn client_unblock_while_the_clients_pop_is_in_the_log_waits_for_its_outcome() {
     }
     c.assert_same_dataset();
 }
+
+fn stream_reply(key: &str, entries: &[(&str, &str, &str)]) -> RespValue {
+    RespValue::Array(Some(vec![RespValue::Array(Some(vec![
+        RespValue::Bulk(Some(key.as_bytes().to_vec())),
+        RespValue::Array(Some(
+            entries
+                .iter()
+                .map(|(id, f, v)| {
+                    RespValue::Array(Some(vec![
+                        RespValue::Bulk(Some(id.as_bytes().to_vec())),
+                        arr(&[f, v]),
+                    ]))
+                })
+                .collect(),
+        )),
+    ]))]))
+}
+
+#[test]
+fn xread_block_waits_for_new_entries_and_every_reader_sees_them() {
+    let plain = PlainRedis::start();
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    let mut p = plain.conn();
+    let mut r = leader.conn();
+    for cmd in [
+        &["XADD", "s", "1-1", "f", "v1"][..],
+        &["XREAD", "BLOCK", "0", "STREAMS", "s", "0"],
+        &[
+            "XREAD", "COUNT", "1", "BLOCK", "100", "STREAMS", "none", "s", "0", "0",
+        ],
+        &["XREAD", "BLOCK", "50", "STREAMS", "s", "$"],
+        &["XREAD", "BLOCK", "10", "STREAMS", "s", "1-1"],
+        &["XREAD", "BLOCK", "-1", "STREAMS", "s", "0"],
+        &["MULTI"],
+        &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+        &["EXEC"],
+    ] {
+        assert_eq!(call(&mut r, cmd), call(&mut p, cmd), "{cmd:?}");
+    }
+    // Two readers wait with `$` (the last ID when they block), a third on
+    // a stream that does not exist yet: a new entry reaches all of them.
+    let mut readers: Vec<Connection> = (0..2).map(|_| leader.conn()).collect();
+    for (i, w) in readers.iter_mut().enumerate() {
+        send(w, &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]);
+        wait_waiting(leader, i + 1);
+    }
+    let mut fresh = leader.conn();
+    send(&mut fresh, &["XREAD", "BLOCK", "0", "STREAMS", "t", "$"]);
+    wait_waiting(leader, 3);
+    still_blocked(leader, &mut readers[0]);
+    assert_eq!(
+        leader.cmd(&["XADD", "s", "2-1", "f", "v2"]),
+        RespValue::Bulk(Some(b"2-1".to_vec()))
+    );
+    for w in &mut readers {
+        assert_eq!(w.recv().unwrap(), stream_reply("s", &[("2-1", "f", "v2")]));
+    }
+    still_blocked(leader, &mut fresh);
+    leader.cmd(&["XADD", "t", "5-5", "a", "b"]);
+    assert_eq!(
+        fresh.recv().unwrap(),
+        stream_reply("t", &[("5-5", "a", "b")])
+    );
+    wait_waiting(leader, 0);
+    // Its timeout: nil, as Redis.
+    assert_eq!(
+        call(&mut r, &["XREAD", "BLOCK", "100", "STREAMS", "s", "$"]),
+        NIL_ARRAY
+    );
+    c.assert_same_dataset();
+}

@@ -1,5 +1,5 @@
 //! Blocking commands: BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN,
-//! BZPOPMAX and BZMPOP.
+//! BZPOPMAX, BZMPOP, and XREAD ... BLOCK.
 //!
 //! Every pop is a log entry, so every node pops the same element; who waits
 //! is the leader's business only (in memory, never in the dataset):
@@ -22,6 +22,10 @@
 //! - A leader change ends every wait with `-TRYAGAIN`: nothing was popped
 //!   for those clients, and nothing is afterwards.
 //! - A client that disconnects leaves the queues at once.
+//! - XREAD ... BLOCK takes nothing: its first attempt runs through the log
+//!   on all its keys (`$` becomes the stream's last ID at that point); then
+//!   each entry added to a stream is read, on the leader, for every reader
+//!   waiting there, from committed and applied data: no log entry.
 //!
 //! Inside MULTI (the module's own) a blocking command is queued like any
 //! write and runs in the block's entry, without blocking, as in Redis.
@@ -86,6 +90,10 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 
 /// The class of a command this module handles, if it is one.
 pub fn classify(name: &str, argv: &[&[u8]]) -> Option<Class> {
+    if name == "xread" {
+        // Without BLOCK an ordinary read, not this module's.
+        return spec::xread_blocks(argv).then_some(Class::Blocking);
+    }
     if spec::kind_of(name.as_bytes()).is_some() {
         return Some(Class::Blocking);
     }
@@ -104,7 +112,8 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> bool {
     ffi::set_tag_hook(entry_failed);
     let mask = (raw::REDISMODULE_NOTIFY_GENERIC
         | raw::REDISMODULE_NOTIFY_LIST
-        | raw::REDISMODULE_NOTIFY_ZSET) as std::os::raw::c_int;
+        | raw::REDISMODULE_NOTIFY_ZSET
+        | raw::REDISMODULE_NOTIFY_STREAM) as std::os::raw::c_int;
     ffi::subscribe_events(ctx, mask, on_event)
 }
 
@@ -114,7 +123,8 @@ unsafe extern "C" fn on_event(
     _event: *const std::os::raw::c_char,
     key: *mut raw::RedisModuleString,
 ) -> std::os::raw::c_int {
-    if WAITING.load(Ordering::Relaxed) > 0 || STATE.with(|s| !s.borrow().waiters.is_empty()) {
+    let anyone = || STATE.with(|s| s.try_borrow().map_or(true, |st| !st.waiters.is_empty()));
+    if WAITING.load(Ordering::Relaxed) > 0 || anyone() {
         let key = ffi::bytes_of(key);
         STATE.with(|s| {
             if let Ok(mut st) = s.try_borrow_mut() {
@@ -130,6 +140,7 @@ fn peek(key: &[u8]) -> Peek {
         KeyKind::Missing => Peek::Missing,
         KeyKind::List(n) => Peek::Holds(Kind::List, n),
         KeyKind::Zset(n) => Peek::Holds(Kind::Zset, n),
+        KeyKind::Stream(n) => Peek::Holds(Kind::Stream, n),
         KeyKind::Other => Peek::Other,
     }
 }
@@ -173,8 +184,24 @@ fn pump(st: &mut State) {
     let Some(n) = driver::node() else { return };
     for (id, argv, mut client) in proposals {
         client.set_tag(id);
+        if st.waiters.reads(id) {
+            // XREAD: a read of committed, applied data on the leader;
+            // nothing to put in the log. A key whose time has come (None)
+            // is not read: its deletion comes through the log.
+            let outcome = crate::apply::read_now(&argv);
+            let found_nothing = outcome.as_ref().is_none_or(is_nil);
+            if let (Some((mut c, _)), Some(o)) = (settle(st, client, found_nothing), outcome) {
+                c.set_tag(0);
+                o.answer(c);
+            }
+            continue;
+        }
         n.send(Request::Write { argv, client });
     }
+}
+
+fn is_nil(o: &Outcome) -> bool {
+    matches!(o, Outcome::Reply(r) if r.is_null())
 }
 
 /// After a batch of entries applied: serve the keys that got data.
@@ -296,44 +323,17 @@ fn answer_unblocked(c: RedisClient, mode: UnblockMode) {
 }
 
 /// The reply of an applied command entry to its client: a blocking
-/// command's entry goes back to its wait; any other is answered.
+/// command's entry goes back to its wait list; any other is answered.
 pub fn answer(client: RedisClient, outcome: Outcome) {
-    let tag = client.tag();
-    if tag == 0 {
+    if client.tag() == 0 {
         outcome.answer(client);
         return;
     }
-    let found_nothing = matches!(&outcome, Outcome::Reply(r) if r.is_null());
+    let found_nothing = is_nil(&outcome);
     let done = with(|st| {
-        let (ret, client) = st
-            .waiters
-            .returned(tag, !found_nothing, client, Instant::now());
-        let r = match ret {
-            Returned::Answer { unblock_caller } => {
-                if let Some(c) = unblock_caller {
-                    c.reply_with(|ctx| ffi::reply_integer(ctx, 0));
-                }
-                client.map(|c| (c, true))
-            }
-            Returned::Waits => None,
-            Returned::Ends(unblock) => {
-                if let Some(c) = client {
-                    match unblock {
-                        Some((mode, caller)) => {
-                            answer_unblocked(c, mode);
-                            if let Some(caller) = caller {
-                                caller.reply_with(|ctx| ffi::reply_integer(ctx, 1));
-                            }
-                        }
-                        None => answer_timeout(c),
-                    }
-                }
-                None
-            }
-            Returned::Unknown => client.map(|c| (c, false)),
-        };
+        let done = settle(st, client, found_nothing);
         arm_timer(st, None);
-        r
+        done
     });
     if let Some((mut c, ours)) = done {
         c.set_tag(0);
@@ -345,6 +345,62 @@ pub fn answer(client: RedisClient, outcome: Outcome) {
             outcome.answer(c);
         }
     }
+}
+
+/// Takes the outcome of waiter `client.tag()`'s entry (or read). Returns
+/// the client to answer with that outcome (true: one of ours; false: its
+/// wait had already ended), or None when it waits on or was answered here.
+fn settle(st: &mut State, client: RedisClient, found_nothing: bool) -> Option<(RedisClient, bool)> {
+    let tag = client.tag();
+    let reads = st.waiters.reads(tag);
+    let (ret, client) = st
+        .waiters
+        .returned(tag, !found_nothing, client, Instant::now());
+    match ret {
+        Returned::Answer { unblock_caller } => {
+            if let Some(c) = unblock_caller {
+                c.reply_with(|ctx| ffi::reply_integer(ctx, 0));
+            }
+            client.map(|c| (c, true))
+        }
+        Returned::Waits => {
+            if reads {
+                // XREAD's `$`: the last IDs at the moment it waits.
+                st.waiters.fix_last_ids(tag, last_id);
+            }
+            None
+        }
+        Returned::Ends(unblock) => {
+            if let Some(c) = client {
+                match unblock {
+                    Some((mode, caller)) => {
+                        answer_unblocked(c, mode);
+                        if let Some(caller) = caller {
+                            caller.reply_with(|ctx| ffi::reply_integer(ctx, 1));
+                        }
+                    }
+                    None => answer_timeout(c),
+                }
+            }
+            None
+        }
+        Returned::Unknown => client.map(|c| (c, false)),
+    }
+}
+
+/// A stream's last generated ID ("0-0" for no stream), as XREAD's `$`
+/// means it when the client blocks.
+fn last_id(key: &[u8]) -> Vec<u8> {
+    let argv = [b"XINFO".to_vec(), b"STREAM".to_vec(), key.to_vec()];
+    ffi::call(crate::apply::call_ctx(), &argv)
+        .ok()
+        .and_then(|r| r.as_strings_lossy())
+        .and_then(|f| {
+            let at = f.iter().position(|x| x == b"last-generated-id")?;
+            f.get(at + 1).cloned()
+        })
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| b"0-0".to_vec())
 }
 
 /// The tag hook: the entry of waiter `id` was refused or lost by the log,

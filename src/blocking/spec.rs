@@ -11,6 +11,8 @@
 pub enum Kind {
     List,
     Zset,
+    /// XREAD ... BLOCK: reads, takes nothing.
+    Stream,
 }
 
 /// Where the keys and the timeout are in the command line.
@@ -24,6 +26,9 @@ enum Form {
     /// `BLMPOP timeout numkeys key [key ...] LEFT|RIGHT [COUNT count]`
     /// (BZMPOP with MIN|MAX).
     Mpop,
+    /// `XREAD [COUNT n] BLOCK ms STREAMS key [key ...] id [id ...]`: the
+    /// position of STREAMS.
+    Xread(usize),
 }
 
 /// A blocking command line the module waits for.
@@ -46,8 +51,18 @@ pub fn kind_of(name: &[u8]) -> Option<Kind> {
     Some(match name.as_slice() {
         b"blpop" | b"brpop" | b"brpoplpush" | b"blmove" | b"blmpop" => Kind::List,
         b"bzpopmin" | b"bzpopmax" | b"bzmpop" => Kind::Zset,
+        b"xread" => Kind::Stream,
         _ => return None,
     })
+}
+
+/// Whether an XREAD line asks to block (BLOCK among its options). Without
+/// BLOCK, XREAD is an ordinary read, not this module's.
+pub fn xread_blocks(argv: &[&[u8]]) -> bool {
+    argv.iter()
+        .skip(1)
+        .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+        .any(|a| a.eq_ignore_ascii_case(b"block"))
 }
 
 /// Redis's timeout in seconds (a float, never negative) as milliseconds;
@@ -97,6 +112,34 @@ impl Spec {
                     takes: 1,
                 })
             }
+            b"xread" => {
+                let mut i = 1;
+                let mut timeout = None;
+                while i < argv.len() && !argv[i].eq_ignore_ascii_case(b"streams") {
+                    let value = argv.get(i + 1)?;
+                    if argv[i].eq_ignore_ascii_case(b"block") {
+                        let s = std::str::from_utf8(value).ok()?;
+                        timeout = Some(s.parse::<u64>().ok().filter(|ms| *ms < 1 << 50)?);
+                    } else if argv[i].eq_ignore_ascii_case(b"count") {
+                        std::str::from_utf8(value).ok()?.parse::<u64>().ok()?;
+                    } else {
+                        return None;
+                    }
+                    i += 2;
+                }
+                let rest = argv.len().checked_sub(i + 1)?;
+                if rest == 0 || rest % 2 != 0 {
+                    return None;
+                }
+                let n = rest / 2;
+                Some(Spec {
+                    kind,
+                    form: Form::Xread(i),
+                    keys: argv[i + 1..i + 1 + n].to_vec(),
+                    timeout_ms: timeout?,
+                    takes: 0,
+                })
+            }
             b"brpoplpush" | b"blmove" => {
                 let at = if name == b"brpoplpush" {
                     if argv.len() != 4 {
@@ -131,7 +174,7 @@ impl Spec {
                 let rest = argv.get(3 + n..)?;
                 let (a, b) = match kind {
                     Kind::List => (b"left".as_slice(), b"right".as_slice()),
-                    Kind::Zset => (b"min".as_slice(), b"max".as_slice()),
+                    Kind::Zset | Kind::Stream => (b"min".as_slice(), b"max".as_slice()),
                 };
                 let takes = match rest {
                     [w] if w.eq_ignore_ascii_case(a) || w.eq_ignore_ascii_case(b) => 1,
@@ -154,6 +197,19 @@ impl Spec {
         }
     }
 
+    /// XREAD's `$` ids replaced by `last(key)`: the stream's last ID when
+    /// the client started to wait, as Redis fixes it when it blocks.
+    pub fn fix_last_ids(&self, argv: &mut [Vec<u8>], last: impl Fn(&[u8]) -> Vec<u8>) {
+        if let Form::Xread(at) = self.form {
+            let n = self.keys.len();
+            for (i, key) in self.keys.iter().enumerate() {
+                if argv[at + 1 + n + i] == b"$" {
+                    argv[at + 1 + n + i] = last(key);
+                }
+            }
+        }
+    }
+
     /// The same command on `keys` only (a subset of its keys, in order):
     /// what the log runs to serve it from those keys.
     pub fn narrowed(&self, argv: &[Vec<u8>], keys: &[Vec<u8>]) -> Vec<Vec<u8>> {
@@ -165,6 +221,18 @@ impl Spec {
                 out
             }
             Form::Move => argv.to_vec(),
+            Form::Xread(at) => {
+                let n = self.keys.len();
+                let mut out = argv[..=at].to_vec();
+                let ids: Vec<&Vec<u8>> = keys
+                    .iter()
+                    .filter_map(|k| self.keys.iter().position(|x| x == k))
+                    .map(|i| &argv[at + 1 + n + i])
+                    .collect();
+                out.extend(keys.iter().cloned());
+                out.extend(ids.into_iter().cloned());
+                out
+            }
             Form::Mpop => {
                 let n = self.keys.len();
                 let mut out = vec![
@@ -215,6 +283,20 @@ mod tests {
             s.narrowed(&line, &v(&["b"])),
             v(&["BLMPOP", "2", "1", "b", "LEFT", "COUNT", "3"])
         );
+        let line = v(&[
+            "XREAD", "COUNT", "2", "BLOCK", "100", "STREAMS", "a", "b", "1-0", "$",
+        ]);
+        let s = Spec::parse(&line).unwrap();
+        assert_eq!(
+            (s.kind, s.keys.clone(), s.timeout_ms, s.takes),
+            (Kind::Stream, v(&["a", "b"]), 100, 0)
+        );
+        assert_eq!(
+            s.narrowed(&line, &v(&["b"])),
+            v(&["XREAD", "COUNT", "2", "BLOCK", "100", "STREAMS", "b", "$"])
+        );
+        assert!(xread_blocks(&[b"xread", b"block"]));
+        assert!(!xread_blocks(&[b"XREAD", b"STREAMS", b"block", b"0"]));
         let s = Spec::parse(&v(&["BZMPOP", "0", "1", "z", "min"])).unwrap();
         assert_eq!((s.kind, s.takes), (Kind::Zset, 1));
         // Redis truncates: 0.0001 s is 0 ms, which waits forever.
@@ -241,6 +323,10 @@ mod tests {
             &["BLMPOP", "0", "1", "a", "LEFT", "COUNT", "0"],
             &["BLMPOP", "0", "0", "LEFT"],
             &["BZMPOP", "0", "1", "z", "LEFT"],
+            &["XREAD", "STREAMS", "a", "0"],
+            &["XREAD", "BLOCK", "-1", "STREAMS", "a", "0"],
+            &["XREAD", "BLOCK", "0", "STREAMS", "a", "b", "0"],
+            &["XREAD", "BLOCK", "0", "NOACK", "STREAMS", "a", "0"],
             &["GET", "a"],
         ] {
             assert_eq!(Spec::parse(&v(bad)), None, "{bad:?}");

@@ -167,7 +167,9 @@ impl<C> Waiters<C> {
             .keys
             .iter()
             .filter(|k| {
-                !self.queues.contains_key(*k)
+                // A read takes nothing: nobody before it is owed anything.
+                spec.kind == Kind::Stream
+                    || !self.queues.contains_key(*k)
                     || matches!(peek(k), Peek::Other)
                     || matches!(peek(k), Peek::Holds(kind, _) if kind != spec.kind)
             })
@@ -256,9 +258,13 @@ impl<C> Waiters<C> {
         let out = Self::out_keys(w);
         let takes = w.spec.takes;
         let keys = w.spec.keys.clone();
+        let reads = w.spec.kind == Kind::Stream;
         self.take_in_flight(&out, takes);
-        for k in &keys {
-            self.touched(k);
+        if !reads {
+            // What it did not take may serve those after it.
+            for k in &keys {
+                self.touched(k);
+            }
         }
         let w = self.waiters.get_mut(&id).expect("checked");
         let timed_out = w.deadline.is_some_and(|d| now >= d);
@@ -312,7 +318,11 @@ impl<C> Waiters<C> {
             let Peek::Holds(kind, len) = peek(&key) else {
                 continue;
             };
-            let mut budget = len.saturating_sub(self.in_flight.get(&key).copied().unwrap_or(0));
+            let mut budget = if kind == Kind::Stream {
+                usize::MAX // a read takes nothing: every reader may look
+            } else {
+                len.saturating_sub(self.in_flight.get(&key).copied().unwrap_or(0))
+            };
             let order: Vec<u64> = q.iter().copied().collect();
             for id in order {
                 if budget == 0 {
@@ -334,6 +344,20 @@ impl<C> Waiters<C> {
             }
         }
         out
+    }
+
+    /// Fixes waiter `id`'s XREAD `$` ids to the streams' last IDs now.
+    pub fn fix_last_ids(&mut self, id: u64, last: impl Fn(&[u8]) -> Vec<u8>) {
+        if let Some(w) = self.waiters.get_mut(&id) {
+            w.spec.fix_last_ids(&mut w.argv, last);
+        }
+    }
+
+    /// Whether waiter `id` reads (XREAD) rather than pops.
+    pub fn reads(&self, id: u64) -> bool {
+        self.waiters
+            .get(&id)
+            .is_some_and(|w| w.spec.kind == Kind::Stream)
     }
 
     /// Waiting clients whose timeout came: their wait ends (answer nil).
