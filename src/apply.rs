@@ -226,6 +226,8 @@ fn drain_queue() {
             }
         }
     }
+    // Keys that got elements serve the clients waiting on them.
+    crate::blocking::after_apply();
 }
 
 /// Replaces the dataset with a snapshot received from the leader.
@@ -374,7 +376,8 @@ fn apply_payload(
             let m = time.map(|t| Moment::of_entry(t, index, 0));
             let outcome = command::run_in_entry(ctx, argv, m);
             if let Some(c) = client {
-                outcome.answer(c);
+                // A blocking command's entry goes back to its wait list.
+                crate::blocking::answer(c, outcome);
             }
         }
         Some(Payload::Multi(cmds)) => {

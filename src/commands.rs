@@ -34,7 +34,7 @@ fn no_reply() -> RedisResult {
 }
 
 /// The running node, or the contract's error for a node that has none.
-fn running_node() -> Result<std::sync::Arc<NodeHandle>, RedisError> {
+pub(crate) fn running_node() -> Result<std::sync::Arc<NodeHandle>, RedisError> {
     driver::node().ok_or_else(|| {
         if starting() {
             RedisError::Str("LOADING the Raft node is starting")
@@ -44,7 +44,7 @@ fn running_node() -> Result<std::sync::Arc<NodeHandle>, RedisError> {
     })
 }
 
-fn check_serving(n: &NodeHandle) -> Result<(), RedisError> {
+pub(crate) fn check_serving(n: &NodeHandle) -> Result<(), RedisError> {
     let st = n.status.read();
     if let Some(f) = &st.failed {
         return Err(RedisError::String(format!(
@@ -125,13 +125,19 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if class == Class::Txn {
         return transaction(ctx, me, &argv);
     }
+    if class == Class::Unblock {
+        // Not a data command: runs at once, inside MULTI too.
+        return crate::blocking::client_unblock(ctx, &argv);
+    }
     if crate::txn::in_multi(me) {
         return match class {
-            Class::Write if over_maxmemory(&argv) => {
+            Class::Write | Class::Blocking if over_maxmemory(&argv) => {
                 crate::txn::mark_failed(me);
                 Err(RedisError::Str(OOM))
             }
-            Class::Write | Class::Read => {
+            // A blocking command in MULTI runs in the block's entry without
+            // blocking, as in Redis.
+            Class::Write | Class::Read | Class::Blocking => {
                 crate::txn::queue(me, argv);
                 Ok(RedisValue::SimpleStringStatic("QUEUED"))
             }
@@ -143,7 +149,8 @@ pub fn raft(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         };
     }
     match class {
-        Class::Txn | Class::Unknown => unreachable!("handled above"),
+        Class::Txn | Class::Unknown | Class::Unblock => unreachable!("handled above"),
+        Class::Blocking => crate::blocking::command(ctx, argv),
         Class::Refuse(why) => Err(err(Error::Unsupported(why))),
         Class::PassThrough => Err(err(Error::Unsupported(format!(
             "'{}' is not a data command: run it without RAFT",
@@ -163,11 +170,11 @@ fn error_text(e: &RedisError) -> String {
 }
 
 /// Redis's own reply to a write refused for memory.
-const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+pub(crate) const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
 /// A write that may grow the dataset (`denyoom`) while this node uses more
 /// than maxmemory: refused as Redis refuses it.
-fn over_maxmemory(argv: &[Vec<u8>]) -> bool {
+pub(crate) fn over_maxmemory(argv: &[Vec<u8>]) -> bool {
     ffi::used_memory_ratio() > 1.0 && crate::intercept::has_flag(argv, "denyoom")
 }
 

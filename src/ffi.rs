@@ -135,6 +135,12 @@ impl CallReply {
         }
     }
 
+    /// Whether Redis answered nil (a null bulk string or null array).
+    pub fn is_null(&self) -> bool {
+        // SAFETY: valid reply.
+        unsafe { api!(RedisModule_CallReplyType)(self.0) == raw::REDISMODULE_REPLY_NULL as c_int }
+    }
+
     /// Whether Redis answered with an error.
     pub fn is_error(&self) -> bool {
         // SAFETY: valid reply.
@@ -298,7 +304,36 @@ pub struct RedisClient {
     /// The client spoke RESP3 when it was blocked: its reply, written
     /// later, must be RESP3 too.
     resp3: bool,
+    /// Non-zero for a client waiting in a blocking command (`blocking`):
+    /// an error answer to it is reported to the tag hook.
+    tag: u64,
 }
+
+/// Called on the main thread with the tag of a tagged client that was
+/// answered with an error by anyone (the Raft thread refusing or losing
+/// its entry), when that answer is written or dropped.
+static TAG_HOOK: std::sync::OnceLock<fn(u64)> = std::sync::OnceLock::new();
+
+/// Sets the tag hook (once, at load).
+pub fn set_tag_hook(f: fn(u64)) {
+    let _ = TAG_HOOK.set(f);
+}
+
+/// Reports a tag to the hook when dropped (with the answer that carries it).
+struct TagReport(u64);
+
+impl Drop for TagReport {
+    fn drop(&mut self) {
+        if let Some(f) = TAG_HOOK.get() {
+            let tag = self.0;
+            crate::guard::catch("a blocking client's error", || f(tag), |_| ());
+        }
+    }
+}
+
+/// The disconnect callback type of a blocked client.
+pub type DisconnectFn =
+    unsafe extern "C" fn(*mut raw::RedisModuleCtx, *mut raw::RedisModuleBlockedClient);
 
 // SAFETY: a blocked client handle may be unblocked from any thread, which is
 // all we do with it off the main thread.
@@ -361,12 +396,35 @@ impl RedisClient {
         Ok(RedisClient {
             bc,
             resp3: is_resp3(ctx),
+            tag: 0,
         })
     }
 
     /// Whether the client expects RESP3 replies.
     pub fn resp3(&self) -> bool {
         self.resp3
+    }
+
+    /// The tag (0: none).
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    pub fn set_tag(&mut self, tag: u64) {
+        self.tag = tag;
+    }
+
+    /// Calls `f` if the client disconnects while it is blocked (on the
+    /// main thread, with a context whose client is this one).
+    pub fn on_disconnect(&self, f: DisconnectFn) {
+        // SAFETY: bc is a live blocked client we own; f matches Redis's
+        // RedisModuleDisconnectFunc.
+        unsafe { api!(RedisModule_SetDisconnectCallback)(self.bc, Some(f)) };
+    }
+
+    /// Releases a client that disconnected: nothing is written.
+    pub fn release(self) {
+        self.answer(Box::new(|_| {}));
     }
 
     fn answer(mut self, f: Answer) {
@@ -384,7 +442,11 @@ impl RedisClient {
 
     pub fn reply_error_text(self, text: &str) {
         let text = text.to_string();
-        self.answer(Box::new(move |ctx| reply_error(ctx, &text)));
+        let report = (self.tag != 0).then_some(TagReport(self.tag));
+        self.answer(Box::new(move |ctx| {
+            let _report = report;
+            reply_error(ctx, &text)
+        }));
     }
 
     pub fn reply_with(self, f: impl FnOnce(*mut raw::RedisModuleCtx) + Send + 'static) {
@@ -407,6 +469,7 @@ impl Drop for RedisClient {
             let me = RedisClient {
                 bc: std::mem::replace(&mut self.bc, ptr::null_mut()),
                 resp3: self.resp3,
+                tag: self.tag,
             };
             me.reply_error_text("TIMEOUT request abandoned; it may or may not have been applied");
         }
@@ -807,6 +870,54 @@ pub fn on_database_emptied(ctx: *mut raw::RedisModuleCtx, f: fn(bool)) -> bool {
             ) == raw::REDISMODULE_OK as c_int
         }
     })
+}
+
+/// Subscribes `f` to keyspace events of the types in `mask`
+/// (REDISMODULE_NOTIFY_*), whatever notify-keyspace-events says.
+pub fn subscribe_events(ctx: *mut raw::RedisModuleCtx, mask: c_int, f: EventFn) -> bool {
+    // SAFETY: called once at load with the load context.
+    unsafe {
+        api!(RedisModule_SubscribeToKeyspaceEvents)(ctx, mask, Some(f))
+            == raw::REDISMODULE_OK as c_int
+    }
+}
+
+/// What a key holds, for the blocking commands' wait lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    Missing,
+    List(usize),
+    Zset(usize),
+    Stream(usize),
+    Other,
+}
+
+/// A key's type and length, without touching its access time (stored
+/// expiry times are never reached by the clock: it expires nothing).
+pub fn key_kind(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> KeyKind {
+    let name = OwnedString::new(key);
+    let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as c_int;
+    // SAFETY: main thread, valid context and name; the key is closed below.
+    unsafe {
+        let k = api!(RedisModule_OpenKey)(ctx, name.0, mode);
+        if k.is_null() {
+            return KeyKind::Missing;
+        }
+        let t = api!(RedisModule_KeyType)(k);
+        let kind = if t == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
+            KeyKind::Missing
+        } else if t == raw::REDISMODULE_KEYTYPE_LIST as c_int {
+            KeyKind::List(api!(RedisModule_ValueLength)(k))
+        } else if t == raw::REDISMODULE_KEYTYPE_ZSET as c_int {
+            KeyKind::Zset(api!(RedisModule_ValueLength)(k))
+        } else if t == raw::REDISMODULE_KEYTYPE_STREAM as c_int {
+            KeyKind::Stream(api!(RedisModule_ValueLength)(k))
+        } else {
+            KeyKind::Other
+        };
+        api!(RedisModule_CloseKey)(k);
+        kind
+    }
 }
 
 /// The bytes of a string Redis passed to a callback.

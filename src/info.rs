@@ -61,6 +61,10 @@ pub fn fields() -> Vec<(String, String)> {
             "watching_clients",
             crate::machine::watch::watching_clients().to_string(),
         );
+        put(
+            "blocked_clients",
+            crate::blocking::waiting_count().to_string(),
+        );
         server_api(&mut put);
         return f;
     };
@@ -180,6 +184,10 @@ pub fn fields() -> Vec<(String, String)> {
     let (records, floor) = crate::machine::watch::history_size();
     put("watch_history_records", records.to_string());
     put("watch_history_floor", floor.to_string());
+    put(
+        "blocked_clients",
+        crate::blocking::waiting_count().to_string(),
+    );
     put(
         "keys_expired",
         expiry::EXPIRED.load(Ordering::Relaxed).to_string(),

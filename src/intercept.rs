@@ -28,6 +28,10 @@ pub enum Class {
     Refuse(String),
     /// Not a command this server knows: Redis's own error.
     Unknown,
+    /// A blocking command the module serves (`blocking`).
+    Blocking,
+    /// CLIENT UNBLOCK: the module's waiting clients are unblocked by it.
+    Unblock,
 }
 
 /// Redis's error for an unknown command (7.0 and later alike).
@@ -178,6 +182,9 @@ pub fn classify(argv: &[&[u8]]) -> Class {
         .any(|c| c.eq_ignore_ascii_case(&name_s))
     {
         return Class::PassThrough;
+    }
+    if let Some(class) = crate::blocking::classify(&name_s, argv) {
+        return class;
     }
     if TXN.contains(&name_s.as_str()) {
         return Class::Txn;
@@ -525,6 +532,7 @@ mod tests {
         );
         t.insert(b"ping".to_vec(), info(&["fast"], &[]));
         t.insert(b"select".to_vec(), info(&["loading", "fast"], &[]));
+        t.insert(b"client".to_vec(), info(&["noscript", "loading"], &[]));
         t.insert(b"xread".to_vec(), info(&["readonly", "blocking"], &[]));
         t.insert(b"xreadgroup".to_vec(), info(&["write", "blocking"], &[]));
         t.insert(
@@ -551,16 +559,32 @@ mod tests {
             classify(&[b"xreadgroup", b"GROUP", b"g", b"c", b"STREAMS", b"s", b">"]),
             Class::Write
         );
-        assert!(matches!(
+        assert_eq!(
             classify(&[b"XREAD", b"BLOCK", b"0", b"STREAMS", b"s", b"$"]),
+            Class::Blocking
+        );
+        assert!(matches!(
+            classify(&[
+                b"XREADGROUP",
+                b"GROUP",
+                b"g",
+                b"c",
+                b"BLOCK",
+                b"0",
+                b"STREAMS",
+                b"s",
+                b">"
+            ]),
             Class::Refuse(_)
         ));
         assert_eq!(classify(&[b"PUBLISH", b"c", b"m"]), Class::Write);
         assert_eq!(classify(&[b"SPUBLISH", b"c", b"m"]), Class::Write);
         assert_eq!(classify(&[b"SUBSCRIBE", b"c"]), Class::PassThrough);
+        assert_eq!(classify(&[b"BLPOP", b"k"]), Class::Blocking);
+        assert_eq!(classify(&[b"client", b"UNBLOCK"]), Class::Unblock);
+        assert_eq!(classify(&[b"CLIENT", b"LIST"]), Class::PassThrough);
         for refused in [
             &[b"MIGRATE".as_slice(), b"h"][..],
-            &[b"BLPOP", b"k"],
             &[b"EVALSHA", b"x"],
             &[b"FCALL", b"f"],
             &[b"SELECT", b"1"],

@@ -13,6 +13,7 @@
 
 pub mod acl;
 pub mod apply;
+pub mod blocking;
 pub mod commands;
 pub mod config;
 pub mod driver;
@@ -75,6 +76,10 @@ fn init_inner(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(
             "RedisRaft: refusing to load: cannot subscribe to keyspace and flush events",
         );
+        return Status::Err;
+    }
+    if !blocking::init(ctx.ctx) {
+        ctx.log_warning("RedisRaft: refusing to load: cannot subscribe to keyspace events");
         return Status::Err;
     }
     if !ffi::on_client_disconnect(ctx.ctx, txn::forget) {

@@ -101,7 +101,7 @@ fn three_nodes_replicate_redirect_and_proxy() {
     // Refused commands say why.
     for cmd in [
         &["EVALSHA", "abc", "0"][..],
-        &["BLPOP", "q", "1"],
+        &["CLIENT", "PAUSE", "10"],
         &["BGSAVE"],
         &["MIGRATE", "127.0.0.1", "1", "k", "0", "1000"],
     ] {

@@ -468,14 +468,23 @@ impl LogStore {
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path, "open"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(StorageError::Locked {
-                    path: dir.to_path_buf(),
-                })
+        // Held a little longer than by its owner at times: a process forked
+        // (to exec another program) just before the owner closed the file
+        // keeps the lock until its exec. Wait a moment before refusing.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(StorageError::Locked {
+                        path: dir.to_path_buf(),
+                    })
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path, "lock")(e)),
             }
-            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path, "lock")(e)),
         }
 
         let last_seqs = check_log_files(dir)?;

@@ -1,0 +1,671 @@
+//! Blocking commands (issue 12, item 1): BLPOP, BRPOP, BRPOPLPUSH, BLMOVE,
+//! BLMPOP, BZPOPMIN, BZPOPMAX and BZMPOP. Served at once through the log,
+//! or after waiting on the leader; every pop is a log entry, so every node
+//! pops the same element. Replies are compared with a plain redis-server.
+//!
+//! Run: `REDISRAFT_MODULE=$PWD/redisraft.so cargo test --release --test
+//! blocking -- --test-threads=2`
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use redisraft::resp::{Connection, RespValue};
+
+struct PlainRedis {
+    port: u16,
+    _child: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl PlainRedis {
+    fn start() -> PlainRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(common::server_bin())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let p = PlainRedis {
+            port,
+            _child: ChildGuard(child),
+            _dir: dir,
+        };
+        wait_for(20, "plain redis-server", || {
+            p.try_conn().ok().and_then(|mut c| c.call(&[b"PING"]).ok())
+        });
+        p
+    }
+
+    fn try_conn(&self) -> Result<Connection, redisraft::resp::RespError> {
+        Connection::connect(
+            &format!("127.0.0.1:{}", self.port),
+            Duration::from_secs(2),
+            Duration::from_secs(30),
+            None,
+        )
+    }
+
+    fn conn(&self) -> Connection {
+        self.try_conn().expect("connect")
+    }
+}
+
+fn call(c: &mut Connection, args: &[&str]) -> RespValue {
+    let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+    c.call(&a).expect("command")
+}
+
+fn send(c: &mut Connection, args: &[&str]) {
+    let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+    c.send(&a).expect("send");
+}
+
+fn arr(items: &[&str]) -> RespValue {
+    RespValue::Array(Some(
+        items
+            .iter()
+            .map(|s| RespValue::Bulk(Some(s.as_bytes().to_vec())))
+            .collect(),
+    ))
+}
+
+const NIL_ARRAY: RespValue = RespValue::Array(None);
+
+/// Clients of the leader waiting in a blocking command.
+fn waiting(n: &Node) -> usize {
+    n.info_field("blocked_clients").parse().unwrap()
+}
+
+fn wait_waiting(n: &Node, want: usize) {
+    wait_for(20, &format!("{want} blocked clients"), || {
+        (waiting(n) == want).then_some(())
+    });
+}
+
+/// Redis's own count of blocked clients (INFO clients).
+fn redis_blocked(c: &mut Connection) -> usize {
+    let info = bulk(&call(c, &["INFO", "clients"])).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// No reply arrives on `c` while the cluster applies one more entry.
+fn still_blocked(leader: &Node, c: &mut Connection) {
+    assert!(ok(&leader.cmd(&["SET", "barrier", "1"])));
+    assert_eq!(
+        c.try_recv(true).unwrap(),
+        None,
+        "answered while it should wait"
+    );
+}
+
+fn leader_of(c: &Cluster) -> &Node {
+    &c.nodes[c.wait_leader()]
+}
+
+#[test]
+fn commands_that_can_pop_at_once_answer_as_redis_does() {
+    let plain = PlainRedis::start();
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    let mut p = plain.conn();
+    let mut r = leader.conn();
+    let script: &[&[&str]] = &[
+        &["RPUSH", "l", "a", "b", "c", "d", "e", "f"],
+        &[
+            "ZADD", "z", "1", "one", "2", "two", "3", "three", "4", "four",
+        ],
+        &["SET", "s", "x"],
+        &["BLPOP", "none", "l", "0"],
+        &["BRPOP", "l", "1"],
+        &["BRPOPLPUSH", "l", "l2", "0"],
+        &["BLMOVE", "l", "l2", "LEFT", "RIGHT", "0"],
+        &["BLMPOP", "0", "2", "none", "l", "RIGHT", "COUNT", "5"],
+        &["BZPOPMIN", "z", "0"],
+        &["BZPOPMAX", "none", "z", "0.5"],
+        &["BZMPOP", "0", "1", "z", "MIN", "COUNT", "3"],
+        &["LRANGE", "l2", "0", "-1"],
+        // Errors come from Redis itself.
+        &["BLPOP", "s", "0"],
+        &["BLPOP", "l2", "-1"],
+        &["BLPOP", "l2", "abc"],
+        &["BLMOVE", "l2", "s", "LEFT", "LEFT", "0"],
+        &["BLMPOP", "0", "1", "l2", "UP"],
+        &["BZMPOP", "0", "0", "z", "MIN"],
+        &["BLPOP", "l2"],
+        // Blocking commands in MULTI run without blocking: nil at once.
+        &["MULTI"],
+        &["BLPOP", "empty", "0"],
+        &["BLMOVE", "empty", "x", "LEFT", "LEFT", "0"],
+        &["BZPOPMIN", "empty", "0"],
+        &["BLMPOP", "0", "1", "empty", "LEFT"],
+        &["LPUSH", "empty", "v"],
+        &["BRPOP", "empty", "0"],
+        &["EXEC"],
+    ];
+    for cmd in script {
+        let want = call(&mut p, cmd);
+        let got = call(&mut r, cmd);
+        assert_eq!(got, want, "{cmd:?}");
+    }
+    c.assert_same_dataset();
+}
+
+#[test]
+fn waiters_are_served_in_arrival_order_by_pushes_of_other_clients() {
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    let mut waiters: Vec<Connection> = (0..3).map(|_| leader.conn()).collect();
+    for (i, w) in waiters.iter_mut().enumerate() {
+        send(w, &["BLPOP", "q", "0"]);
+        wait_waiting(leader, i + 1);
+    }
+    still_blocked(leader, &mut waiters[0]);
+    assert_eq!(
+        leader.cmd(&["RPUSH", "q", "a", "b", "c"]),
+        RespValue::Integer(3)
+    );
+    for (w, want) in waiters.iter_mut().zip(["a", "b", "c"]) {
+        assert_eq!(w.recv().unwrap(), arr(&["q", want]));
+    }
+    wait_waiting(leader, 0);
+    // Every kind of blocking command, each served by a push.
+    let mut w = leader.conn();
+    let cases: &[(&[&str], &[&str], RespValue)] = &[
+        (&["BRPOP", "l", "0"], &["LPUSH", "l", "x"], arr(&["l", "x"])),
+        (
+            &["BRPOPLPUSH", "l", "d", "0"],
+            &["RPUSH", "l", "y"],
+            RespValue::Bulk(Some(b"y".to_vec())),
+        ),
+        (
+            &["BLMOVE", "l", "d", "LEFT", "LEFT", "0"],
+            &["RPUSH", "l", "z"],
+            RespValue::Bulk(Some(b"z".to_vec())),
+        ),
+        (
+            &["BLMPOP", "0", "2", "a", "l", "LEFT", "COUNT", "2"],
+            &["RPUSH", "l", "1", "2", "3"],
+            RespValue::Array(Some(vec![
+                RespValue::Bulk(Some(b"l".to_vec())),
+                arr(&["1", "2"]),
+            ])),
+        ),
+        (
+            &["BZPOPMIN", "z", "0"],
+            &["ZADD", "z", "5", "m"],
+            arr(&["z", "m", "5"]),
+        ),
+        (
+            &["BZPOPMAX", "z", "0"],
+            &["ZADD", "z", "6", "n", "1", "o"],
+            arr(&["z", "n", "6"]),
+        ),
+        (
+            &["BZMPOP", "0", "1", "y", "MIN"],
+            &["ZADD", "y", "2", "p"],
+            RespValue::Array(Some(vec![
+                RespValue::Bulk(Some(b"y".to_vec())),
+                RespValue::Array(Some(vec![arr(&["p", "2"])])),
+            ])),
+        ),
+    ];
+    for (block, push, want) in cases {
+        send(&mut w, block);
+        wait_waiting(leader, 1);
+        leader.cmd(push);
+        assert_eq!(&w.recv().unwrap(), want, "{block:?}");
+        wait_waiting(leader, 0);
+    }
+    assert_eq!(leader.cmd(&["LRANGE", "l", "0", "-1"]), arr(&["3"]));
+    assert_eq!(leader.cmd(&["LRANGE", "d", "0", "-1"]), arr(&["z", "y"]));
+    c.assert_same_dataset();
+}
+
+#[test]
+fn timeouts_answer_nil_and_zero_waits_until_served() {
+    let plain = PlainRedis::start();
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    let mut w = leader.conn();
+    let mut p = plain.conn();
+    for cmd in [
+        &["BLPOP", "none", "0.1"][..],
+        &["BRPOP", "none", "none2", "0.2"],
+        &["BLMOVE", "none", "d", "LEFT", "LEFT", "0.05"],
+        &["BRPOPLPUSH", "none", "d", "1"],
+        &["BZPOPMIN", "none", "0.01"],
+        &["BLMPOP", "0.1", "1", "none", "LEFT"],
+        &["BZMPOP", "0.1", "1", "none", "MAX", "COUNT", "2"],
+    ] {
+        let want = call(&mut p, cmd);
+        assert_eq!(want, NIL_ARRAY, "{cmd:?} on Redis");
+        assert_eq!(call(&mut w, cmd), want, "{cmd:?}");
+    }
+    wait_waiting(leader, 0);
+    // 0 waits for as long as it takes.
+    send(&mut w, &["BLPOP", "later", "0"]);
+    wait_waiting(leader, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    still_blocked(leader, &mut w);
+    leader.cmd(&["RPUSH", "later", "v"]);
+    assert_eq!(w.recv().unwrap(), arr(&["later", "v"]));
+    // Nothing was popped for the clients that timed out.
+    assert_eq!(leader.cmd(&["EXISTS", "d"]), RespValue::Integer(0));
+    c.assert_same_dataset();
+}
+
+#[test]
+fn client_unblock_ends_a_wait_with_nil_or_an_error() {
+    let plain = PlainRedis::start();
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    for mode in ["TIMEOUT", "ERROR"] {
+        let mut w = leader.conn();
+        let id = call(&mut w, &["CLIENT", "ID"]);
+        let RespValue::Integer(id) = id else {
+            panic!("{id:?}")
+        };
+        send(&mut w, &["BLPOP", "k", "0"]);
+        wait_waiting(leader, 1);
+        let r = leader.cmd(&["CLIENT", "UNBLOCK", &id.to_string(), mode]);
+        assert_eq!(r, RespValue::Integer(1), "{mode}");
+        let got = w.recv().unwrap();
+        // The same as plain Redis answers.
+        let mut pw = plain.conn();
+        let RespValue::Integer(pid) = call(&mut pw, &["CLIENT", "ID"]) else {
+            panic!()
+        };
+        send(&mut pw, &["BLPOP", "k", "0"]);
+        let mut pc = plain.conn();
+        wait_for(10, "blocked on plain Redis", || {
+            (redis_blocked(&mut pc) == 1).then_some(())
+        });
+        assert_eq!(
+            call(&mut pc, &["CLIENT", "UNBLOCK", &pid.to_string(), mode]),
+            RespValue::Integer(1)
+        );
+        assert_eq!(got, pw.recv().unwrap(), "{mode}");
+        wait_waiting(leader, 0);
+        // Unblocked: a push later stays in the list.
+        assert_eq!(leader.cmd(&["RPUSH", "k", "v"]), RespValue::Integer(1));
+        still_blocked(leader, &mut w);
+        assert_eq!(
+            leader.cmd(&["LPOP", "k"]),
+            RespValue::Bulk(Some(b"v".to_vec()))
+        );
+    }
+    // A client that is not blocked, or no such client: 0, as Redis says.
+    let mut w = leader.conn();
+    let RespValue::Integer(id) = call(&mut w, &["CLIENT", "ID"]) else {
+        panic!()
+    };
+    assert_eq!(
+        leader.cmd(&["CLIENT", "UNBLOCK", &id.to_string()]),
+        RespValue::Integer(0)
+    );
+    assert_eq!(
+        leader.cmd(&["CLIENT", "UNBLOCK", "999999"]),
+        RespValue::Integer(0)
+    );
+    let mut p = plain.conn();
+    for bad in [
+        &["CLIENT", "UNBLOCK", "x"][..],
+        &["CLIENT", "UNBLOCK", "1", "MAYBE"],
+    ] {
+        assert_eq!(leader.cmd(bad), call(&mut p, bad), "{bad:?}");
+    }
+    c.assert_same_dataset();
+}
+
+#[test]
+fn a_waited_key_deleted_retyped_or_renamed_into_as_redis_does() {
+    let plain = PlainRedis::start();
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    let mut w = leader.conn();
+    let mut pw = plain.conn();
+    let mut p = plain.conn();
+    send(&mut w, &["BLPOP", "k", "0"]);
+    send(&mut pw, &["BLPOP", "k", "0"]);
+    wait_waiting(leader, 1);
+    wait_for(10, "blocked on plain Redis", || {
+        (redis_blocked(&mut p) == 1).then_some(())
+    });
+    // Another type, then deleted: the client waits on, as on Redis.
+    for cmd in [
+        &["SET", "k", "str"][..],
+        &["DEL", "k"],
+        &["ZADD", "k", "1", "m"],
+        &["DEL", "k"],
+    ] {
+        assert_eq!(leader.cmd(cmd), call(&mut p, cmd), "{cmd:?}");
+        still_blocked(leader, &mut w);
+        assert_eq!(redis_blocked(&mut p), 1, "{cmd:?}");
+    }
+    // A list renamed onto the key serves it.
+    for cmd in [&["RPUSH", "src", "v1", "v2"][..], &["RENAME", "src", "k"]] {
+        assert_eq!(leader.cmd(cmd), call(&mut p, cmd), "{cmd:?}");
+    }
+    let want = pw.recv().unwrap();
+    assert_eq!(want, arr(&["k", "v1"]));
+    assert_eq!(w.recv().unwrap(), want);
+    assert_eq!(leader.cmd(&["LRANGE", "k", "0", "-1"]), arr(&["v2"]));
+    // A client that comes to a key of another type gets WRONGTYPE at once,
+    // even while others wait on that key.
+    send(&mut w, &["BLPOP", "s", "0"]);
+    wait_waiting(leader, 1);
+    leader.cmd(&["SET", "s", "str"]);
+    let mut other = leader.conn();
+    call(&mut p, &["SET", "s", "str"]);
+    let want = call(&mut p, &["BLPOP", "k2", "s", "0"]);
+    assert!(
+        err_text(&want).is_some_and(|e| e.starts_with("WRONGTYPE")),
+        "{want:?}"
+    );
+    assert_eq!(call(&mut other, &["BLPOP", "k2", "s", "0"]), want);
+    still_blocked(leader, &mut w);
+    assert!(ok(&leader.cmd(&["SET", "s", "str2"])));
+    c.assert_same_dataset();
+}
+
+#[test]
+fn a_leader_change_tells_waiters_and_pops_nothing_for_them() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let leader = &c.nodes[l];
+    let mut w = leader.conn();
+    send(&mut w, &["BRPOP", "jobs", "0"]);
+    wait_waiting(leader, 1);
+    let target = (l + 1) % 3;
+    let target_id = c.nodes[target].info_field("node_id");
+    assert!(ok(&leader.cmd(&["RAFT.TRANSFER_LEADER", &target_id])));
+    let r = w.recv().unwrap();
+    assert!(
+        err_text(&r).is_some_and(|e| e.starts_with("TRYAGAIN") && e.contains("nothing was popped")),
+        "{r:?}"
+    );
+    assert_eq!(c.wait_leader(), target);
+    assert_eq!(waiting(&c.nodes[l]), 0);
+    // The element pushed afterwards stays in the list.
+    assert_eq!(
+        c.nodes[target].cmd(&["LPUSH", "jobs", "j1"]),
+        RespValue::Integer(1)
+    );
+    assert_eq!(
+        c.nodes[target].cmd(&["LLEN", "jobs"]),
+        RespValue::Integer(1)
+    );
+    // The old leader refuses new waiters: they go to the leader.
+    let r = c.nodes[l].cmd(&["BLPOP", "jobs", "0"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.starts_with("MOVED")),
+        "{r:?}"
+    );
+    // On the new leader it pops at once.
+    assert_eq!(
+        c.nodes[target].cmd(&["BLPOP", "jobs", "0"]),
+        arr(&["jobs", "j1"])
+    );
+    c.assert_same_dataset();
+}
+
+#[test]
+fn waiters_survive_snapshots_taken_and_installed() {
+    let mut c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let mut w = c.nodes[l].conn();
+    send(&mut w, &["BLPOP", "q", "0"]);
+    wait_waiting(&c.nodes[l], 1);
+    for i in 0..50 {
+        c.nodes[l].cmd(&["SET", &format!("k{i}"), "v"]);
+    }
+    for n in &c.nodes {
+        assert!(ok(&n.cmd(&["RAFT.DEBUG", "COMPACT"])), "{}", n.log());
+    }
+    // A new node catches up through a snapshot while the client waits.
+    let n4 = Node::start(&[]);
+    let r = n4.cmd(&["RAFT.CLUSTER", "JOIN", &c.nodes[l].addr()]);
+    assert!(ok(&r), "JOIN: {r:?}");
+    wait_for(30, "snapshot installed", || {
+        (n4.info_field("snapshots_received") != "0").then_some(())
+    });
+    c.nodes.push(n4);
+    still_blocked(&c.nodes[l], &mut w);
+    assert_eq!(waiting(&c.nodes[l]), 1);
+    c.nodes[l].cmd(&["RPUSH", "q", "x"]);
+    assert_eq!(w.recv().unwrap(), arr(&["q", "x"]));
+    c.assert_same_dataset();
+}
+
+#[test]
+fn a_client_that_disconnects_while_waiting_gets_nothing_popped() {
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    let mut rc = leader.conn();
+    let before = redis_blocked(&mut rc);
+    {
+        let mut w = leader.conn();
+        send(&mut w, &["BLPOP", "q", "0"]);
+        wait_waiting(leader, 1);
+        w.closer().unwrap().close();
+    }
+    wait_waiting(leader, 0);
+    wait_for(10, "Redis released the client", || {
+        (redis_blocked(&mut rc) == before).then_some(())
+    });
+    leader.cmd(&["RPUSH", "q", "x"]);
+    assert_eq!(leader.cmd(&["LRANGE", "q", "0", "-1"]), arr(&["x"]));
+    c.assert_same_dataset();
+}
+
+#[test]
+fn a_job_queue_consumes_every_job_exactly_once() {
+    const PRODUCERS: usize = 2;
+    const JOBS: usize = 150;
+    const CONSUMERS: usize = 4;
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    let addr = leader.addr();
+    let consumers: Vec<_> = (0..CONSUMERS)
+        .map(|_| {
+            let mut conn = leader.conn();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    match conn.call(&[b"BRPOP", b"jobs", b"0"]).expect("BRPOP") {
+                        RespValue::Array(Some(v)) => {
+                            let job = bulk(&v[1]).unwrap();
+                            if job == "stop" {
+                                return got;
+                            }
+                            got.push(job);
+                        }
+                        other => panic!("BRPOP: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut conn = Connection::connect(
+                    &addr,
+                    Duration::from_secs(2),
+                    Duration::from_secs(30),
+                    None,
+                )
+                .unwrap();
+                for j in 0..JOBS {
+                    let job = format!("job-{p}-{j}");
+                    let r = conn.call(&[b"LPUSH", b"jobs", job.as_bytes()]).unwrap();
+                    assert!(matches!(r, RespValue::Integer(_)), "{r:?}");
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    for _ in 0..CONSUMERS {
+        leader.cmd(&["LPUSH", "jobs", "stop"]);
+    }
+    let mut all = Vec::new();
+    for t in consumers {
+        all.extend(t.join().unwrap());
+    }
+    let unique: HashSet<_> = all.iter().cloned().collect();
+    assert_eq!(all.len(), PRODUCERS * JOBS, "a job consumed twice or lost");
+    assert_eq!(unique.len(), PRODUCERS * JOBS);
+    assert_eq!(leader.cmd(&["LLEN", "jobs"]), RespValue::Integer(0));
+    c.assert_same_dataset();
+}
+
+#[test]
+fn client_unblock_while_the_clients_pop_is_in_the_log_waits_for_its_outcome() {
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    let apply = |on: bool| {
+        let v = if on { "no" } else { "yes" };
+        assert!(ok(&leader.cmd(&[
+            "CONFIG",
+            "SET",
+            "raft.log-disable-apply",
+            v
+        ])));
+    };
+    for (pushed_first, want_target, want_unblock) in [
+        (false, NIL_ARRAY, RespValue::Integer(1)),
+        (true, arr(&["k", "v"]), RespValue::Integer(0)),
+    ] {
+        let mut w = leader.conn();
+        let RespValue::Integer(id) = call(&mut w, &["CLIENT", "ID"]) else {
+            panic!()
+        };
+        let mut pusher = leader.conn();
+        apply(false);
+        if pushed_first {
+            send(&mut pusher, &["RPUSH", "k", "v"]);
+        }
+        // Its first attempt is in the log, not applied yet.
+        send(&mut w, &["BLPOP", "k", "0"]);
+        wait_waiting(leader, 1);
+        let mut u = leader.conn();
+        send(&mut u, &["CLIENT", "UNBLOCK", &id.to_string()]);
+        if !pushed_first {
+            send(&mut pusher, &["RPUSH", "k", "v"]);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            u.try_recv(true).unwrap(),
+            None,
+            "answered before the entry applied"
+        );
+        apply(true);
+        assert!(ok(&leader.cmd(&["SET", "resume", "1"])));
+        assert_eq!(
+            w.recv().unwrap(),
+            want_target,
+            "pushed first: {pushed_first}"
+        );
+        assert_eq!(
+            u.recv().unwrap(),
+            want_unblock,
+            "pushed first: {pushed_first}"
+        );
+        assert_eq!(pusher.recv().unwrap(), RespValue::Integer(1));
+        wait_waiting(leader, 0);
+        // Nothing popped for an unblocked client: the element stays.
+        let left = if pushed_first { 0 } else { 1 };
+        assert_eq!(leader.cmd(&["LLEN", "k"]), RespValue::Integer(left));
+        leader.cmd(&["DEL", "k"]);
+    }
+    c.assert_same_dataset();
+}
+
+fn stream_reply(key: &str, entries: &[(&str, &str, &str)]) -> RespValue {
+    RespValue::Array(Some(vec![RespValue::Array(Some(vec![
+        RespValue::Bulk(Some(key.as_bytes().to_vec())),
+        RespValue::Array(Some(
+            entries
+                .iter()
+                .map(|(id, f, v)| {
+                    RespValue::Array(Some(vec![
+                        RespValue::Bulk(Some(id.as_bytes().to_vec())),
+                        arr(&[f, v]),
+                    ]))
+                })
+                .collect(),
+        )),
+    ]))]))
+}
+
+#[test]
+fn xread_block_waits_for_new_entries_and_every_reader_sees_them() {
+    let plain = PlainRedis::start();
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    let mut p = plain.conn();
+    let mut r = leader.conn();
+    for cmd in [
+        &["XADD", "s", "1-1", "f", "v1"][..],
+        &["XREAD", "BLOCK", "0", "STREAMS", "s", "0"],
+        &[
+            "XREAD", "COUNT", "1", "BLOCK", "100", "STREAMS", "none", "s", "0", "0",
+        ],
+        &["XREAD", "BLOCK", "50", "STREAMS", "s", "$"],
+        &["XREAD", "BLOCK", "10", "STREAMS", "s", "1-1"],
+        &["XREAD", "BLOCK", "-1", "STREAMS", "s", "0"],
+        &["MULTI"],
+        &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+        &["EXEC"],
+    ] {
+        assert_eq!(call(&mut r, cmd), call(&mut p, cmd), "{cmd:?}");
+    }
+    // Two readers wait with `$` (the last ID when they block), a third on
+    // a stream that does not exist yet: a new entry reaches all of them.
+    let mut readers: Vec<Connection> = (0..2).map(|_| leader.conn()).collect();
+    for (i, w) in readers.iter_mut().enumerate() {
+        send(w, &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]);
+        wait_waiting(leader, i + 1);
+    }
+    let mut fresh = leader.conn();
+    send(&mut fresh, &["XREAD", "BLOCK", "0", "STREAMS", "t", "$"]);
+    wait_waiting(leader, 3);
+    still_blocked(leader, &mut readers[0]);
+    assert_eq!(
+        leader.cmd(&["XADD", "s", "2-1", "f", "v2"]),
+        RespValue::Bulk(Some(b"2-1".to_vec()))
+    );
+    for w in &mut readers {
+        assert_eq!(w.recv().unwrap(), stream_reply("s", &[("2-1", "f", "v2")]));
+    }
+    still_blocked(leader, &mut fresh);
+    leader.cmd(&["XADD", "t", "5-5", "a", "b"]);
+    assert_eq!(
+        fresh.recv().unwrap(),
+        stream_reply("t", &[("5-5", "a", "b")])
+    );
+    wait_waiting(leader, 0);
+    // Its timeout: nil, as Redis.
+    assert_eq!(
+        call(&mut r, &["XREAD", "BLOCK", "100", "STREAMS", "s", "$"]),
+        NIL_ARRAY
+    );
+    c.assert_same_dataset();
+}
