@@ -103,15 +103,6 @@ pub fn build_table(ctx: &Context) -> Result<usize, String> {
 }
 
 const TXN: &[&str] = &["multi", "exec", "discard", "watch", "unwatch"];
-const SCRIPTS: &[&str] = &[
-    "eval",
-    "evalsha",
-    "eval_ro",
-    "evalsha_ro",
-    "fcall",
-    "fcall_ro",
-];
-
 fn lower(b: &[u8]) -> Vec<u8> {
     b.to_ascii_lowercase()
 }
@@ -144,20 +135,18 @@ pub fn classify(argv: &[&[u8]]) -> Class {
         ));
     }
     // A script runs on every node from the log, so it must be deterministic.
+    // EVALSHA's body and SCRIPT's answers come from the replicated script
+    // cache (machine::script_cache); FUNCTION's writes are flagged `write`.
     match name_s.as_str() {
-        "eval" => return Class::Write,
-        "eval_ro" => return Class::Read,
-        "evalsha" | "evalsha_ro" => {
-            return Class::Refuse(format!(
-                "{}: the script cache is not replicated; use EVAL with the script",
-                name_s.to_uppercase()
-            ))
-        }
-        _ if SCRIPTS.contains(&name_s.as_str()) => {
-            return Class::Refuse(format!(
-                "{}: functions are not supported by this RedisRaft yet",
-                name_s.to_uppercase()
-            ))
+        "eval" | "evalsha" | "fcall" => return Class::Write,
+        "eval_ro" | "evalsha_ro" | "fcall_ro" => return Class::Read,
+        "script" => {
+            let sub = argv.get(1).map(|s| lower(s)).unwrap_or_default();
+            match sub.as_slice() {
+                b"load" | b"flush" => return Class::Write,
+                b"exists" => return Class::Read,
+                _ => {} // KILL, DEBUG, HELP: this node's own
+            }
         }
         _ => {}
     }
@@ -196,9 +185,6 @@ pub fn classify(argv: &[&[u8]]) -> Class {
         _ => info,
     };
     let has = |f: &str| info.flags.iter().any(|x| x == f);
-    if name_s == "function" && has("write") {
-        return Class::Refuse("FUNCTION: functions are not supported by this RedisRaft yet".into());
-    }
     if has("blocking") {
         return Class::Refuse(format!(
             "{}: blocking commands are not supported by this RedisRaft yet",
@@ -462,8 +448,6 @@ mod tests {
             &[b"MIGRATE".as_slice(), b"h"][..],
             &[b"BLPOP", b"k"],
             &[b"WATCH", b"k"],
-            &[b"EVALSHA", b"x"],
-            &[b"FCALL", b"f"],
             &[b"SELECT", b"1"],
             &[b"BGSAVE"],
             &[b"save"],
@@ -474,6 +458,14 @@ mod tests {
         assert_eq!(classify(&[b"EXEC"]), Class::Txn);
         assert_eq!(classify(&[b"EVAL", b"x"]), Class::Write);
         assert_eq!(classify(&[b"EVAL_RO", b"x"]), Class::Read);
+        assert_eq!(classify(&[b"EVALSHA", b"x"]), Class::Write);
+        assert_eq!(classify(&[b"evalsha_ro", b"x"]), Class::Read);
+        assert_eq!(classify(&[b"FCALL", b"f"]), Class::Write);
+        assert_eq!(classify(&[b"FCALL_RO", b"f"]), Class::Read);
+        assert_eq!(classify(&[b"SCRIPT", b"load"]), Class::Write);
+        assert_eq!(classify(&[b"script", b"FLUSH"]), Class::Write);
+        assert_eq!(classify(&[b"SCRIPT", b"exists"]), Class::Read);
+        assert_eq!(classify(&[b"SCRIPT", b"KILL"]), Class::PassThrough);
         assert_eq!(classify(&[b"SELECT", b"0"]), Class::PassThrough);
     }
 

@@ -4,7 +4,7 @@
 
 use redis_module::raw;
 
-use super::{expiry, random, script, stream, ttl, Moment};
+use super::{expiry, random, script, script_cache, stream, ttl, Moment};
 use crate::ffi::{self, CallReply, KeyExpiry, RedisClient};
 
 type Ctx = *mut raw::RedisModuleCtx;
@@ -20,6 +20,8 @@ pub enum Outcome {
     Strings(Vec<Vec<u8>>),
     /// A complete scan: cursor 0 and these elements.
     ScanPage(Vec<Vec<u8>>),
+    /// An array of integers (SCRIPT EXISTS from the script cache).
+    Integers(Vec<i64>),
 }
 
 impl From<Result<CallReply, String>> for Outcome {
@@ -46,6 +48,12 @@ impl Outcome {
                 ffi::reply_bulk(ctx, b"0");
                 ffi::reply_bulks(ctx, items);
             }
+            Outcome::Integers(ns) => {
+                ffi::reply_array(ctx, ns.len());
+                for n in ns {
+                    ffi::reply_integer(ctx, *n);
+                }
+            }
         }
     }
 
@@ -62,10 +70,11 @@ impl Outcome {
 /// Runs one command of an entry at moment `m` (None for an entry written
 /// before entries were timed, run as it was then).
 pub fn run_in_entry(ctx: Ctx, argv: Vec<Vec<u8>>, m: Option<Moment>) -> Outcome {
-    let Some(m) = m else {
-        return ffi::call(ctx, &argv).into();
-    };
-    super::at(m, || run_at(ctx, argv, m))
+    // EVALSHA from the replicated script cache; EVAL and SCRIPT into it.
+    script_cache::in_entry(ctx, argv, |argv| match m {
+        None => ffi::call(ctx, &argv).into(),
+        Some(m) => super::at(m, || run_at(ctx, argv, m)),
+    })
 }
 
 /// One command at moment `m` (also each command a script runs).
@@ -104,6 +113,15 @@ pub fn run_at(ctx: Ctx, argv: Vec<Vec<u8>>, m: Moment) -> Outcome {
 /// last applied entry's time). None: the read would see a key whose time
 /// has come, and must go through the log, which deletes the key first.
 pub fn run_read(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Outcome> {
+    let resolved;
+    let argv = match script_cache::resolve(argv) {
+        Some(script_cache::Resolved::Answer(outcome)) => return Some(outcome),
+        Some(script_cache::Resolved::Run(eval)) => {
+            resolved = eval;
+            &resolved[..]
+        }
+        None => argv,
+    };
     if expiry::reads_an_expired_key(ctx, argv, now) {
         return None;
     }

@@ -82,9 +82,22 @@ pub fn routes_through_script_call() -> bool {
     super::active() && !INNER.with(Cell::get) && ffi::in_script()
 }
 
+/// A command that runs a script or a function (EVALSHA's body comes from
+/// the script cache): its commands follow the machine's rules, and the
+/// caller's rights travel with it.
 pub fn is_script(argv: &[Vec<u8>]) -> bool {
-    argv.first()
-        .is_some_and(|a| a.eq_ignore_ascii_case(b"eval") || a.eq_ignore_ascii_case(b"eval_ro"))
+    argv.first().is_some_and(|a| {
+        [
+            "eval",
+            "eval_ro",
+            "evalsha",
+            "evalsha_ro",
+            "fcall",
+            "fcall_ro",
+        ]
+        .iter()
+        .any(|s| a.eq_ignore_ascii_case(s.as_bytes()))
+    })
 }
 
 /// Seeds Lua's math.random from the entry, so a script that uses it draws
