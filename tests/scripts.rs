@@ -180,6 +180,19 @@ fn evalsha_runs_what_eval_and_script_load_cached_as_on_redis() {
     );
     assert_same_everywhere(&c);
     assert_eq!(c.nodes[l].info_field("scripts_cached"), "2");
+    // EVAL_RO is a read, served by the leader alone: it leaves the
+    // replicated cache as it was (Redis's own cache would now differ from
+    // the followers').
+    let ro = "return redis.call('GET', KEYS[1]) .. 'ro'";
+    let r = c.nodes[l].cmd(&["EVAL_RO", ro, "1", "k"]);
+    assert_eq!(bulk(&r).as_deref(), Some("in-multiro"), "{r:?}");
+    let r = c.nodes[l].cmd(&["EVALSHA_RO", &sha1(&plain, ro), "1", "k"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.starts_with("NOSCRIPT")),
+        "{r:?}"
+    );
+    assert_eq!(c.nodes[l].info_field("scripts_cached"), "2");
+    assert_same_everywhere(&c);
 }
 
 fn transfer_to(c: &Cluster, target: usize) {
@@ -459,8 +472,13 @@ fn script_flags_and_rights_are_those_of_redis() {
     // proposes; maxmemory only there).
     let oom_ok = "#!lua flags=allow-oom\nreturn redis.call('SET', KEYS[1], 'm')";
     let oom_ok_sha = sha1(&plain, oom_ok);
-    call(&mut p, &["SCRIPT", "LOAD", oom_ok]);
-    call(&mut r, &["SCRIPT", "LOAD", oom_ok]);
+    let oom_lib = "#!lua name=oom
+redis.register_function{function_name='oom_ok', callback=function(k) return redis.call('SET', k[1], 'f') end, flags={'allow-oom'}}
+redis.register_function('oom_no', function(k) return redis.call('SET', k[1], 'f') end)";
+    for conn in [&mut p, &mut r] {
+        assert!(bulk(&call(conn, &["SCRIPT", "LOAD", oom_ok])).is_some());
+        assert!(bulk(&call(conn, &["FUNCTION", "LOAD", oom_lib])).is_some());
+    }
     for conn in [&mut p, &mut r] {
         assert!(ok(&call(conn, &["CONFIG", "SET", "maxmemory", "1"])));
     }
@@ -473,6 +491,9 @@ fn script_flags_and_rights_are_those_of_redis() {
             vec!["EVAL", oom_ok, "1", "m1"],
             vec!["EVALSHA", &oom_ok_sha, "1", "m2"],
             vec!["EVALSHA", &ro_write_sha, "1", "k"],
+            vec!["FCALL", "oom_no", "1", "m4"],
+            vec!["FCALL", "oom_ok", "1", "m5"],
+            vec!["FCALL", "w", "1", "m6"],
             vec!["SET", "m3", "x"],
         ],
     );

@@ -28,7 +28,7 @@ use std::os::raw::c_int;
 
 use parking_lot::Mutex;
 use redis_module::native_types::RedisType;
-use redis_module::raw;
+use redis_module::{raw, RedisValue};
 
 use super::command::Outcome;
 use crate::ffi;
@@ -108,14 +108,19 @@ pub fn resolve(argv: &[Vec<u8>]) -> Option<Resolved> {
     None
 }
 
-/// Whether Redis would refuse this EVAL or EVALSHA while over maxmemory
-/// before running it: a script with a shebang is checked at its start
-/// unless its flags say `allow-oom` or `no-writes`. The leader decides it
+/// Whether Redis would refuse this EVAL, EVALSHA or FCALL while over
+/// maxmemory before running it: a script with a shebang, or a function, is
+/// checked at its start unless its flags say `allow-oom` or `no-writes`. The leader decides it
 /// before proposing (at apply, every node runs what was proposed). A
 /// script without a shebang is not refused (Redis checks it at its first
 /// write, by each node's memory, which would split the nodes).
 pub fn denies_oom(argv: &[Vec<u8>]) -> bool {
     let body = match argv {
+        [name, function, ..] if is(name, "fcall") => {
+            // A function has flags always (none: it may write).
+            return function_flags(function)
+                .is_some_and(|flags| !flags.iter().any(|f| f == "allow-oom" || f == "no-writes"));
+        }
         [name, body, ..] if is(name, "eval") => body.clone(),
         [name, sha, ..] if is(name, "evalsha") => {
             match CACHE.lock().get(&sha.to_ascii_lowercase()) {
@@ -135,6 +140,56 @@ pub fn denies_oom(argv: &[Vec<u8>]) -> bool {
         .filter_map(|w| w.strip_prefix("flags="))
         .flat_map(|f| f.split(','))
         .any(|f| f == "allow-oom" || f == "no-writes")
+}
+
+fn text(v: &RedisValue) -> Option<String> {
+    match v {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
+        RedisValue::SimpleStringStatic(s) => Some(s.to_string()),
+        RedisValue::BulkRedisString(s) => Some(s.to_string_lossy()),
+        RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+/// The value after `key` in a RESP2 map given as a flat array.
+fn field<'a>(map: &'a [RedisValue], key: &str) -> Option<&'a RedisValue> {
+    map.chunks(2)
+        .find(|kv| text(&kv[0]).as_deref() == Some(key))
+        .and_then(|kv| kv.get(1))
+}
+
+/// The flags of the function `name` (FUNCTION LIST of this node: the
+/// leader's, deciding before it proposes); None if there is none. Asked
+/// only over maxmemory.
+fn function_flags(name: &[u8]) -> Option<Vec<String>> {
+    let ctx = redis_module::Context::new(crate::apply::call_ctx());
+    let RedisValue::Array(libs) = ctx.call("FUNCTION", &["LIST"]).ok()? else {
+        return None;
+    };
+    let name = String::from_utf8_lossy(name);
+    libs.iter()
+        .filter_map(|lib| match lib {
+            RedisValue::Array(lib) => match field(lib, "functions") {
+                Some(RedisValue::Array(fs)) => Some(fs),
+                _ => None,
+            },
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|f| match f {
+            RedisValue::Array(f) => Some(f),
+            _ => None,
+        })
+        .find(|f| {
+            field(f, "name")
+                .and_then(text)
+                .is_some_and(|n| n.eq_ignore_ascii_case(&name))
+        })
+        .map(|f| match field(f, "flags") {
+            Some(RedisValue::Array(flags)) => flags.iter().filter_map(text).collect(),
+            _ => Vec::new(),
+        })
 }
 
 /// What an entry's command does to the cache once it ran.
