@@ -540,3 +540,35 @@ redis.register_function('oom_no', function(k) return redis.call('SET', k[1], 'f'
     ));
     assert_same_everywhere(&c);
 }
+
+/// A follower over its own maxmemory applies a committed script like every
+/// node (Redis would refuse one without allow-oom by that node's memory).
+#[test]
+fn a_follower_over_maxmemory_applies_committed_scripts() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let f = (l + 1) % 3;
+    let lib = "#!lua name=mem
+redis.register_function('setf', function(k) return redis.call('SET', k[1], 'f') end)";
+    assert!(bulk(&c.nodes[l].cmd(&["FUNCTION", "LOAD", lib])).is_some());
+    c.assert_same_dataset();
+    assert!(ok(&c.nodes[f].cmd(&["CONFIG", "SET", "maxmemory", "1"])));
+    // The follower's next command sees it over maxmemory (Redis keeps that
+    // state for the scripts it runs next).
+    c.nodes[f].cmd(&["PING"]);
+    let leader = &c.nodes[l];
+    assert!(ok(&leader.cmd(&["FCALL", "setf", "1", "a"])));
+    assert!(ok(&leader.cmd(&[
+        "EVAL",
+        "#!lua\nreturn redis.call('SET', KEYS[1], 'e')",
+        "1",
+        "b"
+    ])));
+    let digest = c.assert_same_dataset();
+    assert!(ok(&c.nodes[f].cmd(&["CONFIG", "SET", "maxmemory", "0"])));
+    assert_eq!(
+        c.nodes[f].cmd(&["RAFT.DEBUG", "EXEC", "EXISTS", "a", "b"]),
+        RespValue::Integer(2),
+        "dataset {digest}"
+    );
+}

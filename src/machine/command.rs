@@ -100,7 +100,11 @@ pub fn run_at(ctx: Ctx, argv: Vec<Vec<u8>>, m: Moment) -> Outcome {
         None => argv,
     };
     let rw = ttl::rewrite(argv, now);
-    let outcome = ffi::call(ctx, &rw.argv).into();
+    let outcome = if m.in_log && script::is_script(&rw.argv) {
+        script::without_memory_check(ctx, || ffi::call(ctx, &rw.argv)).into()
+    } else {
+        ffi::call(ctx, &rw.argv).into()
+    };
     if rw.expires_at.is_some_and(|at| at <= now) {
         // Given a time already past (EXPIRE k -1, SET k v PXAT <past>):
         // deleted at once, as Redis does.

@@ -115,6 +115,35 @@ pub fn seed_lua(ctx: Ctx, m: Moment) {
     }
 }
 
+/// Runs `f`, a script or function an entry runs, without Redis's memory
+/// check at the script's start: it reads this node's OOM state (kept from
+/// the last client command), and an entry must do the same on every node
+/// (the leader checked before proposing). Redis has no switch for it but
+/// maxmemory itself, so maxmemory is 0 meanwhile (policy noeviction: the
+/// restore evicts nothing; Redis logs a warning if the node is over it).
+pub fn without_memory_check<T>(ctx: Ctx, f: impl FnOnce() -> T) -> T {
+    if ffi::used_memory_ratio() <= 0.0 {
+        return f(); // no maxmemory
+    }
+    let config = |args: &[&[u8]]| {
+        let mut argv = vec![b"CONFIG".to_vec()];
+        argv.extend(args.iter().map(|a| a.to_vec()));
+        ffi::call(ctx, &argv).ok()
+    };
+    let limit = config(&[b"GET", b"maxmemory"])
+        .and_then(|r| r.as_strings())
+        .and_then(|kv| kv.get(1).cloned());
+    let Some(limit) = limit.filter(|l| l.as_slice() != b"0") else {
+        return f();
+    };
+    config(&[b"SET", b"maxmemory", b"0"]);
+    let out = f();
+    if config(&[b"SET", b"maxmemory", &limit]).is_none_or(|r| r.is_error()) {
+        crate::logging::warning("could not restore maxmemory after a script");
+    }
+    out
+}
+
 /// RAFT._SCRIPTW / RAFT._SCRIPTR: one command of a script the machine runs.
 /// Outside such a script: an error (it is internal).
 /// `writes` is false for RAFT._SCRIPTR: a write through it would dodge
