@@ -76,6 +76,7 @@ pub fn resume_from_snapshot(meta: &crate::snapshot::RdbMeta) {
     *DBID.lock() = meta.dbid.clone();
     DATASET_CHECKED.store(true, Ordering::Release);
     expiry::rebuild_index(call_ctx());
+    crate::machine::script_cache::adopt_loaded();
 }
 
 /// Some: the membership from now on; None: not known exactly.
@@ -238,8 +239,10 @@ fn load_snapshot(
     membership: Membership,
 ) {
     let started = std::time::Instant::now();
+    crate::machine::script_cache::forget_loaded();
     match crate::snapshot::load_into_dataset(ctx) {
         Ok(meta) => {
+            crate::machine::script_cache::adopt_loaded();
             if meta.index < index {
                 fail_node(format!(
                     "loaded snapshot holds index {} but {index} was expected",

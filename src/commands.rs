@@ -175,7 +175,9 @@ pub(crate) const OOM: &str = "OOM command not allowed when used memory > 'maxmem
 /// A write that may grow the dataset (`denyoom`) while this node uses more
 /// than maxmemory: refused as Redis refuses it.
 pub(crate) fn over_maxmemory(argv: &[Vec<u8>]) -> bool {
-    ffi::used_memory_ratio() > 1.0 && crate::intercept::has_flag(argv, "denyoom")
+    ffi::used_memory_ratio() > 1.0
+        && (crate::intercept::has_flag(argv, "denyoom")
+            || crate::machine::script_cache::denies_oom(argv))
 }
 
 /// RAFT._SCRIPTW / RAFT._SCRIPTR: a command of a script an entry runs,

@@ -193,6 +193,10 @@ pub fn fields() -> Vec<(String, String)> {
         expiry::EXPIRED.load(Ordering::Relaxed).to_string(),
     );
     put("expiry_index_keys", expiry::indexed_keys().to_string());
+    // The replicated script cache: equal on every node at one applied index.
+    let (scripts, digest) = crate::machine::script_cache::summary();
+    put("scripts_cached", scripts.to_string());
+    put("scripts_digest", format!("{digest:016x}"));
     server_api(&mut put);
     f
 }

@@ -152,15 +152,6 @@ pub fn build_table(ctx: &Context) -> Result<usize, String> {
 }
 
 const TXN: &[&str] = &["multi", "exec", "discard", "watch", "unwatch"];
-const SCRIPTS: &[&str] = &[
-    "eval",
-    "evalsha",
-    "eval_ro",
-    "evalsha_ro",
-    "fcall",
-    "fcall_ro",
-];
-
 fn lower(b: &[u8]) -> Vec<u8> {
     b.to_ascii_lowercase()
 }
@@ -190,20 +181,18 @@ pub fn classify(argv: &[&[u8]]) -> Class {
         return Class::Txn;
     }
     // A script runs on every node from the log, so it must be deterministic.
+    // EVALSHA's body and SCRIPT's answers come from the replicated script
+    // cache (machine::script_cache); FUNCTION's writes are flagged `write`.
     match name_s.as_str() {
-        "eval" => return Class::Write,
-        "eval_ro" => return Class::Read,
-        "evalsha" | "evalsha_ro" => {
-            return Class::Refuse(format!(
-                "{}: the script cache is not replicated; use EVAL with the script",
-                name_s.to_uppercase()
-            ))
-        }
-        _ if SCRIPTS.contains(&name_s.as_str()) => {
-            return Class::Refuse(format!(
-                "{}: functions are not supported by this RedisRaft yet",
-                name_s.to_uppercase()
-            ))
+        "eval" | "evalsha" | "fcall" => return Class::Write,
+        "eval_ro" | "evalsha_ro" | "fcall_ro" => return Class::Read,
+        "script" => {
+            let sub = argv.get(1).map(|s| lower(s)).unwrap_or_default();
+            match sub.as_slice() {
+                b"load" | b"flush" => return Class::Write,
+                b"exists" => return Class::Read,
+                _ => {} // KILL, DEBUG, HELP: this node's own
+            }
         }
         _ => {}
     }
@@ -252,13 +241,10 @@ pub fn classify(argv: &[&[u8]]) -> Class {
         _ => info,
     };
     let has = |f: &str| info.flags.iter().any(|x| x == f);
-    if name_s == "function" && has("write") {
-        return Class::Refuse("FUNCTION: functions are not supported by this RedisRaft yet".into());
-    }
     if has("blocking") && crate::machine::stream::blocks(&name_s, argv) {
         if name_s.starts_with("xread") {
             return Class::Refuse(format!(
-                "{} with BLOCK: blocking commands are not supported by this RedisRaft yet; without BLOCK it is served",
+                "{} with BLOCK is not served yet (XREAD BLOCK and the blocking list and sorted-set commands are); without BLOCK it is",
                 name_s.to_uppercase()
             ));
         }
@@ -533,6 +519,7 @@ mod tests {
         t.insert(b"ping".to_vec(), info(&["fast"], &[]));
         t.insert(b"select".to_vec(), info(&["loading", "fast"], &[]));
         t.insert(b"client".to_vec(), info(&["noscript", "loading"], &[]));
+        t.insert(b"script".to_vec(), info(&["noscript"], &[]));
         t.insert(b"xread".to_vec(), info(&["readonly", "blocking"], &[]));
         t.insert(b"xreadgroup".to_vec(), info(&["write", "blocking"], &[]));
         t.insert(
@@ -585,8 +572,6 @@ mod tests {
         assert_eq!(classify(&[b"CLIENT", b"LIST"]), Class::PassThrough);
         for refused in [
             &[b"MIGRATE".as_slice(), b"h"][..],
-            &[b"EVALSHA", b"x"],
-            &[b"FCALL", b"f"],
             &[b"SELECT", b"1"],
             &[b"BGSAVE"],
             &[b"save"],
@@ -599,6 +584,14 @@ mod tests {
         assert_eq!(classify(&[b"unwatch"]), Class::Txn);
         assert_eq!(classify(&[b"EVAL", b"x"]), Class::Write);
         assert_eq!(classify(&[b"EVAL_RO", b"x"]), Class::Read);
+        assert_eq!(classify(&[b"EVALSHA", b"x"]), Class::Write);
+        assert_eq!(classify(&[b"evalsha_ro", b"x"]), Class::Read);
+        assert_eq!(classify(&[b"FCALL", b"f"]), Class::Write);
+        assert_eq!(classify(&[b"FCALL_RO", b"f"]), Class::Read);
+        assert_eq!(classify(&[b"SCRIPT", b"load"]), Class::Write);
+        assert_eq!(classify(&[b"script", b"FLUSH"]), Class::Write);
+        assert_eq!(classify(&[b"SCRIPT", b"exists"]), Class::Read);
+        assert_eq!(classify(&[b"SCRIPT", b"KILL"]), Class::PassThrough);
         assert_eq!(classify(&[b"SELECT", b"0"]), Class::PassThrough);
     }
 

@@ -39,6 +39,7 @@ pub mod tls;
 pub mod transport;
 pub mod txn;
 
+use machine::script_cache::CACHE_TYPE;
 use redis_module::configuration::ConfigurationFlags as F;
 use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
 use snapshot::META_TYPE;
@@ -175,7 +176,7 @@ redis_module! {
     allocator: (std::alloc::System, std::alloc::System),
     // Aux data only: the snapshot's index, term and membership, saved
     // inside the RDB with the dataset they describe.
-    data_types: [META_TYPE],
+    data_types: [META_TYPE, CACHE_TYPE],
     init: init,
     deinit: deinit,
     info: raft_info,

@@ -4,7 +4,7 @@
 
 use redis_module::raw;
 
-use super::{expiry, protocol, pubsub, random, script, stream, ttl, Moment};
+use super::{expiry, protocol, pubsub, random, script, script_cache, stream, ttl, Moment};
 use crate::ffi::{self, CallReply, KeyExpiry, RedisClient};
 
 type Ctx = *mut raw::RedisModuleCtx;
@@ -25,6 +25,8 @@ pub enum Outcome {
     Set(Vec<Vec<u8>>),
     /// Field-value pairs (HGETALL): a RESP3 map, a flat array in RESP2.
     Map(Vec<(Vec<u8>, Vec<u8>)>),
+    /// An array of integers (SCRIPT EXISTS from the script cache).
+    Integers(Vec<i64>),
 }
 
 impl From<Result<CallReply, String>> for Outcome {
@@ -64,6 +66,12 @@ impl Outcome {
                     ffi::reply_bulk(ctx, v);
                 }
             }
+            Outcome::Integers(ns) => {
+                ffi::reply_array(ctx, ns.len());
+                for n in ns {
+                    ffi::reply_integer(ctx, *n);
+                }
+            }
         }
     }
 
@@ -80,10 +88,11 @@ impl Outcome {
 /// Runs one command of an entry at moment `m` (None for an entry written
 /// before entries were timed, run as it was then).
 pub fn run_in_entry(ctx: Ctx, argv: Vec<Vec<u8>>, m: Option<Moment>) -> Outcome {
-    let Some(m) = m else {
-        return protocol::call(ctx, &argv).into();
-    };
-    super::at(m, || run_at(ctx, argv, m))
+    // EVALSHA from the replicated script cache; EVAL and SCRIPT into it.
+    script_cache::in_entry(ctx, argv, |argv| match m {
+        None => protocol::call(ctx, &argv).into(),
+        Some(m) => super::at(m, || run_at(ctx, argv, m)),
+    })
 }
 
 /// One command at moment `m` (also each command a script runs).
@@ -112,7 +121,11 @@ pub fn run_at(ctx: Ctx, argv: Vec<Vec<u8>>, m: Moment) -> Outcome {
         None => argv,
     };
     let rw = ttl::rewrite(argv, now);
-    let outcome = protocol::call(ctx, &rw.argv).into();
+    let outcome = if m.in_log && script::is_script(&rw.argv) {
+        script::without_memory_check(ctx, || protocol::call(ctx, &rw.argv)).into()
+    } else {
+        protocol::call(ctx, &rw.argv).into()
+    };
     if rw.expires_at.is_some_and(|at| at <= now) {
         // Given a time already past (EXPIRE k -1, SET k v PXAT <past>):
         // deleted at once, as Redis does.
@@ -125,6 +138,15 @@ pub fn run_at(ctx: Ctx, argv: Vec<Vec<u8>>, m: Moment) -> Outcome {
 /// last applied entry's time). None: the read would see a key whose time
 /// has come, and must go through the log, which deletes the key first.
 pub fn run_read(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Outcome> {
+    let resolved;
+    let argv = match script_cache::resolve(argv) {
+        Some(script_cache::Resolved::Answer(outcome)) => return Some(outcome),
+        Some(script_cache::Resolved::Run(eval)) => {
+            resolved = eval;
+            &resolved[..]
+        }
+        None => argv,
+    };
     if expiry::reads_an_expired_key(ctx, argv, now) {
         return None;
     }

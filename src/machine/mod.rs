@@ -15,6 +15,8 @@
 //!   RANDOMKEY), or whose order follows the node's hash tables (SMEMBERS,
 //!   HGETALL, KEYS, SCAN, ...), made deterministic; TIME from the entry.
 //! - `script`: every command a script runs goes through the same rules.
+//! - `script_cache`: the script cache EVALSHA runs on, changed by entries
+//!   only and carried by snapshots.
 //! - `stream`: XADD's automatic IDs from the entry's time.
 //! - `watch`: WATCH's modified keys, decided from the log.
 //! - `command`: one command of an entry, or a read, run under these rules.
@@ -29,6 +31,7 @@ pub mod protocol;
 pub mod pubsub;
 pub mod random;
 pub mod script;
+pub mod script_cache;
 pub mod stream;
 pub mod ttl;
 pub mod watch;

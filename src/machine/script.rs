@@ -82,9 +82,22 @@ pub fn routes_through_script_call() -> bool {
     super::active() && !INNER.with(Cell::get) && ffi::in_script()
 }
 
+/// A command that runs a script or a function (EVALSHA's body comes from
+/// the script cache): its commands follow the machine's rules, and the
+/// caller's rights travel with it.
 pub fn is_script(argv: &[Vec<u8>]) -> bool {
-    argv.first()
-        .is_some_and(|a| a.eq_ignore_ascii_case(b"eval") || a.eq_ignore_ascii_case(b"eval_ro"))
+    argv.first().is_some_and(|a| {
+        [
+            "eval",
+            "eval_ro",
+            "evalsha",
+            "evalsha_ro",
+            "fcall",
+            "fcall_ro",
+        ]
+        .iter()
+        .any(|s| a.eq_ignore_ascii_case(s.as_bytes()))
+    })
 }
 
 /// Seeds Lua's math.random from the entry, so a script that uses it draws
@@ -100,6 +113,35 @@ pub fn seed_lua(ctx: Ctx, m: Moment) {
     if let Err(e) = ffi::call(ctx, &argv) {
         crate::logging::warning(&format!("could not seed the script's random numbers: {e}"));
     }
+}
+
+/// Runs `f`, a script or function an entry runs, without Redis's memory
+/// check at the script's start: it reads this node's OOM state (kept from
+/// the last client command), and an entry must do the same on every node
+/// (the leader checked before proposing). Redis has no switch for it but
+/// maxmemory itself, so maxmemory is 0 meanwhile (policy noeviction: the
+/// restore evicts nothing; Redis logs a warning if the node is over it).
+pub fn without_memory_check<T>(ctx: Ctx, f: impl FnOnce() -> T) -> T {
+    if ffi::used_memory_ratio() <= 0.0 {
+        return f(); // no maxmemory
+    }
+    let config = |args: &[&[u8]]| {
+        let mut argv = vec![b"CONFIG".to_vec()];
+        argv.extend(args.iter().map(|a| a.to_vec()));
+        ffi::call(ctx, &argv).ok()
+    };
+    let limit = config(&[b"GET", b"maxmemory"])
+        .and_then(|r| r.as_strings())
+        .and_then(|kv| kv.get(1).cloned());
+    let Some(limit) = limit.filter(|l| l.as_slice() != b"0") else {
+        return f();
+    };
+    config(&[b"SET", b"maxmemory", b"0"]);
+    let out = f();
+    if config(&[b"SET", b"maxmemory", &limit]).is_none_or(|r| r.is_error()) {
+        crate::logging::warning("could not restore maxmemory after a script");
+    }
+    out
 }
 
 /// RAFT._SCRIPTW / RAFT._SCRIPTR: one command of a script the machine runs.
