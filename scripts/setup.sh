@@ -8,6 +8,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+# redis-py for tests/redis_py.rs, run by Debian's python3.
+dpkg -s python3-redis >/dev/null 2>&1 || need+=(python3-redis)
 # The openssl crate (node-to-node TLS) links the system OpenSSL, found
 # through pkg-config.
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
