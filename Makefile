@@ -3,7 +3,7 @@ CARGO ?= cargo
 MODULE := redisraft.so
 
 .PHONY: all setup build test unit integration cluster cluster-stop cluster-status clean fmt lint bench bench-quick bench-snapshot bench-expiry fuzz
-.PHONY: jepsen jepsen-docker jepsen-smoke crash-campaign
+.PHONY: jepsen jepsen-docker jepsen-smoke crash-campaign command-table
 
 all: build
 
@@ -126,3 +126,8 @@ crash-campaign: setup
 	CARGO_TARGET_DIR=$(FP_TARGET_DIR) $(CARGO) build --release -p redisraft --features failpoints
 	MODULE=$(abspath $(FP_TARGET_DIR))/release/libredisraft.so N=$(N) POINTS="$(POINTS)" \
 		python3 scripts/crash-campaign.py
+
+# Rewrites the README's command table from the module's own classification
+# (tests/command_table.rs; make test checks it is up to date).
+command-table: build
+	UPDATE_README=1 REDISRAFT_MODULE=$(CURDIR)/$(MODULE) $(CARGO) test --release --test command_table -- --nocapture

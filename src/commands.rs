@@ -662,7 +662,7 @@ pub fn timeout_now(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-/// RAFT.DEBUG EXEC <command...> | COMPACT | FAILPOINT <name> crash|off
+/// RAFT.DEBUG EXEC <command...> | COMPACT | CLASSIFY <command...> | FAILPOINT <name> crash|off
 pub fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     not_in_transaction(ctx)?;
     if args.len() < 2 {
@@ -695,6 +695,22 @@ pub fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 Ok(_) => no_reply(),
                 Err(e) => Err(RedisError::String(format!("ERR {e}"))),
             }
+        }
+        "CLASSIFY" if args.len() >= 3 => {
+            // How this node treats a command line (the README's command
+            // table is made from this: tests/command_table.rs).
+            let argv = args_bytes(&args[2..]);
+            let refs: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+            let class = match classify(&refs) {
+                Class::Write => "write".to_string(),
+                Class::Read => "read".into(),
+                Class::PassThrough => "local".into(),
+                Class::Txn => "transaction".into(),
+                Class::Blocking | Class::Unblock => "blocking".into(),
+                Class::Unknown => "unknown".into(),
+                Class::Refuse(why) => format!("refused: {why}"),
+            };
+            Ok(RedisValue::BulkString(class))
         }
         "FAILPOINT" if args.len() == 4 => {
             let name = args[2].to_string_lossy();

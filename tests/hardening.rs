@@ -283,7 +283,11 @@ fn transfer_leader_answers_ok_only_when_done_and_errors_otherwise() {
     if took > std::time::Duration::from_secs(3) {
         wrong.push(format!("to a stopped node: answered after {took:?}"));
     }
-    // A transfer that works: +OK once the target leads.
+    // A transfer that works: +OK once the target leads. First let the
+    // resumed node settle: it may have missed heartbeats while stopped and
+    // start an election, which would cut a transfer short (CLUSTERDOWN).
+    c.wait_leader();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     let l = c.wait_leader();
     let t = (l + 1) % 3;
     let r = c.nodes[l].cmd(&["RAFT.TRANSFER_LEADER", &id(t)]);
