@@ -9,55 +9,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use redisraft::resp::{Connection, RespValue};
-
-struct PlainRedis {
-    port: u16,
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
-}
-
-impl PlainRedis {
-    fn start() -> PlainRedis {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new(common::server_bin())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let p = PlainRedis {
-            port,
-            _child: ChildGuard(child),
-            _dir: dir,
-        };
-        wait_for(20, "plain redis-server", || {
-            p.try_conn().ok().and_then(|mut c| c.call(&[b"PING"]).ok())
-        });
-        p
-    }
-
-    fn try_conn(&self) -> Result<Connection, redisraft::resp::RespError> {
-        Connection::connect(
-            &format!("127.0.0.1:{}", self.port),
-            Duration::from_secs(2),
-            Duration::from_secs(30),
-            None,
-        )
-    }
-
-    fn conn(&self) -> Connection {
-        self.try_conn().expect("connect")
-    }
-}
 
 fn call(c: &mut Connection, args: &[&str]) -> RespValue {
     let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
@@ -121,7 +76,7 @@ fn commands_that_can_pop_at_once_answer_as_redis_does() {
     let plain = PlainRedis::start();
     let c = Cluster::new(3, &[]);
     let leader = leader_of(&c);
-    let mut p = plain.conn();
+    let mut p = plain.connection();
     let mut r = leader.conn();
     let script: &[&[&str]] = &[
         &["RPUSH", "l", "a", "b", "c", "d", "e", "f"],
@@ -241,7 +196,7 @@ fn timeouts_answer_nil_and_zero_waits_until_served() {
     let c = Cluster::new(3, &[]);
     let leader = leader_of(&c);
     let mut w = leader.conn();
-    let mut p = plain.conn();
+    let mut p = plain.connection();
     for cmd in [
         &["BLPOP", "none", "0.1"][..],
         &["BRPOP", "none", "none2", "0.2"],
@@ -285,12 +240,12 @@ fn client_unblock_ends_a_wait_with_nil_or_an_error() {
         assert_eq!(r, RespValue::Integer(1), "{mode}");
         let got = w.recv().unwrap();
         // The same as plain Redis answers.
-        let mut pw = plain.conn();
+        let mut pw = plain.connection();
         let RespValue::Integer(pid) = call(&mut pw, &["CLIENT", "ID"]) else {
             panic!()
         };
         send(&mut pw, &["BLPOP", "k", "0"]);
-        let mut pc = plain.conn();
+        let mut pc = plain.connection();
         wait_for(10, "blocked on plain Redis", || {
             (redis_blocked(&mut pc) == 1).then_some(())
         });
@@ -321,7 +276,7 @@ fn client_unblock_ends_a_wait_with_nil_or_an_error() {
         leader.cmd(&["CLIENT", "UNBLOCK", "999999"]),
         RespValue::Integer(0)
     );
-    let mut p = plain.conn();
+    let mut p = plain.connection();
     for bad in [
         &["CLIENT", "UNBLOCK", "x"][..],
         &["CLIENT", "UNBLOCK", "1", "MAYBE"],
@@ -337,8 +292,8 @@ fn a_waited_key_deleted_retyped_or_renamed_into_as_redis_does() {
     let c = Cluster::new(3, &[]);
     let leader = leader_of(&c);
     let mut w = leader.conn();
-    let mut pw = plain.conn();
-    let mut p = plain.conn();
+    let mut pw = plain.connection();
+    let mut p = plain.connection();
     send(&mut w, &["BLPOP", "k", "0"]);
     send(&mut pw, &["BLPOP", "k", "0"]);
     wait_waiting(leader, 1);
@@ -620,7 +575,7 @@ fn xread_block_waits_for_new_entries_and_every_reader_sees_them() {
     let plain = PlainRedis::start();
     let c = Cluster::new(3, &[]);
     let leader = leader_of(&c);
-    let mut p = plain.conn();
+    let mut p = plain.connection();
     let mut r = leader.conn();
     for cmd in [
         &["XADD", "s", "1-1", "f", "v1"][..],

@@ -5,44 +5,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{bulk, err_text, free_port, ok, wait_for, ChildGuard, Cluster, Node};
+use common::{bulk, err_text, ok, wait_for, Cluster, Node, PlainRedis};
 use redisraft::resp::RespValue;
-
-/// A plain redis-server (or valkey-server) without the module, to compare
-/// replies with.
-struct PlainRedis {
-    port: u16,
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
-}
-
-impl PlainRedis {
-    fn start() -> PlainRedis {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new(common::server_bin())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let p = PlainRedis {
-            port,
-            _child: ChildGuard(child),
-            _dir: dir,
-        };
-        wait_for(20, "plain redis-server", || {
-            TcpStream::connect(("127.0.0.1", p.port)).ok().map(|_| ())
-        });
-        p
-    }
-}
 
 /// A raw connection that returns each reply as the bytes the server sent
 /// (any RESP2 or RESP3 type), so replies compare byte for byte.

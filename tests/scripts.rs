@@ -8,55 +8,8 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use common::*;
 use redisraft::resp::{Connection, RespValue};
-
-struct PlainRedis {
-    port: u16,
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
-}
-
-impl PlainRedis {
-    fn start() -> PlainRedis {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new(server_bin())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let p = PlainRedis {
-            port,
-            _child: ChildGuard(child),
-            _dir: dir,
-        };
-        wait_for(20, "plain redis-server", || {
-            p.try_conn().ok()?.call(&[b"PING"]).ok().map(|_| ())
-        });
-        p
-    }
-
-    fn try_conn(&self) -> Result<Connection, redisraft::resp::RespError> {
-        Connection::connect(
-            &format!("127.0.0.1:{}", self.port),
-            Duration::from_secs(2),
-            Duration::from_secs(30),
-            None,
-        )
-    }
-
-    fn conn(&self) -> Connection {
-        self.try_conn().expect("connect to plain redis")
-    }
-}
 
 fn call(c: &mut Connection, args: &[&str]) -> RespValue {
     let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
@@ -66,7 +19,7 @@ fn call(c: &mut Connection, args: &[&str]) -> RespValue {
 /// The SHA-1 Redis gives a body, asked without caching it anywhere.
 fn sha1(plain: &PlainRedis, body: &str) -> String {
     let r = call(
-        &mut plain.conn(),
+        &mut plain.connection(),
         &["EVAL", "return redis.sha1hex(ARGV[1])", "0", body],
     );
     bulk(&r).expect("sha1hex")
@@ -128,7 +81,7 @@ fn evalsha_runs_what_eval_and_script_load_cached_as_on_redis() {
     let plain = PlainRedis::start();
     let c = Cluster::new(3, &[]);
     let l = c.wait_leader();
-    let (mut p, mut r) = (plain.conn(), c.nodes[l].conn());
+    let (mut p, mut r) = (plain.connection(), c.nodes[l].conn());
     let set = sha1(&plain, SET_SCRIPT);
     let get = sha1(&plain, GET_SCRIPT);
     let bad = "return (";
@@ -343,7 +296,7 @@ fn functions_are_replicated_restored_and_installed_with_snapshots() {
     let plain = PlainRedis::start();
     let mut c = Cluster::new(3, &[]);
     let l = c.wait_leader();
-    let (mut p, mut r) = (plain.conn(), c.nodes[l].conn());
+    let (mut p, mut r) = (plain.connection(), c.nodes[l].conn());
     compare(
         &mut p,
         &mut r,
@@ -438,7 +391,7 @@ fn script_flags_and_rights_are_those_of_redis() {
     let plain = PlainRedis::start();
     let c = Cluster::new(3, &[]);
     let l = c.wait_leader();
-    let (mut p, mut r) = (plain.conn(), c.nodes[l].conn());
+    let (mut p, mut r) = (plain.connection(), c.nodes[l].conn());
     let ro_write = "#!lua flags=no-writes\nreturn redis.call('SET', KEYS[1], 'x')";
     let ro_read = "#!lua flags=no-writes\nreturn redis.call('GET', KEYS[1])";
     let writes = "#!lua\nreturn redis.call('SET', KEYS[1], 'w')";
@@ -517,7 +470,7 @@ redis.register_function('oom_no', function(k) return redis.call('SET', k[1], 'f'
     let auth = |conn: &mut Connection| {
         assert!(ok(&call(conn, &["AUTH", "app", "pw"])));
     };
-    let (mut p, mut r) = (plain.conn(), c.nodes[l].conn());
+    let (mut p, mut r) = (plain.connection(), c.nodes[l].conn());
     auth(&mut p);
     auth(&mut r);
     let set_sha = sha1(&plain, SET_SCRIPT);

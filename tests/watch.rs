@@ -8,47 +8,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use redisraft::resp::{Connection, RespValue};
-
-/// A plain redis-server without the module: what the cluster must match.
-struct PlainRedis {
-    port: u16,
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
-}
-
-impl PlainRedis {
-    fn start() -> PlainRedis {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new(common::server_bin())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let p = PlainRedis {
-            port,
-            _child: ChildGuard(child),
-            _dir: dir,
-        };
-        wait_for(20, "plain redis-server", || {
-            p.conn().ok().and_then(|mut c| c.call(&[b"PING"]).ok())
-        });
-        p
-    }
-
-    fn conn(&self) -> Result<Connection, redisraft::resp::RespError> {
-        connect(&format!("127.0.0.1:{}", self.port))
-    }
-}
 
 fn connect(addr: &str) -> Result<Connection, redisraft::resp::RespError> {
     Connection::connect(addr, Duration::from_secs(2), Duration::from_secs(30), None)
@@ -303,7 +266,7 @@ fn exec_after_watch_answers_as_plain_redis() {
     let leader = &cluster.nodes[l];
     let mut aborted = 0;
     for (name, steps) in SCENARIOS {
-        let mut p = [plain.conn().unwrap(), plain.conn().unwrap()];
+        let mut p = [plain.conn(None).unwrap(), plain.conn(None).unwrap()];
         let mut r = [leader.conn(), leader.conn()];
         call(&mut p[0], &["FLUSHALL"]);
         call(&mut r[0], &["FLUSHALL"]);
@@ -340,7 +303,7 @@ fn a_watched_key_that_expires_before_exec_aborts_it() {
     let plain = PlainRedis::start();
     let cluster = Cluster::new(3, &[]);
     let l = cluster.wait_leader();
-    let targets: Vec<Connection> = vec![plain.conn().unwrap(), cluster.nodes[l].conn()];
+    let targets: Vec<Connection> = vec![plain.conn(None).unwrap(), cluster.nodes[l].conn()];
     for (t, mut c) in targets.into_iter().enumerate() {
         for attempt in 0.. {
             let key = format!("short:{attempt}");

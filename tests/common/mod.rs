@@ -582,6 +582,11 @@ impl PlainRedis {
     ) -> Result<Connection, redisraft::resp::RespError> {
         connect(&format!("127.0.0.1:{}", self.port), auth)
     }
+
+    /// A connection without AUTH (panics if it cannot connect).
+    pub fn connection(&self) -> Connection {
+        self.conn(None).expect("connect to the plain redis-server")
+    }
 }
 
 pub fn connect(
