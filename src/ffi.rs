@@ -953,15 +953,21 @@ pub fn server_version() -> u32 {
 }
 
 /// The ACL user the client running the current command is authenticated
-/// as. None for the module's own calls (they run as root, without a user).
+/// as. None for the module's own calls and for other modules' RM_Call
+/// clients: those run as root, without a user (RM_GetCurrentUserName would
+/// dereference the missing user; looking the client up by id finds no
+/// such fake client and says so).
 pub fn current_user(ctx: *mut raw::RedisModuleCtx) -> Option<Vec<u8>> {
     if in_own_call() || ctx.is_null() {
         return None;
     }
-    // SAFETY: a command context of a real client, which always has a user
-    // (RM_GetCurrentUserName dereferences it); the string is freed below.
+    // SAFETY: a command context; the string, if any, is freed below.
     unsafe {
-        let s = api!(RedisModule_GetCurrentUserName)(ctx);
+        let id = api!(RedisModule_GetClientId)(ctx);
+        if id == 0 {
+            return None;
+        }
+        let s = api!(RedisModule_GetClientUserNameById)(ctx, id);
         if s.is_null() {
             return None;
         }
