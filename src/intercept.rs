@@ -242,12 +242,8 @@ pub fn classify(argv: &[&[u8]]) -> Class {
     };
     let has = |f: &str| info.flags.iter().any(|x| x == f);
     if has("blocking") && crate::machine::stream::blocks(&name_s, argv) {
-        if name_s.starts_with("xread") {
-            return Class::Refuse(format!(
-                "{} with BLOCK is not served yet (XREAD BLOCK and the blocking list and sorted-set commands are); without BLOCK it is",
-                name_s.to_uppercase()
-            ));
-        }
+        // XREAD and XREADGROUP with BLOCK, and the blocking list and
+        // sorted-set commands, are crate::blocking's (above).
         return Class::Refuse(format!(
             "{}: blocking commands are not supported by this RedisRaft yet",
             name_s.to_uppercase()
@@ -550,7 +546,7 @@ mod tests {
             classify(&[b"XREAD", b"BLOCK", b"0", b"STREAMS", b"s", b"$"]),
             Class::Blocking
         );
-        assert!(matches!(
+        assert_eq!(
             classify(&[
                 b"XREADGROUP",
                 b"GROUP",
@@ -562,8 +558,21 @@ mod tests {
                 b"s",
                 b">"
             ]),
-            Class::Refuse(_)
-        ));
+            Class::Blocking
+        );
+        // A group named "block" is not the option.
+        assert_eq!(
+            classify(&[
+                b"xreadgroup",
+                b"GROUP",
+                b"block",
+                b"c",
+                b"STREAMS",
+                b"s",
+                b">"
+            ]),
+            Class::Write
+        );
         assert_eq!(classify(&[b"PUBLISH", b"c", b"m"]), Class::Write);
         assert_eq!(classify(&[b"SPUBLISH", b"c", b"m"]), Class::Write);
         assert_eq!(classify(&[b"SUBSCRIBE", b"c"]), Class::PassThrough);

@@ -1,6 +1,7 @@
 //! Blocking commands (issue 12, item 1): BLPOP, BRPOP, BRPOPLPUSH, BLMOVE,
-//! BLMPOP, BZPOPMIN, BZPOPMAX and BZMPOP. Served at once through the log,
-//! or after waiting on the leader; every pop is a log entry, so every node
+//! BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP, XREAD ... BLOCK and XREADGROUP ...
+//! BLOCK. Served at once through the log, or after waiting on the leader;
+//! every pop (and every XREADGROUP delivery) is a log entry, so every node
 //! pops the same element. Replies are compared with a plain redis-server.
 //!
 //! Run: `REDISRAFT_MODULE=$PWD/redisraft.so cargo test --release --test
@@ -623,4 +624,602 @@ fn xread_block_waits_for_new_entries_and_every_reader_sees_them() {
         NIL_ARRAY
     );
     c.assert_same_dataset();
+}
+
+// ---------------------------------------------------------------------------
+// XREADGROUP ... BLOCK
+
+/// XPENDING's summary and its entries without their idle times (each
+/// node's own clock), as node `n` holds them.
+fn pending_on(n: &Node, key: &str, group: &str) -> (RespValue, Vec<RespValue>) {
+    let summary = n.cmd(&["RAFT.DEBUG", "EXEC", "XPENDING", key, group]);
+    let RespValue::Array(Some(entries)) = n.cmd(&[
+        "RAFT.DEBUG",
+        "EXEC",
+        "XPENDING",
+        key,
+        group,
+        "-",
+        "+",
+        "1000",
+    ]) else {
+        panic!("XPENDING on {}", n.addr())
+    };
+    let entries = entries
+        .into_iter()
+        .map(|e| match e {
+            // [id, consumer, idle, deliveries]: idle dropped.
+            RespValue::Array(Some(mut f)) if f.len() == 4 => {
+                f.remove(2);
+                RespValue::Array(Some(f))
+            }
+            other => other,
+        })
+        .collect();
+    (summary, entries)
+}
+
+/// Every node holds the same pending entries for `group`; returns them.
+fn same_pending_everywhere(c: &Cluster, key: &str, group: &str) -> (RespValue, Vec<RespValue>) {
+    c.assert_same_dataset();
+    let all: Vec<_> = c.nodes.iter().map(|n| pending_on(n, key, group)).collect();
+    for p in &all[1..] {
+        assert_eq!(p, &all[0], "pending entries differ between nodes");
+    }
+    all[0].clone()
+}
+
+fn xrg<'a>(group: &'a str, consumer: &'a str, block: &'a str, key: &'a str) -> Vec<&'a str> {
+    vec![
+        "XREADGROUP",
+        "GROUP",
+        group,
+        consumer,
+        "BLOCK",
+        block,
+        "STREAMS",
+        key,
+        ">",
+    ]
+}
+
+#[test]
+fn xreadgroup_block_answers_as_redis_does_and_waits_for_new_entries() {
+    let plain = PlainRedis::start();
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    let mut p = plain.connection();
+    let mut r = leader.conn();
+    let script: &[&[&str]] = &[
+        &["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"],
+        &["XADD", "s", "1-1", "f", "v1"],
+        &["XADD", "s", "1-2", "f", "v2"],
+        // Entries there: delivered at once, through the log.
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "COUNT",
+            "1",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            ">",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c2",
+            "BLOCK",
+            "0",
+            "NOACK",
+            "STREAMS",
+            "s",
+            ">",
+        ],
+        // Nothing new: its timeout answers nil.
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "BLOCK",
+            "100",
+            "STREAMS",
+            "s",
+            ">",
+        ],
+        // An ID reads the consumer's pending entries: at once, never waits.
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            "0",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c3",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            "0",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            "s",
+            ">",
+            "0",
+        ],
+        // Errors, Redis's own.
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "nog",
+            "c1",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            ">",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "none",
+            ">",
+        ],
+        &["SET", "str", "x"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "str",
+            ">",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "BLOCK",
+            "-1",
+            "STREAMS",
+            "s",
+            ">",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+        ],
+        // In MULTI it runs without blocking, as in Redis.
+        &["MULTI"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            ">",
+        ],
+        &["EXEC"],
+        &["XPENDING", "s", "g"],
+    ];
+    for cmd in script {
+        let want = call(&mut p, cmd);
+        assert_eq!(call(&mut r, cmd), want, "{cmd:?}");
+    }
+    // A client waits; an XADD from another client serves it, as on Redis.
+    let mut w = leader.conn();
+    let mut pw = plain.connection();
+    send(&mut w, &xrg("g", "c3", "0", "s"));
+    send(&mut pw, &xrg("g", "c3", "0", "s"));
+    wait_waiting(leader, 1);
+    wait_for(10, "blocked on plain Redis", || {
+        (redis_blocked(&mut p) == 1).then_some(())
+    });
+    still_blocked(leader, &mut w);
+    let add = ["XADD", "s", "2-1", "f", "v3"];
+    assert_eq!(leader.cmd(&add), call(&mut p, &add));
+    let want = pw.recv().unwrap();
+    assert_eq!(want, stream_reply("s", &[("2-1", "f", "v3")]));
+    assert_eq!(w.recv().unwrap(), want);
+    wait_waiting(leader, 0);
+    // The delivery is in the group on every node: c3 holds 2-1 pending.
+    let (summary, entries) = same_pending_everywhere(&c, "s", "g");
+    assert_eq!(summary, call(&mut p, &["XPENDING", "s", "g"]));
+    let mut want = pending_on_plain(&mut p, "s", "g");
+    want.sort_by_key(show);
+    let mut got = entries;
+    got.sort_by_key(show);
+    assert_eq!(got, want);
+    // Another group's reads and new group: nothing for the waiter of
+    // group g until g has something new.
+    assert_eq!(
+        call(&mut r, &["XGROUP", "CREATE", "s", "late", "0"]),
+        call(&mut p, &["XGROUP", "CREATE", "s", "late", "0"])
+    );
+    send(&mut w, &xrg("g", "c1", "0", "s"));
+    wait_waiting(leader, 1);
+    let read_late = ["XREADGROUP", "GROUP", "late", "x", "STREAMS", "s", ">"];
+    assert_eq!(call(&mut r, &read_late), call(&mut p, &read_late));
+    still_blocked(leader, &mut w);
+    leader.cmd(&["XADD", "s", "3-1", "f", "v4"]);
+    assert_eq!(w.recv().unwrap(), stream_reply("s", &[("3-1", "f", "v4")]));
+    same_pending_everywhere(&c, "s", "g");
+}
+
+/// XPENDING's entries on a plain Redis, without idle times.
+fn pending_on_plain(p: &mut Connection, key: &str, group: &str) -> Vec<RespValue> {
+    let RespValue::Array(Some(entries)) = call(p, &["XPENDING", key, group, "-", "+", "1000"])
+    else {
+        panic!("XPENDING")
+    };
+    entries
+        .into_iter()
+        .map(|e| match e {
+            RespValue::Array(Some(mut f)) if f.len() == 4 => {
+                f.remove(2);
+                RespValue::Array(Some(f))
+            }
+            other => other,
+        })
+        .collect()
+}
+
+#[test]
+fn xreadgroup_block_consumers_of_a_group_are_served_first_come_each_entry_once() {
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    assert!(ok(
+        &leader.cmd(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"])
+    ));
+    assert!(ok(&leader.cmd(&["XGROUP", "CREATE", "s", "h", "$"])));
+    // Two consumers of g wait, in this order, and one of group h.
+    let mut a = leader.conn();
+    let mut b = leader.conn();
+    let mut x = leader.conn();
+    send(&mut a, &xrg("g", "a", "0", "s"));
+    wait_waiting(leader, 1);
+    send(&mut b, &xrg("g", "b", "0", "s"));
+    wait_waiting(leader, 2);
+    send(&mut x, &xrg("h", "x", "0", "s"));
+    wait_waiting(leader, 3);
+    still_blocked(leader, &mut b);
+    // One entry: the first of g gets it, and h's consumer too (its group
+    // is another); b waits on, in its place.
+    leader.cmd(&["XADD", "s", "1-1", "f", "one"]);
+    let one = stream_reply("s", &[("1-1", "f", "one")]);
+    assert_eq!(a.recv().unwrap(), one);
+    assert_eq!(x.recv().unwrap(), one);
+    wait_waiting(leader, 1);
+    still_blocked(leader, &mut b);
+    // A non-blocking read of another consumer of g is in the log right
+    // behind the next entry: it takes the entry (b's own entry, if one was
+    // proposed, finds nothing), and b keeps its place.
+    let apply = |on: bool| {
+        let v = if on { "no" } else { "yes" };
+        assert!(ok(&leader.cmd(&[
+            "CONFIG",
+            "SET",
+            "raft.log-disable-apply",
+            v
+        ])));
+    };
+    let mut adder = leader.conn();
+    let mut thief = leader.conn();
+    apply(false);
+    send(&mut adder, &["XADD", "s", "2-1", "f", "two"]);
+    std::thread::sleep(Duration::from_millis(100));
+    send(
+        &mut thief,
+        &["XREADGROUP", "GROUP", "g", "thief", "STREAMS", "s", ">"],
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    apply(true);
+    assert!(ok(&leader.cmd(&["SET", "resume", "1"])));
+    assert_eq!(
+        adder.recv().unwrap(),
+        RespValue::Bulk(Some(b"2-1".to_vec()))
+    );
+    assert_eq!(
+        thief.recv().unwrap(),
+        stream_reply("s", &[("2-1", "f", "two")])
+    );
+    still_blocked(leader, &mut b);
+    assert_eq!(waiting(leader), 1);
+    leader.cmd(&["XADD", "s", "3-1", "f", "three"]);
+    assert_eq!(
+        b.recv().unwrap(),
+        stream_reply("s", &[("3-1", "f", "three")])
+    );
+    wait_waiting(leader, 0);
+
+    // Many consumers, COUNT 1, producers adding concurrently: every entry
+    // is delivered to exactly one consumer of the group.
+    const JOBS: usize = 120;
+    const CONSUMERS: usize = 3;
+    assert!(ok(
+        &leader.cmd(&["XGROUP", "CREATE", "jobs", "workers", "$", "MKSTREAM"])
+    ));
+    let consumers: Vec<_> = (0..CONSUMERS)
+        .map(|i| {
+            let mut conn = leader.conn();
+            std::thread::spawn(move || {
+                let name = format!("w{i}");
+                let mut got = Vec::new();
+                loop {
+                    let r = conn
+                        .call(&[
+                            b"XREADGROUP",
+                            b"GROUP",
+                            b"workers",
+                            name.as_bytes(),
+                            b"COUNT",
+                            b"1",
+                            b"BLOCK",
+                            b"0",
+                            b"STREAMS",
+                            b"jobs",
+                            b">",
+                        ])
+                        .expect("XREADGROUP");
+                    let RespValue::Array(Some(streams)) = &r else {
+                        panic!("XREADGROUP: {r:?}")
+                    };
+                    let RespValue::Array(Some(pair)) = &streams[0] else {
+                        panic!("{r:?}")
+                    };
+                    let RespValue::Array(Some(entries)) = &pair[1] else {
+                        panic!("{r:?}")
+                    };
+                    assert_eq!(entries.len(), 1, "COUNT 1: {r:?}");
+                    let RespValue::Array(Some(entry)) = &entries[0] else {
+                        panic!("{r:?}")
+                    };
+                    let RespValue::Array(Some(fields)) = &entry[1] else {
+                        panic!("{r:?}")
+                    };
+                    let job = bulk(&fields[1]).unwrap();
+                    if job == "stop" {
+                        return (name, got);
+                    }
+                    got.push(job);
+                }
+            })
+        })
+        .collect();
+    let addr = leader.addr();
+    let producer = std::thread::spawn(move || {
+        let mut conn =
+            Connection::connect(&addr, Duration::from_secs(2), Duration::from_secs(30), None)
+                .unwrap();
+        for j in 0..JOBS {
+            let job = format!("job-{j}");
+            let r = conn
+                .call(&[b"XADD", b"jobs", b"*", b"job", job.as_bytes()])
+                .unwrap();
+            assert!(bulk(&r).is_some(), "{r:?}");
+        }
+    });
+    producer.join().unwrap();
+    wait_for(30, "every job delivered", || {
+        let (summary, _) = pending_on(leader, "jobs", "workers");
+        let RespValue::Array(Some(s)) = summary else {
+            return None;
+        };
+        (s[0] == RespValue::Integer(JOBS as i64)).then_some(())
+    });
+    for _ in 0..CONSUMERS {
+        leader.cmd(&["XADD", "jobs", "*", "job", "stop"]);
+    }
+    let mut all = Vec::new();
+    let mut per_consumer = Vec::new();
+    for t in consumers {
+        let (name, got) = t.join().unwrap();
+        per_consumer.push((name, got.len()));
+        all.extend(got);
+    }
+    let unique: HashSet<_> = all.iter().cloned().collect();
+    assert_eq!(all.len(), JOBS, "an entry delivered twice or lost");
+    assert_eq!(unique.len(), JOBS);
+    // The pending entries say the same, on every node.
+    let (summary, entries) = same_pending_everywhere(&c, "jobs", "workers");
+    let RespValue::Array(Some(s)) = summary else {
+        panic!()
+    };
+    assert_eq!(s[0], RespValue::Integer((JOBS + CONSUMERS) as i64));
+    assert_eq!(entries.len(), JOBS + CONSUMERS);
+    for (name, n) in per_consumer {
+        let held = entries
+            .iter()
+            .filter(|e| matches!(e, RespValue::Array(Some(f)) if bulk(&f[1]).as_deref() == Some(name.as_str())))
+            .count();
+        assert_eq!(held, n + 1, "{name}: its jobs and its stop");
+    }
+}
+
+#[test]
+fn xreadgroup_block_ends_as_redis_does_when_its_group_or_key_goes() {
+    let plain = PlainRedis::start();
+    let c = Cluster::new(3, &[]);
+    let leader = leader_of(&c);
+    let mut p = plain.connection();
+    let setup: &[&str] = &["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"];
+    let cases: &[&[&str]] = &[
+        &["XGROUP", "DESTROY", "s", "g"],
+        &["DEL", "s"],
+        &["SET", "s", "x"],
+        &["RENAME", "s", "s2"],
+        &["PEXPIRE", "s", "100"],
+        &["FLUSHALL"],
+    ];
+    for how in cases {
+        leader.cmd(&["DEL", "s", "s2"]);
+        call(&mut p, &["DEL", "s", "s2"]);
+        assert_eq!(leader.cmd(setup), call(&mut p, setup));
+        let mut w = leader.conn();
+        let mut pw = plain.connection();
+        send(&mut w, &xrg("g", "c", "0", "s"));
+        send(&mut pw, &xrg("g", "c", "0", "s"));
+        wait_waiting(leader, 1);
+        wait_for(10, "blocked on plain Redis", || {
+            (redis_blocked(&mut p) == 1).then_some(())
+        });
+        assert_eq!(leader.cmd(how), call(&mut p, how), "{how:?}");
+        let want = pw.recv().unwrap();
+        assert!(err_text(&want).is_some(), "{how:?}: {want:?}");
+        assert_eq!(w.recv().unwrap(), want, "{how:?}");
+        wait_waiting(leader, 0);
+    }
+    // Deleting its consumer, or a group it does not read, or setting the
+    // group's ID back: it waits on, as on Redis.
+    leader.cmd(&["DEL", "s"]);
+    call(&mut p, &["DEL", "s"]);
+    for cmd in [setup, &["XGROUP", "CREATE", "s", "other", "$"]] {
+        assert_eq!(leader.cmd(cmd), call(&mut p, cmd));
+    }
+    let mut w = leader.conn();
+    let mut pw = plain.connection();
+    send(&mut w, &xrg("g", "c", "0", "s"));
+    send(&mut pw, &xrg("g", "c", "0", "s"));
+    wait_waiting(leader, 1);
+    wait_for(10, "blocked on plain Redis", || {
+        (redis_blocked(&mut p) == 1).then_some(())
+    });
+    for cmd in [
+        &["XGROUP", "DELCONSUMER", "s", "g", "c"][..],
+        &["XGROUP", "DESTROY", "s", "other"],
+        &["XGROUP", "SETID", "s", "g", "0"],
+        &["XTRIM", "s", "MAXLEN", "0"],
+    ] {
+        assert_eq!(leader.cmd(cmd), call(&mut p, cmd), "{cmd:?}");
+        still_blocked(leader, &mut w);
+        assert_eq!(redis_blocked(&mut p), 1, "{cmd:?}");
+    }
+    let add = ["XADD", "s", "5-1", "f", "v"];
+    assert_eq!(leader.cmd(&add), call(&mut p, &add));
+    let want = pw.recv().unwrap();
+    assert_eq!(want, stream_reply("s", &[("5-1", "f", "v")]));
+    assert_eq!(w.recv().unwrap(), want);
+    // CLIENT UNBLOCK and a timeout end it as they end the other commands.
+    for mode in ["TIMEOUT", "ERROR"] {
+        let RespValue::Integer(id) = call(&mut w, &["CLIENT", "ID"]) else {
+            panic!()
+        };
+        send(&mut w, &xrg("g", "c", "0", "s"));
+        wait_waiting(leader, 1);
+        let r = leader.cmd(&["CLIENT", "UNBLOCK", &id.to_string(), mode]);
+        assert_eq!(r, RespValue::Integer(1), "{mode}");
+        let RespValue::Integer(pid) = call(&mut pw, &["CLIENT", "ID"]) else {
+            panic!()
+        };
+        send(&mut pw, &xrg("g", "c", "0", "s"));
+        wait_for(10, "blocked on plain Redis", || {
+            (redis_blocked(&mut p) == 1).then_some(())
+        });
+        call(&mut p, &["CLIENT", "UNBLOCK", &pid.to_string(), mode]);
+        assert_eq!(w.recv().unwrap(), pw.recv().unwrap(), "{mode}");
+    }
+    wait_waiting(leader, 0);
+    // Nothing was delivered to the unblocked client.
+    leader.cmd(&["XADD", "s", "6-1", "f", "v"]);
+    call(&mut p, &["XADD", "s", "6-1", "f", "v"]);
+    assert_eq!(
+        leader.cmd(&["XPENDING", "s", "g"]),
+        call(&mut p, &["XPENDING", "s", "g"])
+    );
+    same_pending_everywhere(&c, "s", "g");
+}
+
+#[test]
+fn xreadgroup_block_leader_change_and_disconnect_deliver_nothing() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let leader = &c.nodes[l];
+    assert!(ok(
+        &leader.cmd(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"])
+    ));
+    // A client that disconnects while it waits: nothing delivered to it.
+    {
+        let mut w = leader.conn();
+        send(&mut w, &xrg("g", "gone", "0", "s"));
+        wait_waiting(leader, 1);
+        w.closer().unwrap().close();
+    }
+    wait_waiting(leader, 0);
+    leader.cmd(&["XADD", "s", "1-1", "f", "v"]);
+    // A leader change: the waiter is told, and nothing is delivered.
+    let mut w = leader.conn();
+    send(&mut w, &xrg("g", "c", "0", "s"));
+    // The entry 1-1 is new for g: the waiter gets it at once.
+    assert_eq!(w.recv().unwrap(), stream_reply("s", &[("1-1", "f", "v")]));
+    send(&mut w, &xrg("g", "c", "0", "s"));
+    wait_waiting(leader, 1);
+    let target = (l + 1) % 3;
+    let target_id = c.nodes[target].info_field("node_id");
+    assert!(ok(&leader.cmd(&["RAFT.TRANSFER_LEADER", &target_id])));
+    let r = w.recv().unwrap();
+    assert!(
+        err_text(&r).is_some_and(|e| e.starts_with("TRYAGAIN")),
+        "{r:?}"
+    );
+    assert_eq!(c.wait_leader(), target);
+    let new = &c.nodes[target];
+    new.cmd(&["XADD", "s", "2-1", "f", "v"]);
+    // Only 1-1 is pending, delivered to c: nothing to "gone", nor for
+    // the client told TRYAGAIN.
+    let (summary, entries) = same_pending_everywhere(&c, "s", "g");
+    let RespValue::Array(Some(s)) = summary else {
+        panic!()
+    };
+    assert_eq!(s[0], RespValue::Integer(1));
+    assert_eq!(
+        entries,
+        vec![RespValue::Array(Some(vec![
+            RespValue::Bulk(Some(b"1-1".to_vec())),
+            RespValue::Bulk(Some(b"c".to_vec())),
+            RespValue::Integer(1),
+        ]))]
+    );
+    // On the new leader the next reader gets 2-1 at once.
+    assert_eq!(
+        new.cmd(&xrg("g", "c", "0", "s")),
+        stream_reply("s", &[("2-1", "f", "v")])
+    );
 }

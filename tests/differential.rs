@@ -280,6 +280,13 @@ const FAMILIES: &[Family] = &[
             "BLMOVE bl:b bl:c LEFT RIGHT 1",
             "BLMPOP 1 2 bl:none bl:b LEFT",
             "LRANGE bl:c 0 -1",
+            "XGROUP CREATE bx:a grp $ MKSTREAM",
+            "XADD bx:a 1-1 f v",
+            "XREADGROUP GROUP grp c1 BLOCK 0 STREAMS bx:a >",
+            "XREADGROUP GROUP grp c1 BLOCK 50 STREAMS bx:a >",
+            "XREADGROUP GROUP grp c1 BLOCK 0 STREAMS bx:a 0",
+            "XREAD BLOCK 50 STREAMS bx:a $",
+            "XPENDING bx:a grp",
         ],
     ),
     (

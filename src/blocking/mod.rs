@@ -1,5 +1,5 @@
 //! Blocking commands: BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN,
-//! BZPOPMAX, BZMPOP, and XREAD ... BLOCK.
+//! BZPOPMAX, BZMPOP, XREAD ... BLOCK and XREADGROUP ... BLOCK.
 //!
 //! Every pop is a log entry, so every node pops the same element; who waits
 //! is the leader's business only (in memory, never in the dataset):
@@ -26,6 +26,22 @@
 //!   on all its keys (`$` becomes the stream's last ID at that point); then
 //!   each entry added to a stream is read, on the leader, for every reader
 //!   waiting there, from committed and applied data: no log entry.
+//! - XREADGROUP ... BLOCK with `>` is a write (it moves the group's
+//!   last-delivered ID and fills its pending entries list): its first
+//!   attempt and every serving are log entries, the command without BLOCK.
+//!   A stream that gets an entry after a group's last-delivered ID makes
+//!   the leader propose it for that group's first waiting client, one
+//!   entry per group at a time (it may take every new entry, up to its
+//!   COUNT; the next waiter is tried once it applied). An entry that
+//!   delivers nothing (another consumer took them) leaves the client in its
+//!   place. As Redis 7.0 does, a waited key deleted or given another type
+//!   ends the wait with `-UNBLOCKED the stream key no longer exists`, and a
+//!   group destroyed with `-NOGROUP ...`, decided on the leader from
+//!   applied data (nothing is delivered to the client); on Redis 7.2 and
+//!   Valkey, which run a blocked command again, the command runs again in
+//!   an entry and answers with its own error. With an ID other
+//!   than `>` (the consumer's pending entries), Redis answers at once: the
+//!   line runs through the log as it is.
 //!
 //! Inside MULTI (the module's own) a blocking command is queued like any
 //! write and runs in the block's entry, without blocking, as in Redis.
@@ -45,7 +61,7 @@ use crate::intercept::Class;
 use crate::machine::command::Outcome;
 use crate::node::{Request, Role};
 use spec::{Kind, Spec};
-use waiters::{Peek, Returned, UnblockMode, Unblocked, Waiters};
+use waiters::{News, Peek, Returned, UnblockMode, Unblocked, Waiters};
 
 /// The error a waiting client gets when the leader changes.
 pub const LEADER_CHANGED: &str =
@@ -90,8 +106,9 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 
 /// The class of a command this module handles, if it is one.
 pub fn classify(name: &str, argv: &[&[u8]]) -> Option<Class> {
-    if name == "xread" {
-        // Without BLOCK an ordinary read, not this module's.
+    if name == "xread" || name == "xreadgroup" {
+        // Without BLOCK an ordinary read (XREAD) or write (XREADGROUP),
+        // not this module's.
         return spec::xread_blocks(argv).then_some(Class::Blocking);
     }
     if spec::kind_of(name.as_bytes()).is_some() {
@@ -107,14 +124,30 @@ pub fn classify(name: &str, argv: &[&[u8]]) -> Option<Class> {
     None
 }
 
-/// At load: keyspace events and the error hook.
+/// At load: keyspace events and the error hook. Events of every type: a
+/// stream overwritten by a value of another type (SET, SUNIONSTORE, ...)
+/// or expired ends its consumer-group waits.
 pub fn init(ctx: *mut raw::RedisModuleCtx) -> bool {
     ffi::set_tag_hook(entry_failed);
     let mask = (raw::REDISMODULE_NOTIFY_GENERIC
+        | raw::REDISMODULE_NOTIFY_STRING
         | raw::REDISMODULE_NOTIFY_LIST
+        | raw::REDISMODULE_NOTIFY_SET
+        | raw::REDISMODULE_NOTIFY_HASH
         | raw::REDISMODULE_NOTIFY_ZSET
+        | raw::REDISMODULE_NOTIFY_EXPIRED
         | raw::REDISMODULE_NOTIFY_STREAM) as std::os::raw::c_int;
     ffi::subscribe_events(ctx, mask, on_event)
+}
+
+/// Database 0 is flushed or swapped (no keyspace event per key): every
+/// waited key may have changed.
+pub fn database_emptied() {
+    STATE.with(|s| {
+        if let Ok(mut st) = s.try_borrow_mut() {
+            st.waiters.touched_all();
+        }
+    });
 }
 
 unsafe extern "C" fn on_event(
@@ -177,7 +210,12 @@ fn pump(st: &mut State) {
     if st.waiters.is_empty() {
         return;
     }
-    let proposals = st.waiters.serve(peek);
+    st.waiters.rerun_ended = ffi::server_version() >= 0x0007_0200;
+    let (proposals, ended) = st.waiters.serve(peek, group_news);
+    for (mut c, why) in ended {
+        c.set_tag(0);
+        c.reply_error_text(why.error_text());
+    }
     if proposals.is_empty() {
         return;
     }
@@ -385,6 +423,49 @@ fn settle(st: &mut State, client: RedisClient, found_nothing: bool) -> Option<(R
             None
         }
         Returned::Unknown => client.map(|c| (c, false)),
+    }
+}
+
+/// Whether consumer group `group` of stream `key` has an entry after its
+/// last-delivered ID (what XREADGROUP's `>` would deliver), from the
+/// leader's applied data.
+fn group_news(key: &[u8], group: &[u8]) -> News {
+    let ctx = crate::apply::call_ctx();
+    let argv = [b"XINFO".to_vec(), b"GROUPS".to_vec(), key.to_vec()];
+    let Some(groups) = ffi::call(ctx, &argv)
+        .ok()
+        .and_then(|r| r.as_nested_strings_lossy())
+    else {
+        return News::No;
+    };
+    let field = |g: &[Vec<u8>], name: &[u8]| {
+        let at = g.iter().position(|x| x == name)?;
+        g.get(at + 1).cloned()
+    };
+    let Some(last) = groups
+        .iter()
+        .find(|g| field(g, b"name").as_deref() == Some(group))
+        .and_then(|g| field(g, b"last-delivered-id"))
+    else {
+        return News::NoGroup;
+    };
+    let mut after = b"(".to_vec();
+    after.extend_from_slice(&last);
+    let argv = [
+        b"XRANGE".to_vec(),
+        key.to_vec(),
+        after,
+        b"+".to_vec(),
+        b"COUNT".to_vec(),
+        b"1".to_vec(),
+    ];
+    // An error (the last possible ID delivered): nothing can come after.
+    match ffi::call(ctx, &argv)
+        .ok()
+        .and_then(|r| r.as_strings_lossy())
+    {
+        Some(entries) if !entries.is_empty() => News::Yes,
+        _ => News::No,
     }
 }
 

@@ -1,6 +1,7 @@
-//! What a blocking command waits for: its kind (list or sorted set), the
-//! keys it waits on, its timeout, how many elements one serving takes, and
-//! the same command narrowed to some of its keys.
+//! What a blocking command waits for: its kind (list, sorted set, stream
+//! read or consumer group), the keys it waits on, its timeout, how many
+//! elements one serving takes, and the same command narrowed to some of its
+//! keys.
 //!
 //! The parser is strict: a command line it does not fully accept is not
 //! waited for by the module but proposed as it is, so Redis itself answers
@@ -13,6 +14,9 @@ pub enum Kind {
     Zset,
     /// XREAD ... BLOCK: reads, takes nothing.
     Stream,
+    /// XREADGROUP ... BLOCK with `>`: waits on streams, and each serving
+    /// is a write (it moves the group's last-delivered ID).
+    Group,
 }
 
 /// Where the keys and the timeout are in the command line.
@@ -29,6 +33,10 @@ enum Form {
     /// `XREAD [COUNT n] BLOCK ms STREAMS key [key ...] id [id ...]`: the
     /// position of STREAMS.
     Xread(usize),
+    /// `XREADGROUP GROUP g c [COUNT n] BLOCK ms [NOACK] STREAMS key
+    /// [key ...] > [> ...]` (options in any order): the position of
+    /// STREAMS.
+    XreadGroup(usize),
 }
 
 /// A blocking command line the module waits for.
@@ -43,6 +51,8 @@ pub struct Spec {
     pub timeout_ms: u64,
     /// How many elements one serving may take (COUNT, else 1).
     pub takes: usize,
+    /// XREADGROUP's consumer group.
+    pub group: Option<Vec<u8>>,
 }
 
 /// The commands the module serves as blocking commands, and their kind.
@@ -52,17 +62,36 @@ pub fn kind_of(name: &[u8]) -> Option<Kind> {
         b"blpop" | b"brpop" | b"brpoplpush" | b"blmove" | b"blmpop" => Kind::List,
         b"bzpopmin" | b"bzpopmax" | b"bzmpop" => Kind::Zset,
         b"xread" => Kind::Stream,
+        b"xreadgroup" => Kind::Group,
         _ => return None,
     })
 }
 
-/// Whether an XREAD line asks to block (BLOCK among its options). Without
-/// BLOCK, XREAD is an ordinary read, not this module's.
+/// Whether an XREAD or XREADGROUP line asks to block: a BLOCK option
+/// among its options, read as Redis reads them (GROUP takes two values,
+/// COUNT and BLOCK one, NOACK none, STREAMS ends them), so a group,
+/// consumer or stream named "block" is not the option. Without BLOCK,
+/// XREAD is an ordinary read and XREADGROUP an ordinary write, not this
+/// module's. A line cut short (the command filter sees two arguments)
+/// may be found not to block: the whole line is judged again later.
 pub fn xread_blocks(argv: &[&[u8]]) -> bool {
-    argv.iter()
-        .skip(1)
-        .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
-        .any(|a| a.eq_ignore_ascii_case(b"block"))
+    let mut i = 1;
+    while let Some(a) = argv.get(i) {
+        let is = |w: &str| a.eq_ignore_ascii_case(w.as_bytes());
+        if is("block") {
+            return true;
+        } else if is("count") {
+            i += 2;
+        } else if is("group") {
+            i += 3;
+        } else if is("noack") {
+            i += 1;
+        } else {
+            // STREAMS, or a syntax error Redis answers.
+            return false;
+        }
+    }
+    false
 }
 
 /// Redis's timeout in seconds (a float, never negative) as milliseconds;
@@ -110,6 +139,7 @@ impl Spec {
                     keys: argv[1..argv.len() - 1].to_vec(),
                     timeout_ms: timeout_ms(argv.last()?)?,
                     takes: 1,
+                    group: None,
                 })
             }
             b"xread" => {
@@ -138,6 +168,54 @@ impl Spec {
                     keys: argv[i + 1..i + 1 + n].to_vec(),
                     timeout_ms: timeout?,
                     takes: 0,
+                    group: None,
+                })
+            }
+            b"xreadgroup" => {
+                // Options as Redis reads them, each at most once here.
+                let mut i = 1;
+                let (mut timeout, mut group, mut count, mut noack) = (None, None, false, false);
+                while i < argv.len() && !argv[i].eq_ignore_ascii_case(b"streams") {
+                    let a = &argv[i];
+                    if a.eq_ignore_ascii_case(b"noack") && !noack {
+                        noack = true;
+                        i += 1;
+                    } else if a.eq_ignore_ascii_case(b"group") && group.is_none() {
+                        argv.get(i + 2)?;
+                        group = Some(argv[i + 1].clone());
+                        i += 3;
+                    } else if a.eq_ignore_ascii_case(b"block") && timeout.is_none() {
+                        let s = std::str::from_utf8(argv.get(i + 1)?).ok()?;
+                        timeout = Some(s.parse::<u64>().ok().filter(|ms| *ms < 1 << 50)?);
+                        i += 2;
+                    } else if a.eq_ignore_ascii_case(b"count") && !count {
+                        std::str::from_utf8(argv.get(i + 1)?)
+                            .ok()?
+                            .parse::<u64>()
+                            .ok()?;
+                        count = true;
+                        i += 2;
+                    } else {
+                        return None;
+                    }
+                }
+                let rest = argv.len().checked_sub(i + 1)?;
+                if rest == 0 || rest % 2 != 0 {
+                    return None;
+                }
+                let n = rest / 2;
+                // Only `>` waits: an ID reads the consumer's pending
+                // entries, which Redis answers at once.
+                if argv[i + 1 + n..].iter().any(|id| id.as_slice() != b">") {
+                    return None;
+                }
+                Some(Spec {
+                    kind,
+                    form: Form::XreadGroup(i),
+                    keys: argv[i + 1..i + 1 + n].to_vec(),
+                    timeout_ms: timeout?,
+                    takes: 0,
+                    group: Some(group?),
                 })
             }
             b"brpoplpush" | b"blmove" => {
@@ -165,6 +243,7 @@ impl Spec {
                     keys: vec![argv[1].clone()],
                     timeout_ms: timeout_ms(&argv[at])?,
                     takes: 1,
+                    group: None,
                 })
             }
             _ => {
@@ -174,7 +253,9 @@ impl Spec {
                 let rest = argv.get(3 + n..)?;
                 let (a, b) = match kind {
                     Kind::List => (b"left".as_slice(), b"right".as_slice()),
-                    Kind::Zset | Kind::Stream => (b"min".as_slice(), b"max".as_slice()),
+                    Kind::Zset | Kind::Stream | Kind::Group => {
+                        (b"min".as_slice(), b"max".as_slice())
+                    }
                 };
                 let takes = match rest {
                     [w] if w.eq_ignore_ascii_case(a) || w.eq_ignore_ascii_case(b) => 1,
@@ -192,6 +273,7 @@ impl Spec {
                     keys: argv[3..3 + n].to_vec(),
                     timeout_ms: timeout,
                     takes,
+                    group: None,
                 })
             }
         }
@@ -231,6 +313,28 @@ impl Spec {
                     .collect();
                 out.extend(keys.iter().cloned());
                 out.extend(ids.into_iter().cloned());
+                out
+            }
+            Form::XreadGroup(at) => {
+                // Its options without BLOCK: the entry never blocks.
+                let mut out = vec![argv[0].clone()];
+                let mut i = 1;
+                while i < at {
+                    let take = if argv[i].eq_ignore_ascii_case(b"group") {
+                        3
+                    } else if argv[i].eq_ignore_ascii_case(b"noack") {
+                        1
+                    } else {
+                        2
+                    };
+                    if !argv[i].eq_ignore_ascii_case(b"block") {
+                        out.extend(argv[i..i + take].iter().cloned());
+                    }
+                    i += take;
+                }
+                out.push(argv[at].clone());
+                out.extend(keys.iter().cloned());
+                out.extend(keys.iter().map(|_| b">".to_vec()));
                 out
             }
             Form::Mpop => {
@@ -297,6 +401,79 @@ mod tests {
         );
         assert!(xread_blocks(&[b"xread", b"block"]));
         assert!(!xread_blocks(&[b"XREAD", b"STREAMS", b"block", b"0"]));
+        let line = v(&[
+            "XREADGROUP",
+            "COUNT",
+            "3",
+            "GROUP",
+            "block",
+            "c",
+            "BLOCK",
+            "250",
+            "NOACK",
+            "STREAMS",
+            "a",
+            "b",
+            ">",
+            ">",
+        ]);
+        let s = Spec::parse(&line).unwrap();
+        assert_eq!(
+            (s.kind, s.keys.clone(), s.timeout_ms, s.group.clone()),
+            (Kind::Group, v(&["a", "b"]), 250, Some(b"block".to_vec()))
+        );
+        // Narrowed, it no longer blocks.
+        assert_eq!(
+            s.narrowed(&line, &v(&["b"])),
+            v(&[
+                "XREADGROUP",
+                "COUNT",
+                "3",
+                "GROUP",
+                "block",
+                "c",
+                "NOACK",
+                "STREAMS",
+                "b",
+                ">"
+            ])
+        );
+        let blocks = |l: &[&str]| {
+            let a = v(l);
+            let r: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+            xread_blocks(&r)
+        };
+        assert!(blocks(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            ">"
+        ]));
+        assert!(!blocks(&[
+            "XREADGROUP",
+            "GROUP",
+            "block",
+            "block",
+            "STREAMS",
+            "s",
+            ">"
+        ]));
+        assert!(!blocks(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "NOACK",
+            "STREAMS",
+            "block",
+            ">"
+        ]));
+        assert!(!blocks(&["XREADGROUP", "GROUP"]));
         let s = Spec::parse(&v(&["BZMPOP", "0", "1", "z", "min"])).unwrap();
         assert_eq!((s.kind, s.takes), (Kind::Zset, 1));
         // Redis truncates: 0.0001 s is 0 ms, which waits forever.
@@ -327,6 +504,68 @@ mod tests {
             &["XREAD", "BLOCK", "-1", "STREAMS", "a", "0"],
             &["XREAD", "BLOCK", "0", "STREAMS", "a", "b", "0"],
             &["XREAD", "BLOCK", "0", "NOACK", "STREAMS", "a", "0"],
+            // An ID other than `>` reads history: Redis answers at once.
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "a",
+                "0",
+            ],
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "a",
+                "b",
+                ">",
+                "0",
+            ],
+            &["XREADGROUP", "BLOCK", "0", "STREAMS", "a", ">"],
+            &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "a", ">"],
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "a",
+                "b",
+                ">",
+            ],
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "0",
+                "BLOCK",
+                "1",
+                "STREAMS",
+                "a",
+                ">",
+            ],
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "a",
+                ">",
+            ],
             &["GET", "a"],
         ] {
             assert_eq!(Spec::parse(&v(bad)), None, "{bad:?}");

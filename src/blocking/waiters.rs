@@ -23,6 +23,43 @@ pub enum Peek {
     Other,
 }
 
+/// Whether a consumer group has entries to deliver (XREADGROUP's `>`), as
+/// of the last applied entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum News {
+    /// An entry after the group's last-delivered ID.
+    Yes,
+    No,
+    /// The stream has no group by that name (XGROUP DESTROY).
+    NoGroup,
+}
+
+/// Why a consumer-group waiter's wait ends without an entry, as Redis 7.0
+/// ends it when the key is signalled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The key was deleted or now holds another type.
+    KeyGone,
+    /// The group was destroyed.
+    NoGroup,
+}
+
+impl Ended {
+    /// Redis's error for it.
+    pub fn error_text(self) -> &'static str {
+        match self {
+            Ended::KeyGone => "UNBLOCKED the stream key no longer exists",
+            Ended::NoGroup => {
+                "NOGROUP the consumer group this client was blocked on no longer exists"
+            }
+        }
+    }
+}
+
+/// What one round of serving gives: entries to propose (waiter id,
+/// command, client), and consumer-group waiters to answer with an error.
+pub type Served<C> = (Vec<(u64, Vec<Vec<u8>>, C)>, Vec<(C, Ended)>);
+
 /// How CLIENT UNBLOCK ends a wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnblockMode {
@@ -88,10 +125,18 @@ pub struct Waiters<C> {
     queues: HashMap<Key, VecDeque<u64>>,
     /// Per key, how many elements entries in the log may take from it.
     in_flight: HashMap<Key, usize>,
+    /// Per stream key and consumer group, XREADGROUP entries of waiters in
+    /// the log: one at a time serves a group (it may take every new entry).
+    group_in_flight: HashMap<(Key, Vec<u8>), usize>,
     /// Keys whose content may have changed, with someone waiting on them.
     dirty: Vec<Key>,
     dirty_set: HashSet<Key>,
     next_id: u64,
+    /// How a consumer-group wait ends when its key or group goes: false,
+    /// answered here with Redis 7.0's errors ([`Ended`]); true, its
+    /// command runs again (an entry) and answers, as Redis 7.2 and Valkey
+    /// serve a blocked client by running its command again.
+    pub rerun_ended: bool,
 }
 
 impl<C> Default for Waiters<C> {
@@ -100,9 +145,11 @@ impl<C> Default for Waiters<C> {
             waiters: HashMap::new(),
             queues: HashMap::new(),
             in_flight: HashMap::new(),
+            group_in_flight: HashMap::new(),
             dirty: Vec::new(),
             dirty_set: HashSet::new(),
             next_id: 1,
+            rerun_ended: false,
         }
     }
 }
@@ -147,6 +194,51 @@ impl<C> Waiters<C> {
         }
     }
 
+    fn add_group_in_flight(&mut self, keys: &[Key], group: &Option<Vec<u8>>) {
+        if let Some(g) = group {
+            for k in keys {
+                *self
+                    .group_in_flight
+                    .entry((k.clone(), g.clone()))
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    fn take_group_in_flight(&mut self, keys: &[Key], group: &Option<Vec<u8>>) {
+        if let Some(g) = group {
+            for k in keys {
+                let at = (k.clone(), g.clone());
+                if let Some(c) = self.group_in_flight.get_mut(&at) {
+                    *c -= 1;
+                    if *c == 0 {
+                        self.group_in_flight.remove(&at);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a client of consumer group `group` waits on `key` already.
+    fn group_waits(&self, key: &[u8], group: &Option<Vec<u8>>) -> bool {
+        self.queues.get(key).is_some_and(|q| {
+            q.iter().any(|id| {
+                self.waiters.get(id).is_some_and(|w| {
+                    !w.gone && w.spec.kind == Kind::Group && w.spec.group == *group
+                })
+            })
+        })
+    }
+
+    /// Every key someone waits on may have changed (a flush of the
+    /// database, a swap).
+    pub fn touched_all(&mut self) {
+        let keys: Vec<Key> = self.queues.keys().cloned().collect();
+        for k in keys {
+            self.touched(&k);
+        }
+    }
+
     /// A client comes with a blocking command. Keys somebody already waits
     /// on are left to those before it (unless they hold another type: then
     /// Redis's WRONGTYPE comes first); on the others, its first attempt
@@ -166,12 +258,20 @@ impl<C> Waiters<C> {
         let try_keys: Vec<Key> = spec
             .keys
             .iter()
-            .filter(|k| {
+            .filter(|k| match spec.kind {
                 // A read takes nothing: nobody before it is owed anything.
-                spec.kind == Kind::Stream
-                    || !self.queues.contains_key(*k)
-                    || matches!(peek(k), Peek::Other)
-                    || matches!(peek(k), Peek::Holds(kind, _) if kind != spec.kind)
+                Kind::Stream => true,
+                // New entries of a stream are owed to the clients of the
+                // same group waiting there; not a stream: Redis's error.
+                Kind::Group => {
+                    !self.group_waits(k, &spec.group)
+                        || !matches!(peek(k), Peek::Holds(Kind::Stream, _))
+                }
+                _ => {
+                    !self.queues.contains_key(*k)
+                        || matches!(peek(k), Peek::Other)
+                        || matches!(peek(k), Peek::Holds(kind, _) if kind != spec.kind)
+                }
             })
             .cloned()
             .collect();
@@ -199,6 +299,7 @@ impl<C> Waiters<C> {
             w.state = State::Trying(try_keys.clone());
             let c = w.client.take().expect("just set");
             self.add_in_flight(&try_keys, takes);
+            self.add_group_in_flight(&try_keys, &w.spec.group);
             Some((id, line, c))
         };
         self.waiters.insert(id, w);
@@ -259,7 +360,9 @@ impl<C> Waiters<C> {
         let takes = w.spec.takes;
         let keys = w.spec.keys.clone();
         let reads = w.spec.kind == Kind::Stream;
+        let group = w.spec.group.clone();
         self.take_in_flight(&out, takes);
+        self.take_group_in_flight(&out, &group);
         if !reads {
             // What it did not take may serve those after it.
             for k in &keys {
@@ -297,7 +400,9 @@ impl<C> Waiters<C> {
         let out = Self::out_keys(w);
         let takes = w.spec.takes;
         let keys = w.spec.keys.clone();
+        let group = w.spec.group.clone();
         self.take_in_flight(&out, takes);
+        self.take_group_in_flight(&out, &group);
         for k in keys {
             self.touched(&k);
         }
@@ -307,15 +412,25 @@ impl<C> Waiters<C> {
     /// Entries to propose now: for each key that changed, its waiters in
     /// order, as many as the elements there not already promised to an
     /// entry in the log. Each comes with the command narrowed to that key.
-    pub fn serve(&mut self, peek: impl Fn(&[u8]) -> Peek) -> Vec<(u64, Vec<Vec<u8>>, C)> {
+    /// Consumer-group waiters ([`Waiters::serve_groups`]) are decided with
+    /// `news`, and some of them may end (returned with why).
+    pub fn serve(
+        &mut self,
+        peek: impl Fn(&[u8]) -> Peek,
+        news: impl Fn(&[u8], &[u8]) -> News,
+    ) -> Served<C> {
         let mut out = Vec::new();
+        let mut ended = Vec::new();
         let dirty = std::mem::take(&mut self.dirty);
         self.dirty_set.clear();
         for key in dirty {
             let Some(q) = self.queues.get(&key) else {
                 continue;
             };
-            let Peek::Holds(kind, len) = peek(&key) else {
+            let order: Vec<u64> = q.iter().copied().collect();
+            let held = peek(&key);
+            self.serve_groups(&key, &order, held, &news, &mut out, &mut ended);
+            let Peek::Holds(kind, len) = held else {
                 continue;
             };
             let mut budget = if kind == Kind::Stream {
@@ -323,7 +438,6 @@ impl<C> Waiters<C> {
             } else {
                 len.saturating_sub(self.in_flight.get(&key).copied().unwrap_or(0))
             };
-            let order: Vec<u64> = q.iter().copied().collect();
             for id in order {
                 if budget == 0 {
                     break;
@@ -343,7 +457,81 @@ impl<C> Waiters<C> {
                 out.push((id, line, c));
             }
         }
-        out
+        (out, ended)
+    }
+
+    /// XREADGROUP waiters on `key`, in order, as Redis 7.0 serves them when
+    /// the key is signalled: a key deleted or of another type ends every
+    /// such wait (`-UNBLOCKED`), a group destroyed those of its clients
+    /// (`-NOGROUP`); a group with an entry after its last-delivered ID
+    /// gets an entry for its first waiting client, unless one of its
+    /// entries is already in the log (the one that applies first may take
+    /// everything: the next is proposed once it applied, if entries are
+    /// left).
+    fn serve_groups(
+        &mut self,
+        key: &Key,
+        order: &[u64],
+        held: Peek,
+        news: &impl Fn(&[u8], &[u8]) -> News,
+        out: &mut Vec<(u64, Vec<Vec<u8>>, C)>,
+        ended: &mut Vec<(C, Ended)>,
+    ) {
+        let stream = matches!(held, Peek::Holds(Kind::Stream, _));
+        let mut decided: HashMap<Vec<u8>, News> = HashMap::new();
+        for &id in order {
+            let Some(w) = self.waiters.get(&id) else {
+                continue;
+            };
+            if w.spec.kind != Kind::Group || w.state != State::Waiting || w.gone {
+                continue;
+            }
+            let group = w.spec.group.clone().unwrap_or_default();
+            // Ok(true): propose, the group's one entry in the log; Ok(false):
+            // propose (to be answered by the command's own error).
+            let verdict = if !stream {
+                Err(Ended::KeyGone)
+            } else {
+                let busy = self
+                    .group_in_flight
+                    .contains_key(&(key.clone(), group.clone()));
+                let n = *decided.entry(group.clone()).or_insert_with(|| {
+                    if busy {
+                        News::No
+                    } else {
+                        news(key, &group)
+                    }
+                });
+                match n {
+                    News::No => continue,
+                    News::NoGroup => Err(Ended::NoGroup),
+                    News::Yes => Ok(true),
+                }
+            };
+            let verdict = match verdict {
+                Err(_) if self.rerun_ended => Ok(false),
+                v => v,
+            };
+            match verdict {
+                Err(why) => {
+                    if let Some(c) = self.remove(id).and_then(|w| w.client) {
+                        ended.push((c, why));
+                    }
+                }
+                Ok(exclusive) => {
+                    let w = self.waiters.get_mut(&id).expect("found above");
+                    let Some(c) = w.client.take() else { continue };
+                    w.state = State::Serving(key.clone());
+                    let line = w.spec.narrowed(&w.argv, std::slice::from_ref(key));
+                    let g = w.spec.group.clone();
+                    self.add_group_in_flight(std::slice::from_ref(key), &g);
+                    if exclusive {
+                        decided.insert(group, News::No);
+                    }
+                    out.push((id, line, c));
+                }
+            }
+        }
     }
 
     /// Fixes waiter `id`'s XREAD `$` ids to the streams' last IDs now.
@@ -437,6 +625,7 @@ impl<C> Waiters<C> {
         }
         self.queues.clear();
         self.in_flight.clear();
+        self.group_in_flight.clear();
         self.dirty.clear();
         self.dirty_set.clear();
         (waiting, callers)
@@ -454,6 +643,10 @@ mod tests {
 
     fn empty(_: &[u8]) -> Peek {
         Peek::Missing
+    }
+
+    fn no_news(_: &[u8], _: &[u8]) -> News {
+        News::No
     }
 
     fn arrive(
@@ -478,7 +671,7 @@ mod tests {
         assert!(matches!(w.returned(a, false, "a", now).0, Returned::Waits));
         // Two elements arrive: the first two are served, in order.
         w.touched(b"k");
-        let served = w.serve(|_| Peek::Holds(Kind::List, 2));
+        let served = w.serve(|_| Peek::Holds(Kind::List, 2), no_news).0;
         let names: Vec<_> = served.iter().map(|s| s.2).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(
@@ -487,7 +680,10 @@ mod tests {
         );
         // Promised elements are not promised twice.
         w.touched(b"k");
-        assert!(w.serve(|_| Peek::Holds(Kind::List, 2)).is_empty());
+        assert!(w
+            .serve(|_| Peek::Holds(Kind::List, 2), no_news)
+            .0
+            .is_empty());
         // "a" got its element; "b" found nothing (someone else took it) and
         // waits on, still before "c".
         assert!(matches!(
@@ -498,7 +694,7 @@ mod tests {
             w.returned(served[1].0, false, "b", now).0,
             Returned::Waits
         ));
-        let next = w.serve(|_| Peek::Holds(Kind::List, 1));
+        let next = w.serve(|_| Peek::Holds(Kind::List, 1), no_news).0;
         assert_eq!(next.iter().map(|s| s.2).collect::<Vec<_>>(), ["b"]);
         assert_eq!(w.len(), 2);
     }
@@ -527,8 +723,11 @@ mod tests {
         assert!(w.arrive(3, s, argv, None, "c", peek).is_some());
         // Not served from a key of another type or kind.
         w.touched(b"k");
-        assert!(w.serve(|_| Peek::Holds(Kind::Zset, 3)).is_empty());
-        assert!(w.serve(|_| Peek::Other).is_empty());
+        assert!(w
+            .serve(|_| Peek::Holds(Kind::Zset, 3), no_news)
+            .0
+            .is_empty());
+        assert!(w.serve(|_| Peek::Other, no_news).0.is_empty());
     }
 
     #[test]
@@ -576,7 +775,10 @@ mod tests {
         w.returned(d, false, "d", now);
         assert_eq!(w.gone(4), Some("d"));
         w.touched(b"k");
-        assert!(w.serve(|_| Peek::Holds(Kind::List, 1)).is_empty());
+        assert!(w
+            .serve(|_| Peek::Holds(Kind::List, 1), no_news)
+            .0
+            .is_empty());
 
         // A leader change ends every wait.
         let e = arrive(&mut w, 5, &["BLPOP", "k", "0"], "e").unwrap();
@@ -584,6 +786,98 @@ mod tests {
         assert_eq!(w.clear().0, vec!["e"]);
         assert!(w.is_empty());
         w.touched(b"k");
-        assert!(w.serve(|_| Peek::Holds(Kind::List, 1)).is_empty());
+        assert!(w
+            .serve(|_| Peek::Holds(Kind::List, 1), no_news)
+            .0
+            .is_empty());
+    }
+
+    #[test]
+    fn consumer_groups_are_served_one_entry_at_a_time_in_order() {
+        let mut w: Waiters<&str> = Waiters::default();
+        let now = Instant::now();
+        let stream = |_: &[u8]| Peek::Holds(Kind::Stream, 0);
+        let line = |g: &str| {
+            spec(&[
+                "XREADGROUP",
+                "GROUP",
+                g,
+                "c",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">",
+            ])
+        };
+        let (sa, la) = line("g");
+        let (a, tried, _) = w.arrive(1, sa, la, None, "a", stream).expect("tries");
+        assert_eq!(
+            tried,
+            ["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]
+                .map(|a| a.as_bytes().to_vec())
+                .to_vec(),
+            "the entry does not block"
+        );
+        assert!(matches!(w.returned(a, false, "a", now).0, Returned::Waits));
+        // Another client of the same group only queues behind "a"; one of
+        // another group tries at once.
+        let (sb, lb) = line("g");
+        assert!(w.arrive(2, sb, lb, None, "b", stream).is_none());
+        let (sc, lc) = line("h");
+        let (c, _, _) = w.arrive(3, sc, lc, None, "c", stream).expect("tries");
+        assert!(matches!(w.returned(c, false, "c", now).0, Returned::Waits));
+
+        // New entries: the first waiter of each group, one entry a group.
+        w.touched(b"s");
+        let (served, ended) = w.serve(stream, |_, _| News::Yes);
+        assert!(ended.is_empty());
+        assert_eq!(served.iter().map(|s| s.2).collect::<Vec<_>>(), ["a", "c"]);
+        w.touched(b"s");
+        assert!(w.serve(stream, |_, _| News::Yes).0.is_empty());
+        // "a" took them; nothing new for "g" afterwards: "b" waits on.
+        assert!(matches!(
+            w.returned(served[0].0, true, "a", now).0,
+            Returned::Answer { .. }
+        ));
+        assert!(w.serve(stream, |_, _| News::No).0.is_empty());
+        // "c" found nothing (another consumer took them): it waits on.
+        assert!(matches!(
+            w.returned(served[1].0, false, "c", now).0,
+            Returned::Waits
+        ));
+        // Its group destroyed: "b" gets NOGROUP, "c" of the other group
+        // waits on; then the key deleted: "c" gets UNBLOCKED.
+        w.touched(b"s");
+        let (served, ended) = w.serve(
+            stream,
+            |_, g| {
+                if g == b"g" {
+                    News::NoGroup
+                } else {
+                    News::No
+                }
+            },
+        );
+        assert!(served.is_empty());
+        assert_eq!(ended, vec![("b", Ended::NoGroup)]);
+        w.touched(b"s");
+        let (served, ended) = w.serve(empty, |_, _| News::Yes);
+        assert!(served.is_empty());
+        assert_eq!(ended, vec![("c", Ended::KeyGone)]);
+        assert!(w.is_empty());
+
+        // Redis 7.2 and Valkey run the command again: an entry for each.
+        w.rerun_ended = true;
+        for (cid, name) in [(4, "d"), (5, "e")] {
+            let (sd, ld) = line("g");
+            if let Some((id, _, c)) = w.arrive(cid, sd, ld, None, name, stream) {
+                w.returned(id, false, c, now);
+            }
+        }
+        w.touched(b"s");
+        let (served, ended) = w.serve(stream, |_, _| News::NoGroup);
+        assert!(ended.is_empty());
+        assert_eq!(served.iter().map(|s| s.2).collect::<Vec<_>>(), ["d", "e"]);
     }
 }

@@ -41,18 +41,16 @@ pub fn xadd_id_position(argv: &[Vec<u8>]) -> Option<usize> {
 }
 
 /// Whether a command Redis flags `blocking` would block as given: XREAD and
-/// XREADGROUP only with a BLOCK option (among the options before STREAMS;
-/// a stream named "block" is a key), every other one always. With only
-/// the first arguments (the command filter's view) an XREAD may be found
-/// not to block; `raft()` decides again from the whole command line.
+/// XREADGROUP only with a BLOCK option (among their options, read as Redis
+/// reads them: a group, consumer or stream named "block" is not one),
+/// every other one always. With only the first arguments (the command
+/// filter's view) an XREAD may be found not to block; `raft()` decides
+/// again from the whole command line.
 pub fn blocks(name: &str, argv: &[&[u8]]) -> bool {
     if !matches!(name, "xread" | "xreadgroup") {
         return true;
     }
-    argv.iter()
-        .skip(1)
-        .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
-        .any(|a| a.eq_ignore_ascii_case(b"block"))
+    crate::blocking::spec::xread_blocks(argv)
 }
 
 /// XADD ... * ... becomes XADD ... <ms>-* ..., with ms the entry's time or
@@ -120,6 +118,8 @@ mod tests {
         assert!(!blocks_as("XREADGROUP GROUP g c COUNT 1 NOACK STREAMS s >"));
         assert!(blocks_as("XREADGROUP GROUP g c BLOCK 100 STREAMS s >"));
         assert!(!blocks_as("XREADGROUP GROUP g c STREAMS block >"));
+        assert!(!blocks_as("XREADGROUP GROUP block c STREAMS s >"));
+        assert!(!blocks_as("XREADGROUP GROUP g block NOACK STREAMS s >"));
         assert!(blocks_as("BLPOP k 0"));
     }
 }

@@ -341,6 +341,8 @@ unsafe extern "C" fn on_keyspace_event(
 
 /// Database 0 was flushed (`swapped` false) or swapped with another.
 fn on_database_emptied(swapped: bool) {
+    // Clients waiting on its keys (one callback serves both).
+    crate::blocking::database_emptied();
     let index = APPLYING.with(Cell::get);
     if index == 0 {
         return;
