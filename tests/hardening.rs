@@ -283,11 +283,22 @@ fn transfer_leader_answers_ok_only_when_done_and_errors_otherwise() {
     if took > std::time::Duration::from_secs(3) {
         wrong.push(format!("to a stopped node: answered after {took:?}"));
     }
-    // A transfer that works: +OK once the target leads. First let the
-    // resumed node settle: it may have missed heartbeats while stopped and
-    // start an election, which would cut a transfer short (CLUSTERDOWN).
-    c.wait_leader();
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // A transfer that works: +OK once the target leads. First the resumed
+    // node must have heard from the leader at its term (which restarts its
+    // election timer): otherwise the heartbeats it missed while stopped
+    // can make it start an election that cuts the transfer short
+    // (CLUSTERDOWN).
+    let l = c.wait_leader();
+    let leader_id = id(l);
+    wait_for(20, "the resumed node follows the leader", || {
+        let term = c.nodes[l].info_field("current_term");
+        let commit = c.nodes[l].info_field("commit_index");
+        let n = &c.nodes[a];
+        (n.info_field("leader_id") == leader_id
+            && n.info_field("current_term") == term
+            && n.info_field("commit_index") == commit)
+            .then_some(())
+    });
     let l = c.wait_leader();
     let t = (l + 1) % 3;
     let r = c.nodes[l].cmd(&["RAFT.TRANSFER_LEADER", &id(t)]);

@@ -104,7 +104,10 @@ def main():
 
     t = threading.Thread(target=pop)
     t.start()
-    time.sleep(0.3)
+    # Push once the leader has the client waiting (INFO raft counts it).
+    deadline = time.time() + 10
+    while time.time() < deadline and int(r.info("raft").get("raft_blocked_clients", 0)) < 1:
+        time.sleep(0.02)
     r.lpush("py:jobs", "job-1")
     t.join()
     check("BRPOP served by a push", result.get("v") == ("py:jobs", "job-1"), repr(result))
