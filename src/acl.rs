@@ -123,23 +123,52 @@ fn noperm_text(version: u32, why: AclDenial, user: &[u8], object: &[u8]) -> Stri
 
 /// Redis's error for a script's command its user may not run
 /// (`command`: the command itself, else one of its keys).
-pub fn script_denied_text(user: &[u8], argv: &[Vec<u8>], command: bool) -> String {
+pub fn script_denied_text(user: &[u8], argv: &[Vec<u8>], why: AclDenial) -> String {
     let name = String::from_utf8_lossy(&argv[0]).to_ascii_lowercase();
     if ffi::server_version() >= 0x0007_0200 {
-        let why = if command {
-            format!(
+        let why = match why {
+            AclDenial::Command => format!(
                 "User {} has no permissions to run the '{name}' command",
                 String::from_utf8_lossy(user)
-            )
-        } else {
-            "No permissions to access a key".into()
+            ),
+            AclDenial::Key => "No permissions to access a key".into(),
+            AclDenial::Channel => "No permissions to access a channel".into(),
         };
         format!("ERR ACL failure in script: {why}")
-    } else if command {
-        "ERR The user executing the script can't run this command or subcommand".into()
     } else {
-        "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments".into()
+        let why = match why {
+            AclDenial::Command => "can't run this command or subcommand",
+            AclDenial::Key => {
+                "can't access at least one of the keys mentioned in the command arguments"
+            }
+            AclDenial::Channel => "can't publish to the channel mentioned in the command",
+        };
+        format!("ERR The user executing the script {why}")
     }
+}
+
+/// At EXEC, a queued command its user may no longer run: Redis's reply in
+/// its place (the same on 7.0 and 7.2), with an ACL LOG entry; None if it
+/// may still run.
+pub fn exec_recheck(ctx: Ctx, argv: &[Vec<u8>]) -> Option<String> {
+    let user = ffi::current_user(ctx)?;
+    let why = match ffi::acl_check(&user, argv) {
+        AclCheck::Allowed | AclCheck::UnknownCommand => return None,
+        AclCheck::NoUser => return Some("NOPERM this connection's user no longer exists".into()),
+        AclCheck::Denied => {
+            let (why, object) = explain(ctx, &user, argv);
+            ffi::acl_log(ctx, &user, &object, why);
+            why
+        }
+    };
+    let reason = match why {
+        AclDenial::Command => "no permission to execute the command or subcommand",
+        AclDenial::Key => "no permission to touch the specified keys",
+        AclDenial::Channel => "no permission to access one of the channels used as arguments",
+    };
+    Some(format!(
+        "NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call. This command is no longer allowed for the following reason: {reason}"
+    ))
 }
 
 /// The cluster user's name (`default` when the setting is empty).

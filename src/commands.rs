@@ -169,6 +169,18 @@ fn error_text(e: &RedisError) -> String {
     }
 }
 
+/// RAFT._ERR <text>: answers the error `text` (a command of a MULTI block
+/// refused at EXEC, in its place in the block, on every node alike).
+pub const ERROR_CALL: &[u8] = b"RAFT._ERR";
+
+/// RAFT._ERR <text>.
+pub fn error_call(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    match args.get(1) {
+        Some(text) => Err(RedisError::String(text.to_string_lossy())),
+        None => Err(RedisError::WrongArity),
+    }
+}
+
 /// Redis's own reply to a write refused for memory.
 pub(crate) const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
@@ -283,6 +295,19 @@ fn transaction(ctx: &Context, me: u64, argv: &[Vec<u8>]) -> RedisResult {
             if role != Role::Leader {
                 return Err(err(leader_err));
             }
+            // Rights may have changed since the commands were queued: as
+            // Redis does at EXEC, a command no longer allowed answers
+            // -NOPERM in its place (every node runs the same error) and
+            // the others run.
+            let q_cmds: Vec<Vec<Vec<u8>>> = q
+                .cmds
+                .into_iter()
+                .map(|argv| match crate::acl::exec_recheck(ctx.ctx, &argv) {
+                    None => argv,
+                    Some(text) => vec![ERROR_CALL.to_vec(), text.into_bytes()],
+                })
+                .collect();
+            let q = crate::txn::Queued { cmds: q_cmds, ..q };
             let rights = if q.cmds.iter().any(|c| crate::machine::script::is_script(c)) {
                 crate::acl::script_rights(ctx.ctx)
             } else {

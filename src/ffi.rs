@@ -1134,6 +1134,19 @@ impl ModuleUser {
             || std::io::Error::last_os_error().raw_os_error() == Some(libc_errno::ENOENT)
     }
 
+    /// Whether this user may publish to `channel`.
+    pub fn may_publish(&self, channel: &[u8]) -> bool {
+        let c = OwnedString::new(channel);
+        // SAFETY: a live user and string.
+        unsafe {
+            api!(RedisModule_ACLCheckChannelPermissions)(
+                self.0,
+                c.0,
+                raw::REDISMODULE_CMD_CHANNEL_PUBLISH as c_int,
+            ) == raw::REDISMODULE_OK as c_int
+        }
+    }
+
     /// Whether this user may touch `key` at all (any of its key patterns).
     pub fn may_touch_key(&self, key: &[u8]) -> bool {
         let k = OwnedString::new(key);

@@ -166,6 +166,7 @@ guarded_commands! {
     cmd_peer_messages => commands::peer_messages, "RAFT.APPENDENTRIES";
     cmd_node_shutdown => commands::node_shutdown, "RAFT.NODESHUTDOWN";
     cmd_load_snapshot => commands::load_snapshot, "RAFT.LOADSNAPSHOT";
+    cmd_error_call => commands::error_call, "RAFT._ERR";
 }
 
 redis_module! {
@@ -200,6 +201,8 @@ redis_module! {
         // Internal: a command of a script an entry runs (machine::script).
         ["raft._scriptw", cmd_script_call, "write", 0, 0, 0, ""],
         ["raft._scriptr", cmd_script_call, "readonly", 0, 0, 0, ""],
+        // Internal: a MULTI block's command refused at EXEC (commands::ERROR_CALL).
+        ["raft._err", cmd_error_call, "fast", 0, 0, 0, ""],
     ],
     configurations: [
         i64: [

@@ -431,3 +431,77 @@ fn admin_commands_are_in_acl_categories_where_the_server_has_them() {
     let r = call(&mut c, &["RAFT.REQUESTVOTE", "x", "1", "y"]);
     assert!(show(&r).starts_with("-NOPERM"), "{r:?}");
 }
+
+/// Found in review: a script's PUBLISH (flagged neither write nor read)
+/// ran as root, past the caller's channel rights. Every command a script
+/// runs is now checked, as Redis checks it.
+#[test]
+fn a_scripts_publish_and_other_commands_are_checked_against_the_callers_rights() {
+    let plain = PlainRedis::start();
+    let cluster = Cluster::new(3, &[]);
+    let l = cluster.wait_leader();
+    let rules = [
+        "on",
+        ">pw",
+        "~*",
+        "resetchannels",
+        "&news:*",
+        "-@all",
+        "+eval",
+        "+publish",
+    ];
+    let mut p_admin = plain.connection();
+    let mut args = vec!["ACL", "SETUSER", "pub"];
+    args.extend(rules);
+    assert!(ok(&call(&mut p_admin, &args)));
+    for n in &cluster.nodes {
+        assert!(ok(&call(&mut n.conn(), &args)));
+    }
+    let mut p = plain.conn(Some(("pub", "pw"))).unwrap();
+    let mut c = connect(&cluster.nodes[l].addr(), Some(("pub", "pw"))).unwrap();
+    for script in [
+        "return redis.call('publish', 'secret', 'x')",
+        "return redis.call('publish', 'news:1', 'x')",
+        "return redis.call('slowlog', 'len')",
+    ] {
+        let want = show(&call(&mut p, &["EVAL", script, "0"]));
+        let got = show(&call(&mut c, &["EVAL", script, "0"]));
+        assert_eq!(got, want, "{script}");
+    }
+}
+
+/// Found in review: EXEC ran queued commands whose rights were taken away
+/// after they were queued. As in Redis, such a command answers -NOPERM in
+/// its place and the others run.
+#[test]
+fn exec_rechecks_rights_changed_after_queueing() {
+    let plain = PlainRedis::start();
+    let cluster = Cluster::new(3, &[]);
+    let l = cluster.wait_leader();
+    let setuser = ["ACL", "SETUSER", "alice", "on", ">pw", "~*", "+@all"];
+    let narrow = ["ACL", "SETUSER", "alice", "resetkeys", "~public:*"];
+    let mut admins = vec![plain.connection()];
+    admins.extend(cluster.nodes.iter().map(|n| n.conn()));
+    for a in admins.iter_mut() {
+        assert!(ok(&call(a, &setuser)));
+    }
+    let mut p = plain.conn(Some(("alice", "pw"))).unwrap();
+    let mut c = connect(&cluster.nodes[l].addr(), Some(("alice", "pw"))).unwrap();
+    for conn in [&mut p, &mut c] {
+        assert!(ok(&call(conn, &["MULTI"])));
+        assert_eq!(show(&call(conn, &["SET", "secret:1", "x"])), "QUEUED");
+        assert_eq!(show(&call(conn, &["SET", "public:1", "y"])), "QUEUED");
+    }
+    for a in admins.iter_mut() {
+        assert!(ok(&call(a, &narrow)));
+    }
+    let want = show(&call(&mut p, &["EXEC"]));
+    let got = show(&call(&mut c, &["EXEC"]));
+    assert_eq!(got, want);
+    assert!(got.contains("NOPERM ACLs rules changed"), "{got}");
+    cluster.assert_same_dataset();
+    for n in &cluster.nodes {
+        assert_eq!(local(n, "secret:1"), None);
+        assert_eq!(local(n, "public:1"), Some("y".into()));
+    }
+}

@@ -65,14 +65,29 @@ pub fn with_rights<T>(rights: &Rights, f: impl FnOnce() -> T) -> T {
 /// The error a script's command gets when the rights its entry carries do
 /// not allow it: Redis's own text for a script (7.0's or 7.2's).
 fn denied(user: &[u8], mu: Option<&ModuleUser>, argv: &[Vec<u8>]) -> Option<String> {
+    use crate::ffi::AclDenial;
     let mu = match mu {
         Some(mu) if mu.allows(argv) => return None,
         Some(mu) => mu,
-        None => return Some(crate::acl::script_denied_text(user, argv, true)),
+        None => {
+            return Some(crate::acl::script_denied_text(
+                user,
+                argv,
+                AclDenial::Command,
+            ))
+        }
     };
     let keys = ffi::command_keys(crate::apply::call_ctx(), argv);
-    let key_denied = keys.iter().any(|k| !mu.may_touch_key(k));
-    Some(crate::acl::script_denied_text(user, argv, !key_denied))
+    let publishes =
+        argv[0].eq_ignore_ascii_case(b"publish") || argv[0].eq_ignore_ascii_case(b"spublish");
+    let why = if keys.iter().any(|k| !mu.may_touch_key(k)) {
+        AclDenial::Key
+    } else if publishes && argv.get(1).is_some_and(|ch| !mu.may_publish(ch)) {
+        AclDenial::Channel
+    } else {
+        AclDenial::Command
+    };
+    Some(crate::acl::script_denied_text(user, argv, why))
 }
 
 /// Whether the command filter should route this command through a script
