@@ -124,7 +124,7 @@ fn noperm_text(version: u32, why: AclDenial, user: &[u8], object: &[u8]) -> Stri
 /// Redis's error for a script's command its user may not run
 /// (`command`: the command itself, else one of its keys).
 pub fn script_denied_text(user: &[u8], argv: &[Vec<u8>], why: AclDenial) -> String {
-    let name = String::from_utf8_lossy(&argv[0]).to_ascii_lowercase();
+    let name = crate::intercept::full_name(argv);
     if ffi::server_version() >= 0x0007_0200 {
         let why = match why {
             AclDenial::Command => format!(

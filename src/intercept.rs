@@ -373,6 +373,30 @@ pub fn has_flag(argv: &[Vec<u8>], flag: &str) -> bool {
     info.flags.iter().any(|f| f == flag)
 }
 
+/// A command's full name as Redis prints it: `config|set` for a
+/// subcommand, else the name (lower case).
+pub fn full_name(argv: &[Vec<u8>]) -> String {
+    let Some(first) = argv.first() else {
+        return String::new();
+    };
+    let name = lower(first);
+    let table = TABLE.read();
+    let sub = argv.get(1).map(|s| lower(s)).filter(|sub| {
+        table
+            .as_ref()
+            .and_then(|t| t.get(&name))
+            .is_some_and(|info| info.subcommands.contains_key(sub))
+    });
+    match sub {
+        Some(sub) => format!(
+            "{}|{}",
+            String::from_utf8_lossy(&name),
+            String::from_utf8_lossy(&sub)
+        ),
+        None => String::from_utf8_lossy(&name).into_owned(),
+    }
+}
+
 /// Redis's own error for a command line of the wrong length, checked
 /// before anything is proposed ("wrong number of arguments for 'set'
 /// command"); None when the arity is right or the command unknown.
