@@ -350,22 +350,11 @@ fn nodes_authenticate_with_cluster_password_and_unauthenticated_internal_command
         "--raft.cluster-password",
         "s3cret",
     ];
-    let mut nodes: Vec<Node> = Vec::new();
-    for _ in 0..3 {
-        let mut n = Node::start_with_auth(&extra, "s3cret");
-        n.password = Some("s3cret".into());
-        nodes.push(n);
-    }
-    let r = nodes[0].cmd(&["RAFT.CLUSTER", "INIT"]);
-    assert!(
-        matches!(&r, RespValue::Simple(s) if s.starts_with("OK ")),
-        "{r:?}"
+    let c = Cluster::form(
+        (0..3)
+            .map(|_| Node::start_with_auth(&extra, "s3cret"))
+            .collect(),
     );
-    for n in &nodes[1..] {
-        let r = n.cmd(&["RAFT.CLUSTER", "JOIN", &nodes[0].addr()]);
-        assert!(ok(&r), "JOIN: {r:?}\n{}", n.log());
-    }
-    let c = Cluster { nodes };
     let l = c.wait_leader();
     assert!(ok(&c.nodes[l].cmd(&["SET", "k", "v"])));
     for n in &c.nodes {
