@@ -155,11 +155,17 @@ pub fn file_crc32(path: &Path) -> std::io::Result<(u64, u32)> {
 /// membership; version 1 (written before WATCH) still loads.
 const AUX_VERSION: u64 = 2;
 
-pub static META_TYPE: RedisType = RedisType::new(
-    "redisraft",
-    1,
+pub static META_TYPE: RedisType = RedisType::new("redisraft", 1, aux_only(aux_load, aux_save));
+
+/// The methods of a module type that holds no keys and only writes aux
+/// data into the RDB, before the keyspace (this metadata, and the script
+/// cache in `machine::script_cache`). Version 2: aux_load, aux_save and
+/// aux_save_triggers (Redis 7.0 reads these).
+pub const fn aux_only(
+    aux_load: unsafe extern "C" fn(*mut raw::RedisModuleIO, c_int, c_int) -> c_int,
+    aux_save: unsafe extern "C" fn(*mut raw::RedisModuleIO, c_int),
+) -> raw::RedisModuleTypeMethods {
     raw::RedisModuleTypeMethods {
-        // Version 2: aux_load, aux_save and aux_save_triggers (Redis 7.0 reads these).
         version: 2,
         rdb_load: Some(never_load),
         rdb_save: Some(never_save),
@@ -179,10 +185,10 @@ pub static META_TYPE: RedisType = RedisType::new(
         free_effort2: None,
         mem_usage2: None,
         unlink2: None,
-    },
-);
+    }
+}
 
-// The type holds no keys: these are never called.
+// No keys of these types exist: the key callbacks are never called.
 unsafe extern "C" fn never_load(_rdb: *mut raw::RedisModuleIO, _encver: c_int) -> *mut c_void {
     std::ptr::null_mut()
 }

@@ -291,38 +291,8 @@ const AUX_VERSION: u64 = 1;
 pub static CACHE_TYPE: RedisType = RedisType::new(
     "raftscrpt",
     1,
-    raw::RedisModuleTypeMethods {
-        version: 2,
-        rdb_load: Some(never_load),
-        rdb_save: Some(never_save),
-        aof_rewrite: None,
-        mem_usage: None,
-        digest: None,
-        free: Some(never_free),
-        aux_load: Some(aux_load),
-        aux_save: Some(aux_save),
-        aux_save2: None,
-        aux_save_triggers: raw::Aux::Before as i32,
-        free_effort: None,
-        unlink: None,
-        copy: None,
-        defrag: None,
-        copy2: None,
-        free_effort2: None,
-        mem_usage2: None,
-        unlink2: None,
-    },
+    crate::snapshot::aux_only(aux_load, aux_save),
 );
-
-// The type holds no keys: these are never called.
-unsafe extern "C" fn never_load(
-    _rdb: *mut raw::RedisModuleIO,
-    _encver: c_int,
-) -> *mut std::ffi::c_void {
-    std::ptr::null_mut()
-}
-unsafe extern "C" fn never_save(_rdb: *mut raw::RedisModuleIO, _value: *mut std::ffi::c_void) {}
-unsafe extern "C" fn never_free(_value: *mut std::ffi::c_void) {}
 
 /// Writes the applied cache (in a snapshot's fork child: exactly the one
 /// of the dataset being written).
