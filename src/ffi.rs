@@ -192,6 +192,165 @@ impl CallReply {
     }
 }
 
+/// A reply as a tree, for replies the module reads into or rewrites
+/// (XREADGROUP's deliveries, XINFO STREAM FULL's delivery times). Status
+/// strings read as bulk strings; booleans, doubles, big numbers, verbatim
+/// strings and attributes are not read (None).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Bulk(Vec<u8>),
+    Integer(i64),
+    Null,
+    Error(String),
+    Array(Vec<Value>),
+    Set(Vec<Value>),
+    Map(Vec<(Value, Value)>),
+}
+
+impl Value {
+    /// The value of field `name` of a RESP2 field-value array or a RESP3 map.
+    pub fn field(&self, name: &[u8]) -> Option<&Value> {
+        match self {
+            Value::Map(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k.bytes() == Some(name))
+                .map(|(_, v)| v),
+            Value::Array(items) => items
+                .chunks(2)
+                .find(|kv| kv.len() == 2 && kv[0].bytes() == Some(name))
+                .map(|kv| &kv[1]),
+            _ => None,
+        }
+    }
+
+    /// As [`field`](Value::field), to change it.
+    pub fn field_mut(&mut self, name: &[u8]) -> Option<&mut Value> {
+        match self {
+            Value::Map(pairs) => pairs
+                .iter_mut()
+                .find(|(k, _)| k.bytes() == Some(name))
+                .map(|(_, v)| v),
+            Value::Array(items) => items
+                .chunks_mut(2)
+                .find(|kv| kv.len() == 2 && kv[0].bytes() == Some(name))
+                .map(|kv| &mut kv[1]),
+            _ => None,
+        }
+    }
+
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Bulk(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn integer(&self) -> Option<i64> {
+        match self {
+            Value::Integer(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The elements of an array or set.
+    pub fn items(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(v) | Value::Set(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn items_mut(&mut self) -> Option<&mut Vec<Value>> {
+        match self {
+            Value::Array(v) | Value::Set(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Writes it as a reply, in the protocol of the client of `ctx`.
+    pub fn write(&self, ctx: *mut raw::RedisModuleCtx) {
+        match self {
+            Value::Bulk(b) => reply_bulk(ctx, b),
+            Value::Integer(n) => reply_integer(ctx, *n),
+            Value::Null => reply_null(ctx),
+            Value::Error(e) => reply_error(ctx, e),
+            Value::Array(items) => {
+                reply_array(ctx, items.len());
+                items.iter().for_each(|v| v.write(ctx));
+            }
+            Value::Set(items) => {
+                reply_set(ctx, items.len());
+                items.iter().for_each(|v| v.write(ctx));
+            }
+            Value::Map(pairs) => {
+                reply_map(ctx, pairs.len());
+                for (k, v) in pairs {
+                    k.write(ctx);
+                    v.write(ctx);
+                }
+            }
+        }
+    }
+}
+
+impl CallReply {
+    /// The reply as a [`Value`] tree; None if it holds a kind the tree
+    /// does not read.
+    pub fn to_value(&self) -> Option<Value> {
+        value_of(self.0)
+    }
+}
+
+fn value_of(r: *mut raw::RedisModuleCallReply) -> Option<Value> {
+    if r.is_null() {
+        return None;
+    }
+    // SAFETY: r is a live reply; its elements live as long as it.
+    unsafe {
+        let t = api!(RedisModule_CallReplyType)(r) as isize;
+        let n = || api!(RedisModule_CallReplyLength)(r);
+        Some(match t {
+            raw::REDISMODULE_REPLY_STRING => Value::Bulk(string_of(r)?),
+            raw::REDISMODULE_REPLY_ERROR => {
+                let mut len = 0usize;
+                let p = api!(RedisModule_CallReplyStringPtr)(r, &mut len);
+                let b = if p.is_null() {
+                    &[][..]
+                } else {
+                    std::slice::from_raw_parts(p as *const u8, len)
+                };
+                Value::Error(String::from_utf8_lossy(b).into_owned())
+            }
+            raw::REDISMODULE_REPLY_INTEGER => Value::Integer(api!(RedisModule_CallReplyInteger)(r)),
+            raw::REDISMODULE_REPLY_NULL => Value::Null,
+            raw::REDISMODULE_REPLY_ARRAY => Value::Array(
+                (0..n())
+                    .map(|i| value_of(api!(RedisModule_CallReplyArrayElement)(r, i)))
+                    .collect::<Option<_>>()?,
+            ),
+            raw::REDISMODULE_REPLY_SET => Value::Set(
+                (0..n())
+                    .map(|i| value_of(api!(RedisModule_CallReplySetElement)(r, i)))
+                    .collect::<Option<_>>()?,
+            ),
+            raw::REDISMODULE_REPLY_MAP => {
+                let mut pairs = Vec::with_capacity(n());
+                for i in 0..n() {
+                    let (mut k, mut v) = (ptr::null_mut(), ptr::null_mut());
+                    if api!(RedisModule_CallReplyMapElement)(r, i, &mut k, &mut v)
+                        != raw::REDISMODULE_OK as c_int
+                    {
+                        return None;
+                    }
+                    pairs.push((value_of(k)?, value_of(v)?));
+                }
+                Value::Map(pairs)
+            }
+            _ => return None,
+        })
+    }
+}
+
 fn string_of(r: *mut raw::RedisModuleCallReply) -> Option<Vec<u8>> {
     if r.is_null() {
         return None;

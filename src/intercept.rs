@@ -337,19 +337,18 @@ fn config_set_refusal(name: &str, value: &str) -> Option<String> {
 
 /// Writes Redis marks `nondeterministic_output` that the machine runs the
 /// same on every node (README, "Deterministic writes"): SPOP draws from the
-/// entry's seed; XADD's automatic ID takes the entry's time; XTRIM's approximate trimming follows the stream's node
-/// layout, which the same history and settings make equal everywhere.
-const DETERMINISTIC_HERE: &[&str] = &["spop", "xtrim", "xadd"];
+/// entry's seed; XADD's automatic ID takes the entry's time; XTRIM's
+/// approximate trimming follows the stream's node layout, which the same
+/// history and settings make equal everywhere; XCLAIM and XAUTOCLAIM decide
+/// idle times and record delivery times by the entry's time
+/// (`machine::pending`).
+const DETERMINISTIC_HERE: &[&str] = &["spop", "xtrim", "xadd", "xclaim", "xautoclaim"];
 
 /// Writes that cannot be made deterministic (yet), with the reason and
 /// what to use instead.
 fn nondeterministic_write(name: &str) -> Option<String> {
     Some(match name {
         "migrate" => "MIGRATE: every node would connect to the target and move the keys; copy them with DUMP and RESTORE".into(),
-        "xclaim" | "xautoclaim" => format!(
-            "{}: its idle-time test and the delivery time it records read each node's clock, so nodes could claim different entries; acknowledge the entry (XACK) and add it again (XADD) instead",
-            name.to_uppercase()
-        ),
         _ => return None,
     })
 }

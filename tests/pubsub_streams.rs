@@ -389,9 +389,9 @@ fn streams_work_end_to_end_and_consumer_groups_survive_failover() {
     assert!(ok(&cmd(&["XGROUP", "SETID", "s", "other", "2-0"])));
     assert_eq!(int(&cmd(&["XTRIM", "s", "MAXLEN", "4"])), 1);
     assert!(ok(&cmd(&["XSETID", "s", "99-0"])));
-    // XCLAIM and XAUTOCLAIM read each node's clock: still refused.
+    // XCLAIM to bob again, its own entry: the delivery count goes up.
     let r = cmd(&["XCLAIM", "s", "g", "bob", "0", "4-0"]);
-    assert!(err_text(&r).is_some_and(|e| e.contains("XCLAIM")), "{r:?}");
+    assert_eq!(without_idle(&r), "[[4-0, [n, 4]]]");
     let stream = cmd(&["XINFO", "STREAM", "s"]);
     assert!(
         without_idle(&stream).contains("last-generated-id, 99-0"),
@@ -408,8 +408,9 @@ fn streams_work_end_to_end_and_consumer_groups_survive_failover() {
         )
     };
     let before = state(&c.nodes[l]);
-    // alice's pending entry went with her; bob's were delivered twice.
-    assert_eq!(before.3, vec!["4-0 bob 2", "5-0 bob 2"]);
+    // alice's pending entry went with her; bob's were delivered twice,
+    // 4-0 three times (the XCLAIM).
+    assert_eq!(before.3, vec!["4-0 bob 3", "5-0 bob 2"]);
     assert!(
         before.0.contains("[name, g, consumers, 2, pending, 2"),
         "{}",
@@ -512,6 +513,9 @@ const COMPARED: &[&[&str]] = &[
     ],
     &["XINFO", "STREAM", "st"],
     &["XPENDING", "st", "g"],
+    &["XAUTOCLAIM", "st", "g", "c2", "0", "0-0"],
+    &["XCLAIM", "st", "g", "c", "0", "1-1", "2-1", "JUSTID"],
+    &["XPENDING", "st", "g", "IDLE", "3600000", "-", "+", "10"],
     &["MULTI"],
     &["HGETALL", "h"],
     &["SMEMBERS", "s"],
@@ -613,4 +617,249 @@ fn compare_with_plain_redis(extra: &[&str]) {
     assert_eq!(show(&b.call(&["ZSCORE", "z", "c"])), ",3.25 ");
     assert!(show(&b.call(&["HGETALL", "h"])).starts_with("%2 "));
     c.assert_same_dataset();
+}
+
+/// The pending entries of every group and consumer in a raw
+/// `XINFO STREAM key FULL` (RESP2) as each node stores them: ID, consumer,
+/// delivery time and count.
+fn stored_pending(v: &RespValue) -> Vec<String> {
+    fn field<'a>(v: &'a RespValue, name: &str) -> &'a RespValue {
+        let RespValue::Array(Some(a)) = v else {
+            panic!("not a field list: {v:?}")
+        };
+        let at = a
+            .chunks(2)
+            .position(|kv| bulk(&kv[0]).as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in {v:?}"));
+        &a[2 * at + 1]
+    }
+    fn items(v: &RespValue) -> &[RespValue] {
+        match v {
+            RespValue::Array(Some(a)) => a,
+            other => panic!("not an array: {other:?}"),
+        }
+    }
+    let show = |e: &RespValue| {
+        items(e)
+            .iter()
+            .map(|x| bulk(x).unwrap_or_else(|| int(x).to_string()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = Vec::new();
+    for g in items(field(v, "groups")) {
+        let name = bulk(field(g, "name")).unwrap();
+        for p in items(field(g, "pending")) {
+            out.push(format!("{name}: {}", show(p)));
+        }
+        for c in items(field(g, "consumers")) {
+            let cname = bulk(field(c, "name")).unwrap();
+            for p in items(field(c, "pending")) {
+                out.push(format!("{name}/{cname}: {}", show(p)));
+            }
+        }
+    }
+    out
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// XCLAIM and XAUTOCLAIM against a 3-node cluster and a plain Redis, the
+/// same commands at the same moments: the same replies (which entries are
+/// idle long enough is decided by the entries' times), and the delivery
+/// times stored the same on every node, although one follower applies
+/// the entries a second late (paused) and another replays its log after a
+/// restart: Redis would have stamped each with its own clock.
+#[test]
+fn claims_decide_idle_times_from_the_log_the_same_on_every_node() {
+    let mut c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let late = (l + 1) % 3;
+    let plain = PlainRedis::start();
+    let mut p = plain.connection();
+    let port = c.nodes[l].port;
+    let mut leader = Node::attach(port).conn();
+    let mut both = |a: &[&str]| {
+        let ours = leader
+            .call(&a.iter().map(|x| x.as_bytes()).collect::<Vec<_>>())
+            .unwrap();
+        let theirs = common::call(&mut p, a);
+        assert_eq!(ours, theirs, "{a:?}");
+        ours
+    };
+    for i in 1..=6 {
+        both(&["XADD", "s", &format!("{i}-0"), "n", &i.to_string()]);
+    }
+    both(&["XGROUP", "CREATE", "s", "g", "0"]);
+    c.nodes[late].signal("-STOP");
+    let start = now_ms();
+    both(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "alice",
+        "COUNT",
+        "4",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    // Not idle for a second yet: nothing claimed, by either command.
+    let r = both(&["XCLAIM", "s", "g", "bob", "1000", "1-0", "2-0", "JUSTID"]);
+    assert_eq!(strings(&r), Vec::<String>::new());
+    let r = both(&["XAUTOCLAIM", "s", "g", "bob", "1000", "0-0", "JUSTID"]);
+    assert_eq!(without_idle(&r), "[0-0, [], []]");
+    std::thread::sleep(Duration::from_millis(1300));
+    // Idle for over a second now: claimed; 1-0 given twice is claimed once
+    // (the second time it has just been claimed).
+    let r = both(&["XCLAIM", "s", "g", "bob", "1000", "1-0", "2-0", "1-0"]);
+    assert_eq!(without_idle(&r), "[[1-0, [n, 1]], [2-0, [n, 2]]]");
+    // 3-0 and 4-0 are idle, 1-0 and 2-0 were just claimed.
+    let r = both(&[
+        "XAUTOCLAIM",
+        "s",
+        "g",
+        "carol",
+        "1000",
+        "0-0",
+        "COUNT",
+        "10",
+    ]);
+    assert_eq!(
+        without_idle(&r),
+        "[0-0, [[3-0, [n, 3]], [4-0, [n, 4]]], []]"
+    );
+    // IDLE sets the delivery time in the past: claimable again at once.
+    let r = both(&[
+        "XCLAIM", "s", "g", "dave", "0", "1-0", "IDLE", "5000", "JUSTID",
+    ]);
+    assert_eq!(strings(&r), vec!["1-0"]);
+    let r = both(&["XAUTOCLAIM", "s", "g", "erin", "4000", "0-0", "JUSTID"]);
+    assert_eq!(without_idle(&r), "[0-0, [1-0], []]");
+    // FORCE puts an entry that was never delivered into the list; a
+    // missing one is left out.
+    let r = both(&[
+        "XCLAIM",
+        "s",
+        "g",
+        "erin",
+        "0",
+        "6-0",
+        "9-0",
+        "FORCE",
+        "RETRYCOUNT",
+        "7",
+        "JUSTID",
+    ]);
+    assert_eq!(strings(&r), vec!["6-0"]);
+    // A deleted entry leaves the pending list; the cursor goes on.
+    both(&["XDEL", "s", "2-0"]);
+    let r = both(&[
+        "XAUTOCLAIM",
+        "s",
+        "g",
+        "erin",
+        "0",
+        "0-0",
+        "COUNT",
+        "1",
+        "JUSTID",
+    ]);
+    assert_eq!(without_idle(&r), "[2-0, [1-0], []]");
+    let r = both(&[
+        "XAUTOCLAIM",
+        "s",
+        "g",
+        "erin",
+        "0",
+        "2-0",
+        "COUNT",
+        "1",
+        "JUSTID",
+    ]);
+    assert_eq!(without_idle(&r), "[3-0, [], [2-0]]");
+    // In a script and in MULTI, the same.
+    let script =
+        "return redis.call('XAUTOCLAIM', KEYS[1], 'g', 'zed', 0, '0-0', 'COUNT', 1, 'JUSTID')";
+    let r = both(&["EVAL", script, "1", "s"]);
+    assert_eq!(without_idle(&r), "[3-0, [1-0], []]");
+    both(&["MULTI"]);
+    both(&["XCLAIM", "s", "g", "erin", "0", "1-0", "JUSTID"]);
+    both(&["XPENDING", "s", "g", "IDLE", "100000", "-", "+", "10"]);
+    let r = both(&["EXEC"]);
+    assert_eq!(without_idle(&r), "[[1-0], []]");
+    // History read again: its delivery count and time change too.
+    both(&["XREADGROUP", "GROUP", "g", "carol", "STREAMS", "s", "0"]);
+    // Errors are Redis's own, and change nothing.
+    for bad in [
+        &["XCLAIM", "s", "g", "x", "abc", "1-0"][..],
+        &["XCLAIM", "s", "g", "x", "0", "1-0", "BOGUS"],
+        &["XCLAIM", "s", "nogroup", "x", "0", "1-0"],
+        &["XCLAIM", "nokey", "g", "x", "0", "1-0"],
+        &["XAUTOCLAIM", "s", "g", "x", "0", "0-0", "COUNT", "0"],
+        &["XAUTOCLAIM", "s", "g", "x", "0", "bad"],
+        &["XAUTOCLAIM", "s", "nogroup", "x", "0", "0-0"],
+    ] {
+        let r = both(bad);
+        assert!(err_text(&r).is_some(), "{bad:?}: {r:?}");
+    }
+    // XPENDING: entries, consumers and counts as Redis's; idle times from
+    // the log's times (dave's IDLE 5000 is long gone: erin's claims reset it).
+    let r = both(&["XPENDING", "s", "g", "IDLE", "100000", "-", "+", "10"]);
+    assert_eq!(strings(&r), Vec::<String>::new());
+    let ours = Node::attach(port).cmd(&["XPENDING", "s", "g", "-", "+", "10"]);
+    assert_eq!(
+        pending_entries(&ours),
+        pending_entries(&common::call(
+            &mut p,
+            &["XPENDING", "s", "g", "-", "+", "10"]
+        ))
+    );
+    let elapsed = now_ms() - start;
+    let RespValue::Array(Some(list)) = &ours else {
+        panic!("{ours:?}")
+    };
+    for e in list {
+        let RespValue::Array(Some(f)) = e else {
+            panic!()
+        };
+        let idle = int(&f[2]);
+        assert!(
+            (0..=elapsed).contains(&idle),
+            "idle {idle} after {elapsed} ms: {ours:?}"
+        );
+    }
+    // XINFO STREAM FULL through the leader: delivery times are real times.
+    let full = Node::attach(port).cmd(&["XINFO", "STREAM", "s", "FULL"]);
+    for line in stored_pending(&full) {
+        let t: i64 = line.split(' ').rev().nth(1).unwrap().parse().unwrap();
+        assert!((start - 5000..=now_ms()).contains(&t), "{line}");
+    }
+    c.nodes[late].signal("-CONT");
+    c.assert_same_dataset();
+    let raw =
+        |n: &Node| stored_pending(&n.cmd(&["RAFT.DEBUG", "EXEC", "XINFO", "STREAM", "s", "FULL"]));
+    let on_leader = raw(&c.nodes[l]);
+    assert_eq!(on_leader.len(), 8, "{on_leader:?}");
+    for n in &c.nodes {
+        assert_eq!(
+            raw(n),
+            on_leader,
+            "node {} (the late one is {})",
+            n.port,
+            c.nodes[late].port
+        );
+    }
+    // A restarted follower replays its log: the same times again.
+    let other = (l + 2) % 3;
+    c.nodes[other].kill9();
+    c.nodes[other].spawn();
+    wait_for(30, "the restarted node", || c.nodes[other].try_conn().ok());
+    c.assert_same_dataset();
+    assert_eq!(raw(&c.nodes[other]), on_leader);
 }

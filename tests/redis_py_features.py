@@ -94,6 +94,19 @@ def main():
     check("XACK", r.xack("py:stream", "workers", "1-0") == 1)
     pending = r.xpending("py:stream", "workers")
     check("XPENDING", pending["pending"] == 1, repr(pending))
+    # A crashed worker's entry, taken over once idle (XAUTOCLAIM, XCLAIM).
+    time.sleep(0.3)
+    cursor, claimed, deleted = r.xautoclaim("py:stream", "workers", "w2", min_idle_time=200, start_id="0-0")
+    check("XAUTOCLAIM", [i for i, _ in claimed] == ["2-0"], repr(claimed))
+    again = r.xclaim("py:stream", "workers", "w3", min_idle_time=200, message_ids=["2-0"])
+    check("XCLAIM (just claimed: not idle)", again == [], repr(again))
+    detail = r.xpending_range("py:stream", "workers", min="-", max="+", count=10)
+    check(
+        "XPENDING range",
+        [(d["message_id"], d["consumer"], d["times_delivered"]) for d in detail] == [("2-0", "w2", 2)]
+        and 0 <= detail[0]["time_since_delivered"] < 10000,
+        repr(detail),
+    )
 
     # A blocking pop served by a push from another client.
     result = {}

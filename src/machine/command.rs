@@ -4,7 +4,7 @@
 
 use redis_module::raw;
 
-use super::{expiry, protocol, pubsub, random, script, script_cache, stream, ttl, Moment};
+use super::{expiry, pending, protocol, pubsub, random, script, script_cache, stream, ttl, Moment};
 use crate::ffi::{self, CallReply, KeyExpiry, RedisClient};
 
 type Ctx = *mut raw::RedisModuleCtx;
@@ -27,6 +27,10 @@ pub enum Outcome {
     Map(Vec<(Vec<u8>, Vec<u8>)>),
     /// An array of integers (SCRIPT EXISTS from the script cache).
     Integers(Vec<i64>),
+    /// An array of answers (XAUTOCLAIM's, XPENDING's built here).
+    Array(Vec<Outcome>),
+    /// A reply read and rewritten (XINFO STREAM FULL's delivery times).
+    Value(ffi::Value),
 }
 
 impl From<Result<CallReply, String>> for Outcome {
@@ -72,6 +76,11 @@ impl Outcome {
                     ffi::reply_integer(ctx, *n);
                 }
             }
+            Outcome::Array(items) => {
+                ffi::reply_array(ctx, items.len());
+                items.iter().for_each(|o| o.write(ctx));
+            }
+            Outcome::Value(v) => v.write(ctx),
         }
     }
 
@@ -116,16 +125,25 @@ pub fn run_at(ctx: Ctx, argv: Vec<Vec<u8>>, m: Moment) -> Outcome {
     if script::is_script(&argv) {
         script::seed_lua(ctx, m);
     }
-    let argv = match stream::xadd_at(ctx, &argv, now) {
-        Some(with_id) => with_id,
-        None => argv,
-    };
+    if let Some(outcome) = pending::read(ctx, &argv, now) {
+        return outcome;
+    }
+    if let Some(outcome) = pending::xautoclaim(ctx, &argv, now) {
+        return outcome;
+    }
+    let argv = stream::xadd_at(ctx, &argv, now)
+        .or_else(|| pending::xclaim(ctx, &argv, now))
+        .unwrap_or(argv);
     let rw = ttl::rewrite(argv, now);
     let outcome = if m.in_log && script::is_script(&rw.argv) {
         script::without_memory_check(ctx, || protocol::call(ctx, &rw.argv)).into()
     } else {
         protocol::call(ctx, &rw.argv).into()
     };
+    if let Outcome::Reply(r) = &outcome {
+        // XREADGROUP's deliveries get the entry's time.
+        pending::restamp_deliveries(ctx, &rw.argv, r, now);
+    }
     if rw.expires_at.is_some_and(|at| at <= now) {
         // Given a time already past (EXPIRE k -1, SET k v PXAT <past>):
         // deleted at once, as Redis does.
@@ -157,6 +175,9 @@ pub fn run_read(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Outcome> {
     }
     if let Some(q) = ttl::TtlQuery::of(argv) {
         return Some(ttl_answer(ctx, q, &argv[1], now));
+    }
+    if let Some(outcome) = pending::read(ctx, argv, now) {
+        return Some(outcome);
     }
     if script::is_script(argv) {
         // A read-only script: its commands see the same time rules.

@@ -18,6 +18,8 @@
 //! - `script_cache`: the script cache EVALSHA runs on, changed by entries
 //!   only and carried by snapshots.
 //! - `stream`: XADD's automatic IDs from the entry's time.
+//! - `pending`: consumer groups' delivery times from the entry's time, and
+//!   XCLAIM / XAUTOCLAIM's idle tests decided from them.
 //! - `watch`: WATCH's modified keys, decided from the log.
 //! - `command`: one command of an entry, or a read, run under these rules.
 //! - `protocol`: replies in the client's protocol (RESP2 or RESP3).
@@ -27,6 +29,7 @@ use std::cell::Cell;
 
 pub mod command;
 pub mod expiry;
+pub mod pending;
 pub mod protocol;
 pub mod pubsub;
 pub mod random;
