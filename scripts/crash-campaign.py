@@ -465,7 +465,7 @@ def check(cluster, load, victim, res):
         commit = {i["commit_index"] for i in infos}
         if len(applied) != 1 or applied != commit:
             return False
-        d = [call(n.port, "RAFT.DEBUG", "EXEC", "DEBUG", "DIGEST") for n in nodes]
+        d = [call(n.port, "RAFT.DEBUG", "DIGEST") for n in nodes]
         again = {n.info()["last_applied_index"] for n in nodes}
         if again != applied:
             return False

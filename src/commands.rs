@@ -687,7 +687,7 @@ pub fn timeout_now(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-/// RAFT.DEBUG EXEC <command...> | COMPACT | CLASSIFY <command...> | FAILPOINT <name> crash|off
+/// RAFT.DEBUG EXEC <command...> | DIGEST | COMPACT | CLASSIFY <command...> | FAILPOINT <name> crash|off
 pub fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     not_in_transaction(ctx)?;
     if args.len() < 2 {
@@ -706,6 +706,13 @@ pub fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 }
                 Err(text) => Err(RedisError::String(text)),
             }
+        }
+        "DIGEST" if args.len() == 2 => {
+            // DEBUG DIGEST plus what it leaves out (consumer groups, the
+            // script cache): equal on every node at one applied index.
+            crate::machine::digest::of_dataset(ctx.ctx)
+                .map(RedisValue::BulkString)
+                .map_err(|e| RedisError::String(format!("ERR {e}")))
         }
         "COMPACT" => {
             running_node()?;

@@ -602,7 +602,10 @@ fn multi_exec_is_one_entry_applied_atomically_on_every_node() {
     }
     // Errors while queueing abort the block, as in Redis.
     assert!(ok(&call(&["MULTI"])));
-    assert!(err_text(&call(&["XCLAIM", "s", "g", "c", "0", "1-1"])).is_some());
+    assert!(err_text(&call(&["MIGRATE", "127.0.0.1", "1", "a", "0", "1000"])).is_some());
+    assert!(err_text(&call(&["EXEC"])).is_some_and(|e| e.starts_with("EXECABORT")));
+    assert!(ok(&call(&["MULTI"])));
+    assert!(err_text(&call(&["SET", "a"])).is_some());
     assert!(err_text(&call(&["EXEC"])).is_some_and(|e| e.starts_with("EXECABORT")));
     assert!(ok(&call(&["MULTI"])));
     assert!(err_text(&call(&["MULTI"])).is_some_and(|e| e.contains("nested")));

@@ -793,6 +793,23 @@ fn claims_decide_idle_times_from_the_log_the_same_on_every_node() {
     both(&["XPENDING", "s", "g", "IDLE", "100000", "-", "+", "10"]);
     let r = both(&["EXEC"]);
     assert_eq!(without_idle(&r), "[[1-0], []]");
+    // Options as Redis reads them (a C string: up to a NUL).
+    let r = both(&["XCLAIM", "s", "g", "erin", "0", "1-0", "JUSTID\0x"]);
+    assert_eq!(strings(&r), vec!["1-0"]);
+    // A key read twice with NOACK, new entries (none) and its history:
+    // the history read's entries get the entry's time.
+    both(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "erin",
+        "NOACK",
+        "STREAMS",
+        "s",
+        "s",
+        ">",
+        "0",
+    ]);
     // History read again: its delivery count and time change too.
     both(&["XREADGROUP", "GROUP", "g", "carol", "STREAMS", "s", "0"]);
     // Errors are Redis's own, and change nothing.
@@ -862,4 +879,59 @@ fn claims_decide_idle_times_from_the_log_the_same_on_every_node() {
     wait_for(30, "the restarted node", || c.nodes[other].try_conn().ok());
     c.assert_same_dataset();
     assert_eq!(raw(&c.nodes[other]), on_leader);
+}
+
+/// RAFT.DEBUG DIGEST, which tests and the Jepsen runner compare, covers
+/// consumer groups where DEBUG DIGEST does not: a group changed on one
+/// node alone (through RAFT.DEBUG EXEC, not replicated) leaves DEBUG
+/// DIGEST equal and RAFT.DEBUG DIGEST different; seen times (each node's
+/// clock) are not part of it.
+#[test]
+fn the_nodes_digest_covers_consumer_groups() {
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let leader = &c.nodes[l];
+    for a in [
+        &["XADD", "s", "1-0", "n", "1"][..],
+        &["XADD", "s", "2-0", "n", "2"],
+        &["XGROUP", "CREATE", "s", "g", "0"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "alice",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "s",
+            ">",
+        ],
+    ] {
+        let r = leader.cmd(a);
+        assert!(err_text(&r).is_none(), "{a:?}: {r:?}");
+    }
+    let before = c.assert_same_dataset();
+    let f = (l + 1) % 3;
+    let local = |n: &Node, a: &[&str]| {
+        let mut v = vec!["RAFT.DEBUG", "EXEC"];
+        v.extend_from_slice(a);
+        n.cmd(&v)
+    };
+    let plain_digest = |n: &Node| format!("{:?}", local(n, &["DEBUG", "DIGEST"]));
+    // A consumer's seen time changes (XINFO CONSUMERS' idle): not state.
+    std::thread::sleep(Duration::from_millis(20));
+    local(
+        &c.nodes[f],
+        &["XREADGROUP", "GROUP", "g", "alice", "STREAMS", "s", "9-0"],
+    );
+    assert_eq!(c.assert_same_dataset(), before);
+    // The group's last ID moves on one node only.
+    assert!(ok(&local(
+        &c.nodes[f],
+        &["XGROUP", "SETID", "s", "g", "2-0"]
+    )));
+    assert_eq!(plain_digest(&c.nodes[f]), plain_digest(leader));
+    let ours = |n: &Node| bulk(&n.cmd(&["RAFT.DEBUG", "DIGEST"])).unwrap();
+    assert_ne!(ours(&c.nodes[f]), ours(leader));
+    assert_eq!(ours(leader), before);
 }

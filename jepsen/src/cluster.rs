@@ -604,20 +604,17 @@ impl Cluster {
             }
             let mut digests = Vec::new();
             for i in 0..self.len() {
-                match self.cmd(
-                    i,
-                    &["RAFT.DEBUG", "EXEC", "DEBUG", "DIGEST"],
-                    Duration::from_secs(5),
-                ) {
+                // DEBUG DIGEST plus consumer groups and the script cache.
+                match self.cmd(i, &["RAFT.DEBUG", "DIGEST"], Duration::from_secs(5)) {
                     Ok(r) => match r.text() {
                         Some(d) => digests.push(d),
                         None => {
-                            last = format!("{}: DEBUG DIGEST: {r:?}", self.name(i));
+                            last = format!("{}: RAFT.DEBUG DIGEST: {r:?}", self.name(i));
                             break;
                         }
                     },
                     Err(e) => {
-                        last = format!("{}: DEBUG DIGEST: {e}", self.name(i));
+                        last = format!("{}: RAFT.DEBUG DIGEST: {e}", self.name(i));
                         break;
                     }
                 }
@@ -657,7 +654,8 @@ impl Cluster {
     }
 }
 
-/// The final comparison of the nodes' datasets (`DEBUG DIGEST`).
+/// The final comparison of the nodes' datasets (`RAFT.DEBUG DIGEST`:
+/// `DEBUG DIGEST` plus consumer groups and the script cache).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Digests {
     /// Every node has this digest at this applied index.

@@ -534,6 +534,20 @@ pub fn cleanup_local() -> Vec<String> {
     done
 }
 
+/// The server binary nodes run: $REDIS_SERVER (a path, e.g. Valkey's
+/// valkey-server; local environments only), or redis-server.
+pub fn server_bin() -> String {
+    std::env::var("REDIS_SERVER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "redis-server".into())
+}
+
+/// Whether a process's command line is a node's server (Redis or Valkey).
+fn is_server_cmdline(cmdline: &str) -> bool {
+    cmdline.contains("redis-server") || cmdline.contains("valkey-server")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,18 +565,4 @@ mod tests {
         assert!(alive_local(std::process::id()));
         assert!(runner_alive(std::process::id()));
     }
-}
-
-/// The server binary nodes run: $REDIS_SERVER (a path, e.g. Valkey's
-/// valkey-server; local environments only), or redis-server.
-pub fn server_bin() -> String {
-    std::env::var("REDIS_SERVER")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "redis-server".into())
-}
-
-/// Whether a process's command line is a node's server (Redis or Valkey).
-fn is_server_cmdline(cmdline: &str) -> bool {
-    cmdline.contains("redis-server") || cmdline.contains("valkey-server")
 }

@@ -614,7 +614,10 @@ fn run_cluster(
                 None => notes.push(format!("--test-diverge: no node {name}")),
             }
         }
-        log(Some(origin), "comparing the nodes' data (DEBUG DIGEST)");
+        log(
+            Some(origin),
+            "comparing the nodes' data (RAFT.DEBUG DIGEST)",
+        );
         let d = cluster.compare_digests(Duration::from_secs(60));
         log(Some(origin), &format!("digests: {}", d.line()));
         match &d {

@@ -24,10 +24,13 @@
 //! - `command`: one command of an entry, or a read, run under these rules.
 //! - `protocol`: replies in the client's protocol (RESP2 or RESP3).
 //! - `pubsub`: PUBLISH and SPUBLISH as entries, delivered on every node.
+//! - `digest`: RAFT.DEBUG DIGEST, what must be equal on every node (DEBUG
+//!   DIGEST plus consumer groups and the script cache).
 
 use std::cell::Cell;
 
 pub mod command;
+pub mod digest;
 pub mod expiry;
 pub mod pending;
 pub mod protocol;

@@ -49,7 +49,7 @@ pub fn stored(logical: i64) -> i64 {
 /// The logical delivery time of stored time `stored`, read at `now`.
 pub fn logical(stored: i64, now: i64) -> i64 {
     if stored < now.saturating_sub(SHIFT_MS / 2) {
-        stored + SHIFT_MS
+        stored.saturating_add(SHIFT_MS)
     } else {
         stored
     }
@@ -204,8 +204,19 @@ fn parse_bound(arg: &[u8], missing_seq: u64, start: bool) -> Option<Id> {
     }
 }
 
+/// An argument as Redis's `strcasecmp` / `strcmp` see it: up to its first
+/// NUL (`FORCE\0x` is FORCE to Redis).
+fn c_str(a: &[u8]) -> &[u8] {
+    a.split(|&c| c == 0).next().unwrap_or_default()
+}
+
 fn is(a: &[u8], name: &str) -> bool {
-    a.eq_ignore_ascii_case(name.as_bytes())
+    c_str(a).eq_ignore_ascii_case(name.as_bytes())
+}
+
+/// Whether XREADGROUP's ID argument asks for new entries (`>`).
+fn is_new(id: &[u8]) -> bool {
+    c_str(id) == b">"
 }
 
 /// One pending entry of a consumer group.
@@ -342,7 +353,7 @@ pub fn xclaim(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Vec<Vec<u8>>> {
             continue;
         }
         match times.get(&id) {
-            Some(&t) if min_idle > 0 && now - t < min_idle => {}
+            Some(&t) if min_idle > 0 && now.saturating_sub(t) < min_idle => {}
             Some(_) => {
                 kept.push(argv[at].clone());
                 times.insert(id, new_time);
@@ -428,7 +439,7 @@ pub fn xautoclaim(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Outcome> {
             count -= 1;
             continue;
         }
-        if min_idle > 0 && now - logical(p.stored, now) < min_idle {
+        if min_idle > 0 && now.saturating_sub(logical(p.stored, now)) < min_idle {
             continue;
         }
         claim.push(p.id.text());
@@ -489,13 +500,18 @@ pub fn restamp_deliveries(ctx: Ctx, argv: &[Vec<u8>], reply: &CallReply, now: i6
     };
     for (key, entries) in per_key {
         let Some(key) = key.bytes() else { continue };
-        let Some(at) = read.keys.iter().position(|k| k.as_slice() == key) else {
-            continue;
-        };
-        if read.noack && read.ids[at].as_slice() == b">" {
+        // The IDs this key was read with (a key may be given twice).
+        let asked: Vec<&[u8]> = (read.keys.iter().zip(&read.ids))
+            .filter(|(k, _)| k.as_slice() == key)
+            .map(|(_, id)| id.as_slice())
+            .collect();
+        if read.noack && asked.iter().all(|id| is_new(id)) {
             continue; // nothing entered the pending list
         }
-        let delivered: Vec<Vec<u8>> = entries
+        // With NOACK, a key read both for new entries and its history:
+        // only the history read's entries (this consumer's) changed.
+        let mixed = read.noack && asked.iter().any(|id| is_new(id));
+        let mut delivered: Vec<Vec<u8>> = entries
             .items()
             .unwrap_or_default()
             .iter()
@@ -504,6 +520,9 @@ pub fn restamp_deliveries(ctx: Ctx, argv: &[Vec<u8>], reply: &CallReply, now: i6
                 _ => None,
             })
             .collect();
+        if mixed {
+            delivered.retain(|id| owned_by(ctx, key, &read.group, &read.consumer, id));
+        }
         if delivered.is_empty() {
             continue;
         }
@@ -526,6 +545,24 @@ pub fn restamp_deliveries(ctx: Ctx, argv: &[Vec<u8>], reply: &CallReply, now: i6
             }
         }
     }
+}
+
+/// Whether pending entry `id` of the group belongs to `consumer`.
+fn owned_by(ctx: Ctx, key: &[u8], group: &[u8], consumer: &[u8], id: &[u8]) -> bool {
+    let argv = [
+        b"XPENDING".to_vec(),
+        key.to_vec(),
+        group.to_vec(),
+        id.to_vec(),
+        id.to_vec(),
+        b"1".to_vec(),
+        consumer.to_vec(),
+    ];
+    ffi::call(ctx, &argv)
+        .ok()
+        .and_then(|r| r.to_value())
+        .and_then(|v| v.items().map(|i| !i.is_empty()))
+        .unwrap_or(false)
 }
 
 /// What an XREADGROUP that ran reads: its group, consumer, NOACK, streams
@@ -610,7 +647,7 @@ fn xpending(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Outcome {
             list.into_iter()
                 .filter(|p| p.id >= start && p.id <= end)
                 .filter(|p| consumer.is_none_or(|c| *c == p.consumer))
-                .filter(|p| min_idle == 0 || now - logical(p.stored, now) >= min_idle)
+                .filter(|p| min_idle == 0 || now.saturating_sub(logical(p.stored, now)) >= min_idle)
                 .take(count)
                 .collect(),
         )
@@ -622,7 +659,7 @@ fn xpending(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Outcome {
         entries
             .into_iter()
             .map(|p| {
-                let idle = (now - logical(p.stored, now)).max(0);
+                let idle = now.saturating_sub(logical(p.stored, now)).max(0);
                 Outcome::Array(vec![
                     Outcome::Bulk(Some(p.id.text())),
                     Outcome::Bulk(Some(p.consumer)),

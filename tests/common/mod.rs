@@ -502,8 +502,9 @@ impl Cluster {
 
 impl Cluster {
     /// Waits until every running node has applied the same index, then
-    /// checks that all hold the same dataset (DEBUG DIGEST covers values and
-    /// expiry times). Returns the digest. The index is read before and
+    /// checks that all hold the same dataset (RAFT.DEBUG DIGEST: DEBUG
+    /// DIGEST, which covers values and expiry times, plus consumer groups
+    /// and the script cache). Returns the digest. The index is read before and
     /// after each digest so both belong to the same applied state.
     pub fn assert_same_dataset(&self) -> String {
         let mut last = Vec::new();
@@ -511,7 +512,7 @@ impl Cluster {
             let mut seen = Vec::new();
             for n in self.nodes.iter().filter(|n| n.is_running()) {
                 let before = n.info_field("last_applied_index");
-                let digest = match n.cmd(&["RAFT.DEBUG", "EXEC", "DEBUG", "DIGEST"]) {
+                let digest = match n.cmd(&["RAFT.DEBUG", "DIGEST"]) {
                     RespValue::Simple(s) => s,
                     other => bulk(&other).unwrap_or_else(|| format!("{other:?}")),
                 };
