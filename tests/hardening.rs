@@ -288,13 +288,14 @@ fn transfer_leader_answers_ok_only_when_done_and_errors_otherwise() {
     // election timer): otherwise the heartbeats it missed while stopped
     // can make it start an election that cuts the transfer short
     // (CLUSTERDOWN).
-    let l = c.wait_leader();
-    let leader_id = id(l);
+    // The leader is read again each time: the resumed node may have
+    // started an election meanwhile, and then someone else leads.
     wait_for(20, "the resumed node follows the leader", || {
+        let l = c.leader()?;
         let term = c.nodes[l].info_field("current_term");
         let commit = c.nodes[l].info_field("commit_index");
         let n = &c.nodes[a];
-        (n.info_field("leader_id") == leader_id
+        (n.info_field("leader_id") == id(l)
             && n.info_field("current_term") == term
             && n.info_field("commit_index") == commit)
             .then_some(())

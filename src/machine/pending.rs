@@ -230,16 +230,20 @@ struct Pending {
 }
 
 /// The pending entries of group `group` of stream `key`, in ID order,
-/// with their delivery times exactly as stored. None when there is no such
-/// stream or group (the command then answers Redis's own error).
-fn pending_list(ctx: Ctx, key: &[u8], group: &[u8]) -> Option<Vec<Pending>> {
+/// with their delivery times exactly as stored: all of them, or the first
+/// `first` when that is enough. None when there is no such stream or group
+/// (the command then answers Redis's own error).
+///
+/// XINFO STREAM FULL is the only exact view of the stored times (XPENDING
+/// gives idle times, by the clock), and it lists from the start of the
+/// list (and as many stream entries, and of every group): O(the list).
+fn pending_list(ctx: Ctx, key: &[u8], group: &[u8], first: Option<i64>) -> Option<Vec<Pending>> {
     let summary = ffi::call(ctx, &[b"XPENDING".to_vec(), key.to_vec(), group.to_vec()]).ok()?;
     let count = summary.to_value()?.items()?.first()?.integer()?;
+    let count = first.map_or(count, |n| n.min(count));
     if count <= 0 {
         return Some(Vec::new());
     }
-    // The FULL form lists each group's first COUNT pending entries with
-    // their stored times (XPENDING gives only idle times, by the clock).
     let info = ffi::call(
         ctx,
         &[
@@ -335,7 +339,7 @@ pub fn xclaim(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Vec<Vec<u8>>> {
     // future; here the entry's time.
     let new_time = delivery.filter(|d| (0..=now).contains(d)).unwrap_or(now);
     let (key, group) = (&argv[1], &argv[2]);
-    let mut times: HashMap<Id, i64> = pending_list(ctx, key, group)?
+    let mut times: HashMap<Id, i64> = pending_list(ctx, key, group, None)?
         .into_iter()
         .map(|p| (p.id, logical(p.stored, now)))
         .collect();
@@ -424,7 +428,10 @@ pub fn xautoclaim(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Outcome> {
         j += 1;
     }
     let (key, group) = (&argv[1], &argv[2]);
-    let list = pending_list(ctx, key, group)?;
+    // From the start of the list, the scan looks at 10 * COUNT entries at
+    // most and the cursor is the one after.
+    let first = (start == Id::MIN).then(|| count.saturating_mul(10).saturating_add(1));
+    let list = pending_list(ctx, key, group, first)?;
     let mut attempts = count.saturating_mul(10);
     let mut claim = Vec::new();
     let mut deleted = Vec::new();
@@ -642,7 +649,10 @@ fn xpending(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Outcome {
         let start = parse_bound(&argv[at], 0, true)?;
         let end = parse_bound(&argv[at + 1], u64::MAX, false)?;
         let consumer = argv.get(at + 3);
-        let list = pending_list(ctx, &argv[1], &argv[2])?;
+        // From the start, unfiltered: the first COUNT are enough.
+        let first =
+            (start == Id::MIN && min_idle == 0 && consumer.is_none()).then_some(count as i64);
+        let list = pending_list(ctx, &argv[1], &argv[2], first)?;
         Some(
             list.into_iter()
                 .filter(|p| p.id >= start && p.id <= end)
