@@ -91,7 +91,7 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # Jepsen-style safety suite (jepsen/, README "Jepsen-style safety suite").
-# make jepsen: every workload (list-append, register, counter, ttl) under the
+# make jepsen: every workload (list-append, register, counter, ttl, queue) under the
 # nemesis mix, 5 nodes, results in target/jepsen/<timestamp>-<workload>-<n>/,
 # a table of the runs at the end; every run ends by comparing the nodes'
 # DEBUG DIGEST at one applied index (the digests column); fails if any run is
@@ -101,7 +101,7 @@ lint:
 TIME ?= 120
 RUNS ?= 1
 NEMESIS ?= all
-WORKLOAD ?= list-append register counter ttl
+WORKLOAD ?= list-append register counter ttl queue
 
 jepsen: setup
 	TIME=$(TIME) RUNS=$(RUNS) NEMESIS=$(NEMESIS) WORKLOAD="$(WORKLOAD)" scripts/jepsen.sh

@@ -9,7 +9,9 @@
 #      the run fails at setup unless n1 refuses a PING without AUTH;
 #   3. ttl (short TTLs, PERSIST, APPEND, GET and PTTL), nemesis
 #      kill,pause,partition, 30 s;
-#   4. cargo test -p redisraft-jepsen: the checkers' unit tests, the
+#   4. queue (stream consumer group as a work queue: XADD, XREADGROUP, XACK,
+#      XAUTOCLAIM, XPENDING and XCLAIM), nemesis kill,partition,pause, 15 s;
+#   5. cargo test -p redisraft-jepsen: the checkers' unit tests, the
 #      unsafe-setting detection test (raft.unsafe-local-reads yes must be
 #      reported nonlinearizable, the default must pass) and the digest test
 #      (a node written alone must fail a run with nodes-differ).
@@ -20,7 +22,7 @@
 # Env: REDIS_SERVER (the server binary, e.g. Valkey's) [redis-server],
 #      SMOKE_ONLY (names of runs to do, no cargo test) [all],
 #      MODULE (the module .so) [./redisraft.so], TEST_MODULE (the test build,
-#      feature failpoints, for step 4: raft.unsafe-local-reads exists only
+#      feature failpoints, for step 5: raft.unsafe-local-reads exists only
 #      there) [$MODULE], CARGO_TARGET_DIR [target],
 #      JEPSEN_OUT [target/jepsen], JEPSEN_ENV (local-loopback forces the
 #      fallback) [local if it works].
@@ -46,11 +48,13 @@ if [[ $ENV == local ]]; then
     LA_NEMESIS=kill,partition,member
     REG_NEMESIS=partition,pause
     TTL_NEMESIS=kill,pause,partition
+    QUEUE_NEMESIS=kill,partition,pause
 else
     echo "jepsen-smoke: network namespaces not usable: local-loopback, no partitions"
     LA_NEMESIS=kill,member
     REG_NEMESIS=pause
     TTL_NEMESIS=kill,pause
+    QUEUE_NEMESIS=kill,pause
 fi
 
 stamp=$(date +%Y%m%dT%H%M%S)
@@ -80,6 +84,7 @@ want list-append && run list-append-1 --workload list-append --nemesis "$LA_NEME
 want register && run register-1 --workload register --nemesis "$REG_NEMESIS" --time-limit 30 \
     --password smoke-pw
 want ttl && run ttl-1 --workload ttl --nemesis "$TTL_NEMESIS" --time-limit 30
+want queue && run queue-1 --workload queue --nemesis "$QUEUE_NEMESIS" --time-limit 15
 
 test_rc=0
 if [[ -z ${SMOKE_ONLY:-} ]]; then

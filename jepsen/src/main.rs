@@ -21,7 +21,7 @@ USAGE:
   redisraft-jepsen env
 
 run OPTIONS (defaults in brackets):
-  --workload W          list-append | register | counter | ttl [{wl}]
+  --workload W          list-append | register | counter | ttl | queue [{wl}]
   --nemesis N           comma list of kill, pause, partition, member, transfer,
                         crash; or all, none [{nem}]
   --nodes N             cluster size [{nodes}]

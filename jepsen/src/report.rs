@@ -53,6 +53,15 @@ pub struct RunInfo {
     pub notes: Vec<String>,
 }
 
+/// A checker's counts as `name N, name N`.
+pub fn counts_line(counts: &[(&str, usize)]) -> String {
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// At most this many involved ops are printed per anomaly.
 const MAX_OPS_PER_ANOMALY: usize = 8;
 /// At most this many distinct error texts are listed.
@@ -372,6 +381,10 @@ pub fn summary_text(info: &RunInfo, history: &[Op], outcome: &Outcome) -> String
             "ies"
         }
     );
+
+    if !outcome.counts.is_empty() {
+        let _ = writeln!(out, "checker counts: {}", counts_line(&outcome.counts));
+    }
 
     // Op table.
     heading(&mut out, "Completed ops by :f (latency in ms)");
@@ -888,6 +901,7 @@ mod tests {
                 ops: vec![5, 15, 999],
             }],
             ops_checked: 8,
+            counts: vec![("enqueued-ok", 3)],
         };
         (info, b.ops, outcome)
     }
@@ -929,6 +943,7 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("\ndigests: equal (3 nodes at index 42, 0123abcd)\n"));
+        assert!(s.contains("\nchecker counts: enqueued-ok 3\n"));
         assert!(s.contains("17 entries, 9 invokes, 8 completed, 1 pending at end"));
         // :f total ok fail info p50 p99 max
         assert_eq!(
@@ -1050,6 +1065,7 @@ mod tests {
             validity: Validity::Unknown,
             anomalies: vec![],
             ops_checked: 0,
+            counts: Vec::new(),
         };
         let dir = unique_dir("empty");
         let s = write_report(

@@ -177,7 +177,7 @@ fn perform(
     value: Edn,
 ) -> workload::Completion {
     rec.push(OpType::Invoke, f, value.clone(), process, None, None);
-    let c = wl.invoke(client, f, &value);
+    let c = wl.invoke(client, process, f, &value);
     rec.push(
         c.typ,
         f,
@@ -490,6 +490,8 @@ fn run_cluster(
     });
     let wl: Arc<dyn Workload> =
         Arc::from(workload::make(&o.workload, o.seed).expect("workload checked"));
+
+    workload_setup(&*wl, &dir, cluster, Duration::from_secs(30))?;
 
     let origin = Instant::now();
     let rec = Arc::new(Recorder::new(origin));
@@ -812,6 +814,9 @@ pub fn print_outcome(o: &Outcome) {
     // Write errors (a closed pipe) are ignored.
     let _ = writeln!(out, "validity: {}", validity_name(o.validity));
     let _ = writeln!(out, "ops checked: {}", o.ops_checked);
+    if !o.counts.is_empty() {
+        let _ = writeln!(out, "counts: {}", report::counts_line(&o.counts));
+    }
     let _ = writeln!(
         out,
         "anomalies: {} {}",
@@ -879,8 +884,34 @@ fn node_trouble(error: &str) -> bool {
     !(error.starts_with("MOVED") || error == workload::CAS_MISMATCH)
 }
 
+/// The workload's setup (e.g. the queue's consumer group), sent to the
+/// leader and retried every 200 ms until it succeeds or `timeout` passes.
+fn workload_setup(
+    wl: &dyn Workload,
+    dir: &Arc<Directory>,
+    cluster: &Cluster,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut client = NodeClient::new(Arc::clone(dir), cluster.leader().unwrap_or(0));
+        match wl.setup(&mut client) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline || interrupted() => {
+                return Err(format!(
+                    "the {} workload's setup failed: {}",
+                    wl.name(),
+                    e.text()
+                ))
+            }
+            Err(_) => thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 /// The final reads, as ordinary ops of fresh processes, each retried until
-/// it succeeds or `timeout` passes. True if all succeeded.
+/// it succeeds or `timeout` passes (an ok one may be followed by more, see
+/// [`Workload::final_next`]). True if all succeeded.
 fn final_reads(
     rec: &Recorder,
     wl: &dyn Workload,
@@ -893,11 +924,17 @@ fn final_reads(
     let start = cluster.leader().unwrap_or(0);
     let mut client = NodeClient::new(Arc::clone(dir), start);
     let mut rng = StdRng::seed_from_u64(process);
-    for (f, value) in wl.final_reads() {
+    let mut todo: std::collections::VecDeque<(String, Edn)> = wl.final_reads().into();
+    while let Some((f, value)) = todo.pop_front() {
         loop {
             let c = perform(rec, wl, &mut client, process, &f, value.clone());
             match c.typ {
-                OpType::Ok => break,
+                OpType::Ok => {
+                    if let Some(next) = wl.final_next(&f, &c.value) {
+                        todo.push_front(next);
+                    }
+                    break;
+                }
                 OpType::Info => {
                     process += 1;
                     client = NodeClient::new(Arc::clone(dir), cluster.leader().unwrap_or(0));

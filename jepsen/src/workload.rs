@@ -14,6 +14,19 @@
 //!   (`APPEND k a<id>`), `:persist [k nil]` (PERSIST, ok value `[k 0|1]`),
 //!   `:get [k nil]` (GET, ok value `[k "s5a9"|nil]`) and `:read [k nil nil]`
 //!   (`MULTI GET PTTL EXEC`, ok value `[k "s5a9"|nil pttl]`).
+//! - `queue`: one stream with one consumer group used as a work queue
+//!   (setup: `XGROUP CREATE queue:q g $ MKSTREAM`): `:enqueue v` (`XADD
+//!   queue:q * v <v>`, values unique over the run), `:dequeue :ack|:skip-ack`
+//!   (`XREADGROUP GROUP g c<process> COUNT 1 STREAMS queue:q >`, then `XACK`
+//!   unless `:skip-ack`, a worker that dies before acking), `:reclaim nil`
+//!   (`XAUTOCLAIM queue:q g c<process> 300 0-0 COUNT 5`, then `XACK`) and
+//!   `:claim nil` (`XPENDING queue:q g - + 5`, `XCLAIM` of those ids with
+//!   min-idle 300, then `XACK`). Their ok value lists what was delivered:
+//!   `[[v "id" ack] ...]`, `ack` the XACK's count (1 or 0) or nil (not
+//!   acked, or the XACK's outcome is unknown). The final reads drain the
+//!   group: `:drain [:xreadgroup nil]` (COUNT 100, `>`) until empty, then
+//!   `:drain [:autoclaim "cursor"]` (min-idle 0) passes from 0-0 until one
+//!   pass claims nothing; ok value `[kind next-cursor [[v "id" ack] ...]]`.
 
 use std::sync::Mutex;
 
@@ -32,7 +45,7 @@ pub const CAS_ENABLED: bool = true;
 pub const CAS_MISMATCH: &str = "cas mismatch";
 
 /// The names `--workload` accepts.
-pub const NAMES: &[&str] = &["list-append", "register", "counter", "ttl"];
+pub const NAMES: &[&str] = &["list-append", "register", "counter", "ttl", "queue"];
 
 /// How one operation completed.
 #[derive(Clone, Debug)]
@@ -78,10 +91,20 @@ pub trait Workload: Send + Sync {
     fn name(&self) -> &'static str;
     /// The next operation to invoke: its `f` and `value`.
     fn next(&self) -> (String, Edn);
-    /// Runs an operation with a process's client.
-    fn invoke(&self, client: &mut NodeClient, f: &str, value: &Edn) -> Completion;
+    /// Runs an operation of `process` with its client.
+    fn invoke(&self, client: &mut NodeClient, process: u64, f: &str, value: &Edn) -> Completion;
     /// The reads of every key used, run after the cluster healed.
     fn final_reads(&self) -> Vec<(String, Edn)>;
+    /// What must exist before the processes start (not recorded in the
+    /// history); retried by the runner until it succeeds.
+    fn setup(&self, _client: &mut NodeClient) -> Result<(), Failure> {
+        Ok(())
+    }
+    /// A final read to run after the final read `f` completed ok with
+    /// `value` (a drain that goes on until nothing is left); None: none.
+    fn final_next(&self, _f: &str, _value: &Edn) -> Option<(String, Edn)> {
+        None
+    }
 }
 
 pub fn make(name: &str, seed: u64) -> Option<Box<dyn Workload>> {
@@ -93,6 +116,7 @@ pub fn make(name: &str, seed: u64) -> Option<Box<dyn Workload>> {
             rng: Mutex::new(rng),
         })),
         "ttl" => Some(Box::new(Ttl::new(rng))),
+        "queue" => Some(Box::new(Queue::new(rng))),
         _ => None,
     }
 }
@@ -289,7 +313,7 @@ impl Workload for ListAppend {
         ("txn".into(), Edn::Vector(mops))
     }
 
-    fn invoke(&self, client: &mut NodeClient, _f: &str, value: &Edn) -> Completion {
+    fn invoke(&self, client: &mut NodeClient, _process: u64, _f: &str, value: &Edn) -> Completion {
         let Some(mops) = mops_of(value) else {
             return Completion::failed(value.clone(), Failure::Fail("malformed txn".into()), true);
         };
@@ -414,7 +438,7 @@ impl Workload for Register {
         }
     }
 
-    fn invoke(&self, client: &mut NodeClient, f: &str, value: &Edn) -> Completion {
+    fn invoke(&self, client: &mut NodeClient, _process: u64, f: &str, value: &Edn) -> Completion {
         let Edn::Vector(kv) = value else {
             return Completion::failed(
                 value.clone(),
@@ -510,7 +534,7 @@ impl Workload for Counter {
         }
     }
 
-    fn invoke(&self, client: &mut NodeClient, f: &str, value: &Edn) -> Completion {
+    fn invoke(&self, client: &mut NodeClient, _process: u64, f: &str, value: &Edn) -> Completion {
         match f {
             "add" => match client.call(&["INCR", COUNTER_KEY]) {
                 Ok(Reply::Int(_)) => Completion::ok(Edn::Int(1)),
@@ -625,7 +649,7 @@ impl Workload for Ttl {
         }
     }
 
-    fn invoke(&self, client: &mut NodeClient, f: &str, value: &Edn) -> Completion {
+    fn invoke(&self, client: &mut NodeClient, _process: u64, f: &str, value: &Edn) -> Completion {
         let bad =
             || Completion::failed(value.clone(), Failure::Fail("malformed value".into()), true);
         let Some(v) = value.as_vec() else {
@@ -726,6 +750,389 @@ impl Workload for Ttl {
     }
 }
 
+// ----- queue -----
+
+/// The stream the queue workload uses.
+pub const QUEUE_KEY: &str = "queue:q";
+/// Its consumer group.
+pub const QUEUE_GROUP: &str = "g";
+/// The min-idle time (ms) of `:reclaim` and `:claim`: an entry delivered
+/// but not acked for this long counts as its worker's being dead.
+pub const QUEUE_MIN_IDLE_MS: u64 = 300;
+/// Entries one `:reclaim` or `:claim` takes at most.
+const QUEUE_CLAIM_COUNT: usize = 5;
+/// Entries one step of the final drain takes at most.
+const QUEUE_DRAIN_COUNT: usize = 100;
+/// Percent of dequeues that skip their XACK (a worker dying after delivery).
+pub const QUEUE_SKIP_ACK_PCT: u32 = 20;
+
+struct QueueState {
+    rng: StdRng,
+    next_value: i64,
+    /// Whether the current autoclaim pass of the final drain claimed
+    /// anything (then another pass from 0-0 follows).
+    pass_claimed: bool,
+}
+
+pub struct Queue {
+    state: Mutex<QueueState>,
+}
+
+impl Queue {
+    fn new(rng: StdRng) -> Queue {
+        Queue {
+            state: Mutex::new(QueueState {
+                rng,
+                next_value: 1,
+                pass_claimed: false,
+            }),
+        }
+    }
+}
+
+/// One delivered stream entry: its ID and its `v` field (an Int, or the
+/// raw text if it is not one, which the checker reports).
+type Delivered = (String, Edn);
+
+/// Stream entries `[[id [field value ...]] ...]`; nil entries (deleted
+/// while pending, in older servers' XCLAIM) are skipped.
+fn stream_entries(r: &Reply) -> Option<Vec<Delivered>> {
+    let Reply::Array(Some(items)) = r else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        match it {
+            Reply::Array(None) | Reply::Bulk(None) => continue,
+            Reply::Array(Some(e)) if e.len() == 2 => {
+                let id = e[0].text()?;
+                let Reply::Array(Some(fields)) = &e[1] else {
+                    return None;
+                };
+                let mut v = Edn::Nil;
+                for fv in fields.chunks(2) {
+                    if let [Reply::Bulk(Some(f)), val] = fv {
+                        if f.as_slice() == b"v" {
+                            let t = val.text().unwrap_or_default();
+                            v = match int_of(t.as_bytes()) {
+                                Some(x) => Edn::Int(x),
+                                None => Edn::Str(t),
+                            };
+                        }
+                    }
+                }
+                out.push((id, v));
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// XREADGROUP's reply: nil (nothing new) or `[[stream entries]]`.
+fn xreadgroup_entries(r: &Reply) -> Option<Vec<Delivered>> {
+    match r {
+        Reply::Array(None) | Reply::Bulk(None) => Some(Vec::new()),
+        Reply::Array(Some(streams)) => {
+            let mut out = Vec::new();
+            for s in streams {
+                let Reply::Array(Some(kv)) = s else {
+                    return None;
+                };
+                let [_, entries] = kv.as_slice() else {
+                    return None;
+                };
+                out.extend(stream_entries(entries)?);
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// XAUTOCLAIM's reply: `[next-cursor entries]` or `[next-cursor entries
+/// deleted-ids]` (Redis 7).
+fn xautoclaim_entries(r: &Reply) -> Option<(String, Vec<Delivered>)> {
+    let Reply::Array(Some(parts)) = r else {
+        return None;
+    };
+    if parts.len() < 2 {
+        return None;
+    }
+    Some((parts[0].text()?, stream_entries(&parts[1])?))
+}
+
+/// Result of a delivering command: the reply's entries or how it failed.
+fn delivered(
+    r: Result<Reply, Failure>,
+    parse: impl FnOnce(&Reply) -> Option<Vec<Delivered>>,
+) -> Result<Vec<Delivered>, Failure> {
+    match r {
+        Ok(Reply::Error(e)) => Err(crate::client::classify_error(e)),
+        Ok(r) => parse(&r).ok_or_else(|| unexpected(&r)),
+        Err(e) => Err(e),
+    }
+}
+
+/// XACK of each delivered entry (one at a time, so each count is that
+/// entry's), unless `ack` is false: `[[v "id" ack] ...]`, ack 1 or 0, nil
+/// when not acked or the XACK's outcome is unknown.
+fn ack_all(client: &mut NodeClient, got: Vec<Delivered>, ack: bool) -> Edn {
+    let mut out = Vec::with_capacity(got.len());
+    for (id, v) in got {
+        let a = if ack {
+            match client.call(&["XACK", QUEUE_KEY, QUEUE_GROUP, id.as_str()]) {
+                Ok(Reply::Int(n)) => Edn::Int(n),
+                _ => Edn::Nil,
+            }
+        } else {
+            Edn::Nil
+        };
+        out.push(Edn::Vector(vec![v, Edn::Str(id), a]));
+    }
+    Edn::Vector(out)
+}
+
+impl Workload for Queue {
+    fn name(&self) -> &'static str {
+        "queue"
+    }
+
+    fn next(&self) -> (String, Edn) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *st;
+        match st.rng.gen_range(0..100) {
+            0..=49 => {
+                let v = st.next_value;
+                st.next_value += 1;
+                ("enqueue".into(), Edn::Int(v))
+            }
+            50..=84 => {
+                let skip = st.rng.gen_range(0..100) < QUEUE_SKIP_ACK_PCT;
+                ("dequeue".into(), kw(if skip { "skip-ack" } else { "ack" }))
+            }
+            85..=94 => ("reclaim".into(), Edn::Nil),
+            _ => ("claim".into(), Edn::Nil),
+        }
+    }
+
+    fn setup(&self, client: &mut NodeClient) -> Result<(), Failure> {
+        match client.call(&["XGROUP", "CREATE", QUEUE_KEY, QUEUE_GROUP, "$", "MKSTREAM"]) {
+            Ok(Reply::Simple(s)) if s == "OK" => Ok(()),
+            Err(Failure::Fail(e)) if e.starts_with("BUSYGROUP") => Ok(()),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn invoke(&self, client: &mut NodeClient, process: u64, f: &str, value: &Edn) -> Completion {
+        let consumer = format!("c{process}");
+        let c = consumer.as_str();
+        let claim_count = QUEUE_CLAIM_COUNT.to_string();
+        let min_idle = QUEUE_MIN_IDLE_MS.to_string();
+        let drain_count = QUEUE_DRAIN_COUNT.to_string();
+        match (f, value) {
+            ("enqueue", Edn::Int(v)) => {
+                match client.call(&["XADD", QUEUE_KEY, "*", "v", &v.to_string()]) {
+                    Ok(Reply::Bulk(Some(_))) => Completion::ok(value.clone()),
+                    Ok(Reply::Error(e)) => {
+                        Completion::failed(value.clone(), crate::client::classify_error(e), false)
+                    }
+                    Ok(other) => Completion::failed(value.clone(), unexpected(&other), false),
+                    Err(e) => Completion::failed(value.clone(), e, false),
+                }
+            }
+            ("dequeue", Edn::Keyword(how)) => {
+                let r = client.call(&[
+                    "XREADGROUP",
+                    "GROUP",
+                    QUEUE_GROUP,
+                    c,
+                    "COUNT",
+                    "1",
+                    "STREAMS",
+                    QUEUE_KEY,
+                    ">",
+                ]);
+                match delivered(r, xreadgroup_entries) {
+                    Ok(got) => Completion::ok(ack_all(client, got, how == "ack")),
+                    Err(e) => Completion::failed(value.clone(), e, false),
+                }
+            }
+            ("reclaim", _) => {
+                let r = client.call(&[
+                    "XAUTOCLAIM",
+                    QUEUE_KEY,
+                    QUEUE_GROUP,
+                    c,
+                    &min_idle,
+                    "0-0",
+                    "COUNT",
+                    &claim_count,
+                ]);
+                match delivered(r, |r| xautoclaim_entries(r).map(|(_, e)| e)) {
+                    Ok(got) => Completion::ok(ack_all(client, got, true)),
+                    Err(e) => Completion::failed(value.clone(), e, false),
+                }
+            }
+            ("claim", _) => {
+                // XPENDING only reads: a failure there changed nothing.
+                let ids: Vec<String> = match client.call(&[
+                    "XPENDING",
+                    QUEUE_KEY,
+                    QUEUE_GROUP,
+                    "-",
+                    "+",
+                    &claim_count,
+                ]) {
+                    Ok(Reply::Array(Some(rows))) => {
+                        let ids: Option<Vec<String>> = rows
+                            .iter()
+                            .map(|row| match row {
+                                Reply::Array(Some(cols)) => cols.first().and_then(Reply::text),
+                                _ => None,
+                            })
+                            .collect();
+                        match ids {
+                            Some(ids) => ids,
+                            None => {
+                                return Completion::failed(
+                                    value.clone(),
+                                    Failure::Fail("unexpected XPENDING reply".into()),
+                                    true,
+                                )
+                            }
+                        }
+                    }
+                    Ok(Reply::Error(e)) => {
+                        return Completion::failed(
+                            value.clone(),
+                            crate::client::classify_error(e),
+                            true,
+                        )
+                    }
+                    Ok(other) => {
+                        return Completion::failed(value.clone(), unexpected(&other), true)
+                    }
+                    Err(e) => return Completion::failed(value.clone(), e, true),
+                };
+                if ids.is_empty() {
+                    return Completion::ok(Edn::Vector(Vec::new()));
+                }
+                let mut args: Vec<&str> = vec!["XCLAIM", QUEUE_KEY, QUEUE_GROUP, c, &min_idle];
+                args.extend(ids.iter().map(String::as_str));
+                match delivered(client.call(&args), stream_entries) {
+                    Ok(got) => Completion::ok(ack_all(client, got, true)),
+                    Err(e) => Completion::failed(value.clone(), e, false),
+                }
+            }
+            ("drain", Edn::Vector(step)) => match step.as_slice() {
+                [Edn::Keyword(k), _] if k == "xreadgroup" => {
+                    let r = client.call(&[
+                        "XREADGROUP",
+                        "GROUP",
+                        QUEUE_GROUP,
+                        c,
+                        "COUNT",
+                        &drain_count,
+                        "STREAMS",
+                        QUEUE_KEY,
+                        ">",
+                    ]);
+                    match delivered(r, xreadgroup_entries) {
+                        Ok(got) => Completion::ok(Edn::Vector(vec![
+                            kw("xreadgroup"),
+                            Edn::Nil,
+                            ack_all(client, got, true),
+                        ])),
+                        Err(e) => Completion::failed(value.clone(), e, false),
+                    }
+                }
+                [Edn::Keyword(k), Edn::Str(cursor)] if k == "autoclaim" => {
+                    let r = client.call(&[
+                        "XAUTOCLAIM",
+                        QUEUE_KEY,
+                        QUEUE_GROUP,
+                        c,
+                        "0",
+                        cursor.as_str(),
+                        "COUNT",
+                        &drain_count,
+                    ]);
+                    let mut next = String::new();
+                    match delivered(r, |r| {
+                        xautoclaim_entries(r).map(|(n, e)| {
+                            next = n;
+                            e
+                        })
+                    }) {
+                        Ok(got) => Completion::ok(Edn::Vector(vec![
+                            kw("autoclaim"),
+                            Edn::Str(next),
+                            ack_all(client, got, true),
+                        ])),
+                        Err(e) => Completion::failed(value.clone(), e, false),
+                    }
+                }
+                _ => {
+                    Completion::failed(value.clone(), Failure::Fail("malformed drain".into()), true)
+                }
+            },
+            _ => Completion::failed(
+                value.clone(),
+                Failure::Fail(format!("unknown queue op {f}")),
+                true,
+            ),
+        }
+    }
+
+    fn final_reads(&self) -> Vec<(String, Edn)> {
+        vec![(
+            "drain".into(),
+            Edn::Vector(vec![kw("xreadgroup"), Edn::Nil]),
+        )]
+    }
+
+    fn final_next(&self, f: &str, value: &Edn) -> Option<(String, Edn)> {
+        if f != "drain" {
+            return None;
+        }
+        let v = value.as_vec()?;
+        let got = v.get(2).and_then(Edn::as_vec).map_or(0, <[Edn]>::len);
+        let autoclaim = |cursor: &str| {
+            Some((
+                "drain".to_string(),
+                Edn::Vector(vec![kw("autoclaim"), Edn::Str(cursor.into())]),
+            ))
+        };
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match v.first()?.as_keyword()? {
+            "xreadgroup" if got > 0 => Some((
+                "drain".into(),
+                Edn::Vector(vec![kw("xreadgroup"), Edn::Nil]),
+            )),
+            "xreadgroup" => {
+                st.pass_claimed = false;
+                autoclaim("0-0")
+            }
+            "autoclaim" => {
+                st.pass_claimed |= got > 0;
+                match v.get(1) {
+                    Some(Edn::Str(next)) if next != "0-0" => autoclaim(next),
+                    // A pass that claimed something: another from the start
+                    // (an XACK that failed left its entry pending).
+                    _ if st.pass_claimed => {
+                        st.pass_claimed = false;
+                        autoclaim("0-0")
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -804,5 +1211,95 @@ mod tests {
         }
         assert!(keys.len() > TTL_KEYS, "keys rotate");
         assert_eq!(w.final_reads().len(), keys.len());
+    }
+
+    #[test]
+    fn queue_values_are_unique_and_every_op_is_issued() {
+        let w = make("queue", 1).unwrap();
+        let mut vals = std::collections::HashSet::new();
+        let mut fs = std::collections::HashMap::new();
+        let mut skips = 0;
+        for _ in 0..3000 {
+            let (f, v) = w.next();
+            match f.as_str() {
+                "enqueue" => assert!(vals.insert(v.as_int().unwrap()), "unique values"),
+                "dequeue" => skips += usize::from(v.as_keyword() == Some("skip-ack")),
+                _ => {}
+            }
+            *fs.entry(f).or_insert(0) += 1;
+        }
+        for f in ["enqueue", "dequeue", "reclaim", "claim"] {
+            assert!(fs.get(f).copied().unwrap_or(0) > 0, "{f} is issued");
+        }
+        assert!(
+            skips > 0 && skips < fs["dequeue"],
+            "some dequeues skip the ack"
+        );
+    }
+
+    #[test]
+    fn queue_drain_goes_on_until_a_pass_claims_nothing() {
+        let w = make("queue", 1).unwrap();
+        let [(f, v)] = w.final_reads().try_into().unwrap();
+        assert_eq!(
+            (f.as_str(), v.to_string().as_str()),
+            ("drain", "[:xreadgroup nil]")
+        );
+        let next = |v: &str| {
+            w.final_next("drain", &crate::history::parse_edn(v).unwrap())
+                .map(|(_, v)| v.to_string())
+        };
+        let one = "[[1 \"1-0\" 1]]";
+        assert_eq!(
+            next(&format!("[:xreadgroup nil {one}]")).unwrap(),
+            "[:xreadgroup nil]"
+        );
+        assert_eq!(
+            next("[:xreadgroup nil []]").unwrap(),
+            "[:autoclaim \"0-0\"]"
+        );
+        assert_eq!(
+            next(&format!("[:autoclaim \"5-0\" {one}]")).unwrap(),
+            "[:autoclaim \"5-0\"]"
+        );
+        // The pass claimed something: one more pass.
+        assert_eq!(
+            next("[:autoclaim \"0-0\" []]").unwrap(),
+            "[:autoclaim \"0-0\"]"
+        );
+        assert_eq!(next("[:autoclaim \"0-0\" []]"), None);
+    }
+
+    #[test]
+    fn queue_replies_are_parsed() {
+        let bulk = |s: &str| Reply::Bulk(Some(s.as_bytes().to_vec()));
+        let entry = |id: &str, v: &str| {
+            Reply::Array(Some(vec![
+                bulk(id),
+                Reply::Array(Some(vec![bulk("v"), bulk(v)])),
+            ]))
+        };
+        let r = Reply::Array(Some(vec![Reply::Array(Some(vec![
+            bulk(QUEUE_KEY),
+            Reply::Array(Some(vec![entry("1-0", "7"), entry("2-0", "x")])),
+        ]))]));
+        assert_eq!(
+            xreadgroup_entries(&r).unwrap(),
+            vec![
+                ("1-0".into(), Edn::Int(7)),
+                ("2-0".into(), Edn::Str("x".into()))
+            ]
+        );
+        assert_eq!(xreadgroup_entries(&Reply::Array(None)).unwrap(), vec![]);
+        let r = Reply::Array(Some(vec![
+            bulk("3-0"),
+            Reply::Array(Some(vec![entry("1-0", "7"), Reply::Array(None)])),
+            Reply::Array(Some(vec![])),
+        ]));
+        assert_eq!(
+            xautoclaim_entries(&r).unwrap(),
+            ("3-0".into(), vec![("1-0".into(), Edn::Int(7))])
+        );
+        assert!(xautoclaim_entries(&Reply::Int(1)).is_none());
     }
 }

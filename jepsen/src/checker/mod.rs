@@ -2,6 +2,7 @@
 
 pub mod counter;
 pub mod list_append;
+pub mod queue;
 pub mod register;
 pub mod ttl;
 
@@ -34,6 +35,9 @@ pub struct Outcome {
     pub anomalies: Vec<Anomaly>,
     /// Completed operations (ok/fail/info) the checker looked at.
     pub ops_checked: usize,
+    /// Counts a checker reports besides its anomalies, e.g. the queue's
+    /// `("enqueued-ok", 812)`; printed in the summary and by `check`.
+    pub counts: Vec<(&'static str, usize)>,
 }
 
 /// Kind of the anomaly for a workload name `check` does not know.
@@ -46,7 +50,8 @@ pub const BUDGET_EXHAUSTED: &str = "budget-exhausted";
 
 /// Checks `history` with the checker for `workload`: "register"
 /// ([`register::check`]), "list-append" ([`list_append::check`]), "counter"
-/// ([`counter::check`]) or "ttl" ([`ttl::check`], default options). An unknown workload is `Invalid` with an
+/// ([`counter::check`]), "ttl" ([`ttl::check`], default options) or "queue"
+/// ([`queue::check`]). An unknown workload is `Invalid` with an
 /// "unknown-workload" anomaly.
 ///
 /// `validity` is `Valid` only when there is no anomaly at all; `Unknown`
@@ -77,11 +82,12 @@ pub fn check_with(workload: &str, history: &[Op], opts: &CheckOpts) -> Outcome {
         "list-append" => list_append::check(history),
         "counter" => counter::check(history),
         "ttl" => ttl::check(history, opts.ttl_tolerance_ms),
+        "queue" => queue::check(history),
         _ => outcome(
             vec![Anomaly {
                 kind: UNKNOWN_WORKLOAD.to_string(),
                 detail: format!(
-                    "no checker for workload {workload:?} (known: register, list-append, counter, ttl)"
+                    "no checker for workload {workload:?} (known: register, list-append, counter, ttl, queue)"
                 ),
                 ops: Vec::new(),
             }],
@@ -103,6 +109,7 @@ pub(crate) fn outcome(anomalies: Vec<Anomaly>, ops_checked: usize) -> Outcome {
         validity,
         anomalies,
         ops_checked,
+        counts: Vec::new(),
     }
 }
 
