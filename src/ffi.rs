@@ -769,6 +769,14 @@ pub fn filter_arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, i: usize) -> 
 }
 
 /// Inserts `arg` before argument `pos` of the filtered command.
+/// The client whose command the filter sees (Redis 7.2+; None on 7.0,
+/// whose filter API does not tell).
+pub fn filter_client_id(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<u64> {
+    // SAFETY: the pointer is set by RedisModule_Init when the server has
+    // the API; fctx is the filter context Redis passed in.
+    unsafe { raw::RedisModule_CommandFilterGetClientId }.map(|f| unsafe { f(fctx) })
+}
+
 pub fn filter_insert(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: usize, arg: &[u8]) {
     // SAFETY: the filter takes ownership of a string created with a NULL ctx.
     unsafe {

@@ -481,6 +481,16 @@ fn filter_command(fctx: *mut redis_module::raw::RedisModuleCommandFilterCtx) {
         ffi::run_on_main_thread(rebuild_table, std::ptr::null_mut());
         return;
     }
+    if first.eq_ignore_ascii_case(b"reset") && argc == 1 && !ffi::in_own_call() {
+        // RESET ends the client's MULTI and its WATCHes, which the module
+        // keeps: forgotten too, where the server tells whose RESET it is
+        // (7.2+, Valkey); on 7.0 they stay until EXEC, DISCARD or a
+        // disconnect (README, "MULTI/EXEC").
+        if let Some(client) = ffi::filter_client_id(fctx) {
+            crate::txn::forget(client);
+        }
+        return;
+    }
     if first.eq_ignore_ascii_case(b"acl") && !ffi::in_own_call() {
         crate::acl::on_acl_command(fctx, argc);
         return;

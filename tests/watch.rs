@@ -502,3 +502,44 @@ fn a_node_that_installed_a_snapshot_decides_alike() {
     cluster.wait_leader();
     assert_eq!(cluster.assert_same_dataset(), before);
 }
+
+/// RESET ends the client's MULTI and its WATCHes, which the module keeps
+/// itself: on servers whose command filter says which client sent it
+/// (Redis 7.2+, Valkey). Redis 7.0's does not (README, MULTI/EXEC).
+#[test]
+fn reset_ends_the_clients_transaction_and_watches() {
+    if !is_valkey() {
+        eprintln!("skipped: Redis 7.0's command filter does not say which client sent RESET");
+        return;
+    }
+    let c = Cluster::new(3, &[]);
+    let l = c.wait_leader();
+    let mut w = c.nodes[l].conn();
+    let mut call = |a: &[&str]| {
+        let a: Vec<&[u8]> = a.iter().map(|s| s.as_bytes()).collect();
+        w.call(&a).unwrap()
+    };
+    assert!(ok(&call(&["MULTI"])));
+    assert!(matches!(call(&["SET", "a", "1"]), RespValue::Simple(s) if s == "QUEUED"));
+    assert!(matches!(call(&["RESET"]), RespValue::Simple(s) if s == "RESET"));
+    // Not queued any more: it runs.
+    assert!(ok(&call(&["SET", "a", "2"])));
+    assert_eq!(bulk(&call(&["GET", "a"])).as_deref(), Some("2"));
+    let r = call(&["EXEC"]);
+    assert!(
+        err_text(&r).is_some_and(|e| e.contains("without MULTI")),
+        "{r:?}"
+    );
+    // A WATCH before RESET no longer holds.
+    assert!(ok(&call(&["WATCH", "a"])));
+    assert!(matches!(call(&["RESET"]), RespValue::Simple(s) if s == "RESET"));
+    assert!(ok(&c.nodes[l].cmd(&["SET", "a", "3"])));
+    assert!(ok(&call(&["MULTI"])));
+    call(&["SET", "b", "1"]);
+    let r = call(&["EXEC"]);
+    assert!(
+        matches!(&r, RespValue::Array(Some(v)) if v.len() == 1),
+        "{r:?}"
+    );
+    c.assert_same_dataset();
+}
