@@ -22,13 +22,6 @@ fn int(v: &RespValue) -> i64 {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 /// The first experiment: SET k 1 PX 3, about 2.5 ms, INCR k. Each
 /// node used to decide by its own clock whether k had expired when it
 /// applied the INCR; 42 of 300 keys differed between nodes.

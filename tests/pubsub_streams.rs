@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{bulk, err_text, ok, wait_for, Cluster, Node, PlainRedis};
+use common::{bulk, err_text, now_ms, ok, wait_for, Cluster, Node, PlainRedis};
 use redisraft::resp::RespValue;
 
 /// A raw connection that returns each reply as the bytes the server sent
@@ -682,11 +682,9 @@ fn stored_pending(v: &RespValue) -> Vec<String> {
     out
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+/// A command line's words.
+fn w(line: &str) -> Vec<&str> {
+    line.split(' ').collect()
 }
 
 /// XCLAIM and XAUTOCLAIM against a 3-node cluster and a plain Redis, the
@@ -715,123 +713,59 @@ fn claims_decide_idle_times_from_the_log_the_same_on_every_node() {
     for i in 1..=6 {
         both(&["XADD", "s", &format!("{i}-0"), "n", &i.to_string()]);
     }
-    both(&["XGROUP", "CREATE", "s", "g", "0"]);
+    both(&w("XGROUP CREATE s g 0"));
     c.nodes[late].signal("-STOP");
     let start = now_ms();
-    both(&[
-        "XREADGROUP",
-        "GROUP",
-        "g",
-        "alice",
-        "COUNT",
-        "4",
-        "STREAMS",
-        "s",
-        ">",
-    ]);
+    both(&w("XREADGROUP GROUP g alice COUNT 4 STREAMS s >"));
     // Not idle for a second yet: nothing claimed, by either command.
-    let r = both(&["XCLAIM", "s", "g", "bob", "1000", "1-0", "2-0", "JUSTID"]);
+    let r = both(&w("XCLAIM s g bob 1000 1-0 2-0 JUSTID"));
     assert_eq!(strings(&r), Vec::<String>::new());
-    let r = both(&["XAUTOCLAIM", "s", "g", "bob", "1000", "0-0", "JUSTID"]);
+    let r = both(&w("XAUTOCLAIM s g bob 1000 0-0 JUSTID"));
     assert_eq!(without_idle(&r), "[0-0, [], []]");
     std::thread::sleep(Duration::from_millis(1300));
     // Idle for over a second now: claimed; 1-0 given twice is claimed once
     // (the second time it has just been claimed).
-    let r = both(&["XCLAIM", "s", "g", "bob", "1000", "1-0", "2-0", "1-0"]);
+    let r = both(&w("XCLAIM s g bob 1000 1-0 2-0 1-0"));
     assert_eq!(without_idle(&r), "[[1-0, [n, 1]], [2-0, [n, 2]]]");
     // 3-0 and 4-0 are idle, 1-0 and 2-0 were just claimed.
-    let r = both(&[
-        "XAUTOCLAIM",
-        "s",
-        "g",
-        "carol",
-        "1000",
-        "0-0",
-        "COUNT",
-        "10",
-    ]);
+    let r = both(&w("XAUTOCLAIM s g carol 1000 0-0 COUNT 10"));
     assert_eq!(
         without_idle(&r),
         "[0-0, [[3-0, [n, 3]], [4-0, [n, 4]]], []]"
     );
     // IDLE sets the delivery time in the past: claimable again at once.
-    let r = both(&[
-        "XCLAIM", "s", "g", "dave", "0", "1-0", "IDLE", "5000", "JUSTID",
-    ]);
+    let r = both(&w("XCLAIM s g dave 0 1-0 IDLE 5000 JUSTID"));
     assert_eq!(strings(&r), vec!["1-0"]);
-    let r = both(&["XAUTOCLAIM", "s", "g", "erin", "4000", "0-0", "JUSTID"]);
+    let r = both(&w("XAUTOCLAIM s g erin 4000 0-0 JUSTID"));
     assert_eq!(without_idle(&r), "[0-0, [1-0], []]");
     // FORCE puts an entry that was never delivered into the list; a
     // missing one is left out.
-    let r = both(&[
-        "XCLAIM",
-        "s",
-        "g",
-        "erin",
-        "0",
-        "6-0",
-        "9-0",
-        "FORCE",
-        "RETRYCOUNT",
-        "7",
-        "JUSTID",
-    ]);
+    let r = both(&w("XCLAIM s g erin 0 6-0 9-0 FORCE RETRYCOUNT 7 JUSTID"));
     assert_eq!(strings(&r), vec!["6-0"]);
     // A deleted entry leaves the pending list; the cursor goes on.
-    both(&["XDEL", "s", "2-0"]);
-    let r = both(&[
-        "XAUTOCLAIM",
-        "s",
-        "g",
-        "erin",
-        "0",
-        "0-0",
-        "COUNT",
-        "1",
-        "JUSTID",
-    ]);
+    both(&w("XDEL s 2-0"));
+    let r = both(&w("XAUTOCLAIM s g erin 0 0-0 COUNT 1 JUSTID"));
     assert_eq!(without_idle(&r), "[2-0, [1-0], []]");
-    let r = both(&[
-        "XAUTOCLAIM",
-        "s",
-        "g",
-        "erin",
-        "0",
-        "2-0",
-        "COUNT",
-        "1",
-        "JUSTID",
-    ]);
+    let r = both(&w("XAUTOCLAIM s g erin 0 2-0 COUNT 1 JUSTID"));
     assert_eq!(without_idle(&r), "[3-0, [], [2-0]]");
     // In a script and in MULTI, the same.
     let script =
         "return redis.call('XAUTOCLAIM', KEYS[1], 'g', 'zed', 0, '0-0', 'COUNT', 1, 'JUSTID')";
     let r = both(&["EVAL", script, "1", "s"]);
     assert_eq!(without_idle(&r), "[3-0, [1-0], []]");
-    both(&["MULTI"]);
-    both(&["XCLAIM", "s", "g", "erin", "0", "1-0", "JUSTID"]);
-    both(&["XPENDING", "s", "g", "IDLE", "100000", "-", "+", "10"]);
-    let r = both(&["EXEC"]);
+    both(&w("MULTI"));
+    both(&w("XCLAIM s g erin 0 1-0 JUSTID"));
+    both(&w("XPENDING s g IDLE 100000 - + 10"));
+    let r = both(&w("EXEC"));
     assert_eq!(without_idle(&r), "[[1-0], []]");
     // Options as Redis reads them (a C string: up to a NUL).
     let r = both(&["XCLAIM", "s", "g", "erin", "0", "1-0", "JUSTID\0x"]);
     assert_eq!(strings(&r), vec!["1-0"]);
     // A key read twice with NOACK, new entries (none) and its history:
     // the history read's entries get the entry's time.
-    both(&[
-        "XREADGROUP",
-        "GROUP",
-        "g",
-        "erin",
-        "NOACK",
-        "STREAMS",
-        "s",
-        "s",
-        ">",
-        "0",
-    ]);
+    both(&w("XREADGROUP GROUP g erin NOACK STREAMS s s > 0"));
     // History read again: its delivery count and time change too.
-    both(&["XREADGROUP", "GROUP", "g", "carol", "STREAMS", "s", "0"]);
+    both(&w("XREADGROUP GROUP g carol STREAMS s 0"));
     // Errors are Redis's own, and change nothing.
     for bad in [
         &["XCLAIM", "s", "g", "x", "abc", "1-0"][..],
@@ -847,7 +781,7 @@ fn claims_decide_idle_times_from_the_log_the_same_on_every_node() {
     }
     // XPENDING: entries, consumers and counts as Redis's; idle times from
     // the log's times (dave's IDLE 5000 is long gone: erin's claims reset it).
-    let r = both(&["XPENDING", "s", "g", "IDLE", "100000", "-", "+", "10"]);
+    let r = both(&w("XPENDING s g IDLE 100000 - + 10"));
     assert_eq!(strings(&r), Vec::<String>::new());
     let ours = Node::attach(port).cmd(&["XPENDING", "s", "g", "-", "+", "10"]);
     assert_eq!(

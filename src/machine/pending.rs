@@ -369,26 +369,7 @@ pub fn xclaim(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Vec<Vec<u8>>> {
             None => {}
         }
     }
-    let mut out = vec![
-        argv[0].clone(),
-        key.clone(),
-        group.clone(),
-        argv[3].clone(),
-        b"0".to_vec(),
-    ];
-    if kept.is_empty() {
-        // No entry, no change but LASTID (and the consumer, on 7.2+).
-        out.push(b"0-0".to_vec());
-    }
-    out.extend(kept);
-    if force {
-        out.push(b"FORCE".to_vec());
-    }
-    if justid {
-        out.push(b"JUSTID".to_vec());
-    }
-    out.push(b"TIME".to_vec());
-    out.push(stored(new_time).to_string().into_bytes());
+    let mut out = claim_exactly(key, group, &argv[3], kept, force, justid, new_time);
     if let Some(r) = retry {
         out.extend([b"RETRYCOUNT".to_vec(), r]);
     }
@@ -396,6 +377,41 @@ pub fn xclaim(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Vec<Vec<u8>>> {
         out.extend([b"LASTID".to_vec(), l]);
     }
     Some(out)
+}
+
+/// `XCLAIM key group consumer 0 <ids> [FORCE] [JUSTID] TIME <time stored>`:
+/// claims exactly `ids` (min-idle 0), delivered at logical time `time`.
+/// With no ID, `0-0`, which no stream holds: no entry changes, but LASTID
+/// applies and the consumer is made on 7.2+, as Redis would.
+fn claim_exactly(
+    key: &[u8],
+    group: &[u8],
+    consumer: &[u8],
+    ids: Vec<Vec<u8>>,
+    force: bool,
+    justid: bool,
+    time: i64,
+) -> Vec<Vec<u8>> {
+    let mut out = vec![
+        b"XCLAIM".to_vec(),
+        key.to_vec(),
+        group.to_vec(),
+        consumer.to_vec(),
+        b"0".to_vec(),
+    ];
+    if ids.is_empty() {
+        out.push(b"0-0".to_vec());
+    }
+    out.extend(ids);
+    if force {
+        out.push(b"FORCE".to_vec());
+    }
+    if justid {
+        out.push(b"JUSTID".to_vec());
+    }
+    out.push(b"TIME".to_vec());
+    out.push(stored(time).to_string().into_bytes());
+    out
 }
 
 /// `XAUTOCLAIM key group consumer min-idle start [COUNT count] [JUSTID]` at
@@ -453,22 +469,7 @@ pub fn xautoclaim(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Outcome> {
         count -= 1;
     }
     let cursor = list.get(at).map_or(b"0-0".to_vec(), |p| p.id.text());
-    let mut xclaim = vec![
-        b"XCLAIM".to_vec(),
-        key.clone(),
-        group.clone(),
-        argv[3].clone(),
-        b"0".to_vec(),
-    ];
-    if claim.is_empty() {
-        xclaim.push(b"0-0".to_vec());
-    }
-    xclaim.extend(claim);
-    if justid {
-        xclaim.push(b"JUSTID".to_vec());
-    }
-    xclaim.push(b"TIME".to_vec());
-    xclaim.push(stored(now).to_string().into_bytes());
+    let xclaim = claim_exactly(key, group, &argv[3], claim, false, justid, now);
     let claimed = match protocol::call(ctx, &xclaim) {
         Ok(r) if !r.is_error() => r,
         other => return Some(other.into()),
@@ -533,19 +534,15 @@ pub fn restamp_deliveries(ctx: Ctx, argv: &[Vec<u8>], reply: &CallReply, now: i6
         if delivered.is_empty() {
             continue;
         }
-        let mut xclaim = vec![
-            b"XCLAIM".to_vec(),
-            key.to_vec(),
-            read.group.clone(),
-            read.consumer.clone(),
-            b"0".to_vec(),
-        ];
-        xclaim.extend(delivered);
-        xclaim.extend([
-            b"TIME".to_vec(),
-            stored(now).to_string().into_bytes(),
-            b"JUSTID".to_vec(),
-        ]);
+        let xclaim = claim_exactly(
+            key,
+            &read.group,
+            &read.consumer,
+            delivered,
+            false,
+            true,
+            now,
+        );
         if let Ok(r) = ffi::call(ctx, &xclaim) {
             if r.is_error() {
                 crate::logging::warning("could not set the delivery time of XREADGROUP's entries");

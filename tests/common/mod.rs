@@ -615,3 +615,11 @@ pub fn show(v: &RespValue) -> String {
         }
     }
 }
+
+/// This machine's clock, Unix ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
