@@ -94,7 +94,7 @@ lint:
 # make jepsen: every workload (list-append, register, counter, ttl, queue) under the
 # nemesis mix, 5 nodes, results in target/jepsen/<timestamp>-<workload>-<n>/,
 # a table of the runs at the end; every run ends by comparing the nodes'
-# DEBUG DIGEST at one applied index (the digests column); fails if any run is
+# RAFT.DEBUG DIGEST at one applied index (the digests column); fails if any run is
 # not valid or the digests differ. The module is built with failpoints into
 # target/failpoints (crash nemesis). make jepsen-docker: the same in the
 # jepsen/docker containers. make jepsen-smoke: ~3 min (also in make test).

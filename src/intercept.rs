@@ -426,6 +426,9 @@ pub fn arity_error(argv: &[Vec<u8>]) -> Option<String> {
 /// for writes, the read-only one for everything else (reads, TIME, and
 /// PUBLISH, INFO, ... too: the caller's rights are checked there, and the
 /// module runs the script as root, so Lua's own check never sees them).
+/// Commands Redis 7.0 and 7.2 flag `may-replicate` that a script can call.
+const MAY_REPLICATE: &[&str] = &["pfcount", "publish", "spublish"];
+
 fn script_call_for(argv: &[&[u8]]) -> Option<&'static [u8]> {
     let name = lower(argv.first()?);
     if !TABLE.read().as_ref().is_some_and(|t| t.contains_key(&name)) {
@@ -433,7 +436,16 @@ fn script_call_for(argv: &[&[u8]]) -> Option<&'static [u8]> {
         return None;
     }
     let owned: Vec<Vec<u8>> = argv.iter().map(|a| a.to_vec()).collect();
-    if has_flag(&owned, "write") {
+    // Redis's `may-replicate` commands count as writes for scripts: a
+    // read-only script may not run them (Redis's own error, from
+    // RAFT._SCRIPTW's write flag). COMMAND does not list that flag on 7.0:
+    // the commands that carry it a script can call are named here.
+    if has_flag(&owned, "write")
+        || has_flag(&owned, "may_replicate")
+        || MAY_REPLICATE
+            .iter()
+            .any(|m| m.as_bytes() == name.as_slice())
+    {
         Some(crate::machine::script::WRITE_CALL)
     } else {
         Some(crate::machine::script::READ_CALL)

@@ -250,6 +250,11 @@ const FAMILIES: &[Family] = &[
             "EVAL \"return redis.call('NOSUCH')\" 0",
             "EVAL \"redis.call('SET', KEYS[1], 'x'); return redis.call('INCR', KEYS[1])\" 1 e:b",
             "GET e:b",
+            "PFADD e:h a b c",
+            "EVAL_RO \"return redis.call('PFCOUNT', KEYS[1])\" 1 e:h",
+            "EVAL_RO \"return redis.call('PUBLISH', 'ch', 'm')\" 0",
+            "EVAL \"#!lua flags=no-writes\nreturn redis.call('SPUBLISH', 'ch', 'm')\" 0",
+            "EVAL \"redis.call('PUBLISH', 'ch', 'm'); return redis.call('PFCOUNT', KEYS[1])\" 1 e:h",
         ],
     ),
     (

@@ -27,19 +27,6 @@ thread_local! {
     /// Set while a script's command runs inside RAFT._SCRIPT*: the filter
     /// then leaves that command alone.
     static INNER: Cell<bool> = const { Cell::new(false) };
-    /// Set when a read-only script served outside the log tried to
-    /// publish: it must run again as an entry ([`takes_the_log`]).
-    static WANTS_LOG: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs a read-only script outside the log through `f`; None if it tried
-/// to PUBLISH or SPUBLISH. A message must reach the subscribers of every
-/// node, so the script runs again as a log entry (it wrote nothing: it is
-/// read-only, and the publish was refused before it ran).
-pub fn takes_the_log<R>(f: impl FnOnce() -> R) -> Option<R> {
-    WANTS_LOG.with(|w| w.set(false));
-    let r = f();
-    (!WANTS_LOG.with(|w| w.replace(false))).then_some(r)
 }
 
 /// A module user built from an entry's rules; None if this server refused
@@ -189,13 +176,6 @@ pub fn call(ctx: Ctx, argv: Vec<Vec<u8>>, writes: bool) -> Outcome {
     }
     if (!writes || !m.in_log) && crate::intercept::has_flag(&argv, "write") {
         return Outcome::Error("ERR Write commands are not allowed from read-only scripts.".into());
-    }
-    let name = String::from_utf8_lossy(&argv[0]).to_ascii_lowercase();
-    if !m.in_log && super::pubsub::is_publish(&name) {
-        WANTS_LOG.with(|w| w.set(true));
-        return Outcome::Error(
-            "ERR a script that publishes runs through the log (this run is discarded)".into(),
-        );
     }
     let refusal = RIGHTS.with(|r| {
         r.borrow()
