@@ -768,7 +768,6 @@ pub fn filter_arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, i: usize) -> 
     }
 }
 
-/// Inserts `arg` before argument `pos` of the filtered command.
 /// The client whose command the filter sees (Redis 7.2+; None on 7.0,
 /// whose filter API does not tell).
 pub fn filter_client_id(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<u64> {
@@ -777,6 +776,7 @@ pub fn filter_client_id(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<u
     unsafe { raw::RedisModule_CommandFilterGetClientId }.map(|f| unsafe { f(fctx) })
 }
 
+/// Inserts `arg` before argument `pos` of the filtered command.
 pub fn filter_insert(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: usize, arg: &[u8]) {
     // SAFETY: the filter takes ownership of a string created with a NULL ctx.
     unsafe {

@@ -692,7 +692,7 @@ fn w(line: &str) -> Vec<&str> {
 /// same commands at the same moments: the same replies (which entries are
 /// idle long enough is decided by the entries' times), and the delivery
 /// times stored the same on every node, although one follower applies
-/// the entries a second late (paused) and another replays its log after a
+/// the entries seconds late (paused) and another replays its log after a
 /// restart: Redis would have stamped each with its own clock.
 #[test]
 fn claims_decide_idle_times_from_the_log_the_same_on_every_node() {
@@ -718,18 +718,18 @@ fn claims_decide_idle_times_from_the_log_the_same_on_every_node() {
     c.nodes[late].signal("-STOP");
     let start = now_ms();
     both(&w("XREADGROUP GROUP g alice COUNT 4 STREAMS s >"));
-    // Not idle for a second yet: nothing claimed, by either command.
-    let r = both(&w("XCLAIM s g bob 1000 1-0 2-0 JUSTID"));
+    // Not idle for two seconds yet: nothing claimed, by either command.
+    let r = both(&w("XCLAIM s g bob 2000 1-0 2-0 JUSTID"));
     assert_eq!(strings(&r), Vec::<String>::new());
-    let r = both(&w("XAUTOCLAIM s g bob 1000 0-0 JUSTID"));
+    let r = both(&w("XAUTOCLAIM s g bob 2000 0-0 JUSTID"));
     assert_eq!(without_idle(&r), "[0-0, [], []]");
-    std::thread::sleep(Duration::from_millis(1300));
-    // Idle for over a second now: claimed; 1-0 given twice is claimed once
+    std::thread::sleep(Duration::from_millis(2300));
+    // Idle for over two seconds now: claimed; 1-0 given twice is claimed once
     // (the second time it has just been claimed).
-    let r = both(&w("XCLAIM s g bob 1000 1-0 2-0 1-0"));
+    let r = both(&w("XCLAIM s g bob 2000 1-0 2-0 1-0"));
     assert_eq!(without_idle(&r), "[[1-0, [n, 1]], [2-0, [n, 2]]]");
     // 3-0 and 4-0 are idle, 1-0 and 2-0 were just claimed.
-    let r = both(&w("XAUTOCLAIM s g carol 1000 0-0 COUNT 10"));
+    let r = both(&w("XAUTOCLAIM s g carol 2000 0-0 COUNT 10"));
     assert_eq!(
         without_idle(&r),
         "[0-0, [[3-0, [n, 3]], [4-0, [n, 4]]], []]"

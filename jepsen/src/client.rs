@@ -473,7 +473,9 @@ pub fn moved_addr(e: &str) -> Option<String> {
 /// Error replies other than MOVED: `TIMEOUT` is indeterminate, everything
 /// else (CLUSTERDOWN, TRYAGAIN, NOCLUSTER, LOADING, ERR ...) was not applied.
 pub fn classify_error(e: String) -> Failure {
-    if e.starts_with("TIMEOUT") {
+    // A fail-stopped node's refusal says the outcome is unknown: the
+    // command may have committed through the other nodes.
+    if e.starts_with("TIMEOUT") || e.contains("outcome is unknown") {
         Failure::Info(e)
     } else {
         Failure::Fail(e)
