@@ -837,10 +837,10 @@ fn claims_decide_idle_times_from_the_log_the_same_on_every_node() {
 }
 
 /// RAFT.DEBUG DIGEST, which tests and the Jepsen runner compare, covers
-/// consumer groups where DEBUG DIGEST does not: a group changed on one
-/// node alone (through RAFT.DEBUG EXEC, not replicated) leaves DEBUG
-/// DIGEST equal and RAFT.DEBUG DIGEST different; seen times (each node's
-/// clock) are not part of it.
+/// consumer groups and function libraries where DEBUG DIGEST does not: a
+/// group or a library changed on one node alone (through RAFT.DEBUG EXEC,
+/// not replicated) leaves DEBUG DIGEST equal and RAFT.DEBUG DIGEST
+/// different; seen times (each node's clock) are not part of it.
 #[test]
 fn the_nodes_digest_covers_consumer_groups() {
     let c = Cluster::new(3, &[]);
@@ -889,4 +889,11 @@ fn the_nodes_digest_covers_consumer_groups() {
     let ours = |n: &Node| bulk(&n.cmd(&["RAFT.DEBUG", "DIGEST"])).unwrap();
     assert_ne!(ours(&c.nodes[f]), ours(leader));
     assert_eq!(ours(leader), before);
+    // A function library on one node only: the same.
+    let other = (l + 2) % 3;
+    let lib = "#!lua name=onlyhere\nredis.register_function('f', function() return 1 end)";
+    let before = ours(&c.nodes[other]);
+    assert!(bulk(&local(&c.nodes[other], &["FUNCTION", "LOAD", lib])).is_some());
+    assert_eq!(plain_digest(&c.nodes[other]), plain_digest(leader));
+    assert_ne!(ours(&c.nodes[other]), before);
 }

@@ -2,8 +2,8 @@
 //! applied index, as one string. `DEBUG DIGEST` covers keys, values and
 //! expiry times, but not streams' consumer groups (their last IDs, pending
 //! entries, owners, delivery counts and times, consumers), which entries
-//! change too; nor the replicated script cache. Tests, the Jepsen runner
-//! and the crash campaign compare this instead.
+//! change too; nor the replicated script cache and function libraries.
+//! Tests, the Jepsen runner and the crash campaign compare this instead.
 //!
 //! Left out, on purpose: consumers' seen and active times (each node's
 //! clock, see `pending`) and the streams' radix-tree sizes (memory layout).
@@ -39,6 +39,33 @@ pub fn of_dataset(ctx: Ctx) -> Result<String, String> {
             .ok_or("XINFO STREAM FULL: an unexpected reply")?;
         h.write(&key);
         feed(&mut h, &info);
+    }
+    // Functions: each library's name and code (they define it whole), by
+    // name (the server lists them in its hash table's order).
+    let libs = ffi::call(
+        ctx,
+        &[b"FUNCTION".to_vec(), b"LIST".to_vec(), b"WITHCODE".to_vec()],
+    )?
+    .to_value()
+    .ok_or("FUNCTION LIST: an unexpected reply")?;
+    let mut libs: Vec<(Vec<u8>, Vec<u8>)> = libs
+        .items()
+        .unwrap_or_default()
+        .iter()
+        .map(|l| {
+            let text = |f: &[u8]| {
+                l.field(f)
+                    .and_then(Value::bytes)
+                    .unwrap_or_default()
+                    .to_vec()
+            };
+            (text(b"library_name"), text(b"library_code"))
+        })
+        .collect();
+    libs.sort();
+    for (name, code) in libs {
+        h.write(&name);
+        h.write(&code);
     }
     let (scripts, cache) = super::script_cache::summary();
     h.write_usize(scripts);
