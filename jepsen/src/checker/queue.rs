@@ -28,6 +28,8 @@
 //!   last ID only).
 //! - `queue-double-ack`: two XACKs of one value both returned 1 (the entry
 //!   was pending again after an ack).
+//! - `queue-duplicate-enqueue`: one value delivered under two entry IDs
+//!   (an enqueue applied twice).
 //!
 //! Counts reported: enqueued-ok, enqueued-indeterminate, enqueued-failed,
 //! delivered (distinct values), deliveries, redelivered (values delivered
@@ -45,6 +47,9 @@ pub const LOST: &str = "queue-lost";
 /// evidence of loss; the run's verdict is unknown.
 pub const UNDRAINED: &str = "queue-undrained";
 pub const PHANTOM: &str = "queue-phantom";
+/// One value delivered under two stream entry IDs: its enqueue (one XADD)
+/// was applied twice.
+pub const DUPLICATE_ENQUEUE: &str = "queue-duplicate-enqueue";
 pub const ABORTED_DELIVERY: &str = "queue-aborted-delivery";
 pub const DUPLICATE_AFTER_ACK: &str = "queue-duplicate-after-ack";
 pub const DOUBLE_ACK: &str = "queue-double-ack";
@@ -59,10 +64,12 @@ struct Delivery<'a> {
     done_pos: usize,
     /// The XACK's count, if known.
     ack: Option<i64>,
+    /// The stream entry's ID.
+    id: String,
 }
 
 /// The `[[v "id" ack] ...]` of an ok delivering op.
-fn delivered(call: &Call) -> Result<Vec<(Edn, Option<i64>)>, String> {
+fn delivered(call: &Call) -> Result<Vec<(Edn, String, Option<i64>)>, String> {
     let Some((done, _)) = call.done else {
         return Ok(Vec::new());
     };
@@ -76,9 +83,9 @@ fn delivered(call: &Call) -> Result<Vec<(Edn, Option<i64>)>, String> {
     };
     list.iter()
         .map(|e| match e.as_vec() {
-            Some([v, Edn::Str(_), ack]) => match ack {
-                Edn::Int(n) => Ok((v.clone(), Some(*n))),
-                Edn::Nil => Ok((v.clone(), None)),
+            Some([v, Edn::Str(id), ack]) => match ack {
+                Edn::Int(n) => Ok((v.clone(), id.clone(), Some(*n))),
+                Edn::Nil => Ok((v.clone(), id.clone(), None)),
                 _ => Err(format!("bad ack {ack} in {e}")),
             },
             _ => Err(format!("bad delivered entry {e}")),
@@ -119,12 +126,13 @@ pub fn check(history: &[Op]) -> Outcome {
         let Some(done_pos) = c.ok_pos() else { continue };
         match delivered(c) {
             Ok(got) => {
-                for (v, ack) in got {
+                for (v, id, ack) in got {
                     total += 1;
                     deliveries.entry(v).or_default().push(Delivery {
                         call: c,
                         done_pos,
                         ack,
+                        id,
                     });
                 }
             }
@@ -138,6 +146,21 @@ pub fn check(history: &[Op]) -> Outcome {
     for v in values {
         let ds = &deliveries[v];
         redelivered += usize::from(ds.len() > 1);
+        // One enqueue is one XADD (values are unique, enqueues never
+        // retried): one value under two entry IDs was added twice.
+        if let Some(other) = ds.iter().find(|d| d.id != ds[0].id) {
+            anomalies.push(Anomaly {
+                kind: DUPLICATE_ENQUEUE.into(),
+                detail: format!(
+                    "value {v} was delivered as entry {} (op {}) and as entry {} (op {}): one enqueue added it twice",
+                    ds[0].id,
+                    ds[0].call.index(),
+                    other.id,
+                    other.call.index()
+                ),
+                ops: vec![ds[0].call.index(), other.call.index()],
+            });
+        }
         acked += usize::from(ds.iter().any(|d| d.ack == Some(1)));
         let first = ds
             .iter()
@@ -399,6 +422,17 @@ mod tests {
         let o = check(&h);
         assert_eq!(kinds(&o), [UNDRAINED]);
         assert_eq!(o.validity, Validity::Unknown);
+    }
+
+    #[test]
+    fn one_value_under_two_entry_ids_is_a_duplicate_enqueue() {
+        let h = Hist::new()
+            .call(0, "enqueue", "1", "")
+            .call(1, "dequeue", ":skip-ack", r#"[[1 "1-0" nil]]"#)
+            .call(1, "reclaim", "nil", r#"[[1 "2-0" 1]]"#)
+            .build();
+        let o = check(&h);
+        assert_eq!(kinds(&o), [DUPLICATE_ENQUEUE]);
     }
 
     #[test]
