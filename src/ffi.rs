@@ -100,59 +100,6 @@ impl CallReply {
         strings_of(self.0)
     }
 
-    /// The strings of a flat array reply, any other element as empty (for
-    /// looking up fields of XINFO-style replies).
-    pub fn as_strings_lossy(&self) -> Option<Vec<Vec<u8>>> {
-        // SAFETY: valid reply; elements live as long as it.
-        unsafe {
-            if api!(RedisModule_CallReplyType)(self.0) != raw::REDISMODULE_REPLY_ARRAY as c_int {
-                return None;
-            }
-            let n = api!(RedisModule_CallReplyLength)(self.0);
-            Some(
-                (0..n)
-                    .map(|i| {
-                        string_of(api!(RedisModule_CallReplyArrayElement)(self.0, i))
-                            .unwrap_or_default()
-                    })
-                    .collect(),
-            )
-        }
-    }
-
-    /// The elements of an array of arrays, each as [`as_strings_lossy`]
-    /// reads a flat array (XINFO GROUPS: one field-value list per group).
-    /// An element that is not an array: empty.
-    pub fn as_nested_strings_lossy(&self) -> Option<Vec<Vec<Vec<u8>>>> {
-        // SAFETY: valid reply; elements live as long as it.
-        unsafe {
-            if api!(RedisModule_CallReplyType)(self.0) != raw::REDISMODULE_REPLY_ARRAY as c_int {
-                return None;
-            }
-            let n = api!(RedisModule_CallReplyLength)(self.0);
-            Some(
-                (0..n)
-                    .map(|i| {
-                        let e = api!(RedisModule_CallReplyArrayElement)(self.0, i);
-                        if e.is_null()
-                            || api!(RedisModule_CallReplyType)(e)
-                                != raw::REDISMODULE_REPLY_ARRAY as c_int
-                        {
-                            return Vec::new();
-                        }
-                        let m = api!(RedisModule_CallReplyLength)(e);
-                        (0..m)
-                            .map(|j| {
-                                string_of(api!(RedisModule_CallReplyArrayElement)(e, j))
-                                    .unwrap_or_default()
-                            })
-                            .collect()
-                    })
-                    .collect(),
-            )
-        }
-    }
-
     /// A SCAN-family reply: the cursor and the elements of the page.
     pub fn as_scan_page(&self) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
         // SAFETY: valid reply; elements live as long as it.

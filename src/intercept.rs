@@ -68,7 +68,8 @@ struct CommandInfo {
 
 static TABLE: RwLock<Option<HashMap<Vec<u8>, CommandInfo>>> = RwLock::new(None);
 
-fn text(v: &RedisValue) -> Option<String> {
+/// A string reply's text (any of the crate's string kinds).
+pub(crate) fn text(v: &RedisValue) -> Option<String> {
     match v {
         RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
         RedisValue::SimpleStringStatic(s) => Some(s.to_string()),

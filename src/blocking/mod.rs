@@ -432,25 +432,23 @@ fn settle(st: &mut State, client: RedisClient, found_nothing: bool) -> Option<(R
 fn group_news(key: &[u8], group: &[u8]) -> News {
     let ctx = crate::apply::call_ctx();
     let argv = [b"XINFO".to_vec(), b"GROUPS".to_vec(), key.to_vec()];
-    let Some(groups) = ffi::call(ctx, &argv)
-        .ok()
-        .and_then(|r| r.as_nested_strings_lossy())
-    else {
+    let Some(groups) = ffi::call(ctx, &argv).ok().and_then(|r| r.to_value()) else {
         return News::No;
     };
-    let field = |g: &[Vec<u8>], name: &[u8]| {
-        let at = g.iter().position(|x| x == name)?;
-        g.get(at + 1).cloned()
-    };
+    fn field<'a>(g: &'a ffi::Value, name: &[u8]) -> Option<&'a [u8]> {
+        g.field(name).and_then(ffi::Value::bytes)
+    }
     let Some(last) = groups
+        .items()
+        .unwrap_or_default()
         .iter()
-        .find(|g| field(g, b"name").as_deref() == Some(group))
+        .find(|g| field(g, b"name") == Some(group))
         .and_then(|g| field(g, b"last-delivered-id"))
     else {
         return News::NoGroup;
     };
     let mut after = b"(".to_vec();
-    after.extend_from_slice(&last);
+    after.extend_from_slice(last);
     let argv = [
         b"XRANGE".to_vec(),
         key.to_vec(),
@@ -460,10 +458,8 @@ fn group_news(key: &[u8], group: &[u8]) -> News {
         b"1".to_vec(),
     ];
     // An error (the last possible ID delivered): nothing can come after.
-    match ffi::call(ctx, &argv)
-        .ok()
-        .and_then(|r| r.as_strings_lossy())
-    {
+    let entries = ffi::call(ctx, &argv).ok().and_then(|r| r.to_value());
+    match entries.as_ref().and_then(ffi::Value::items) {
         Some(entries) if !entries.is_empty() => News::Yes,
         _ => News::No,
     }
@@ -475,11 +471,8 @@ fn last_id(key: &[u8]) -> Vec<u8> {
     let argv = [b"XINFO".to_vec(), b"STREAM".to_vec(), key.to_vec()];
     ffi::call(crate::apply::call_ctx(), &argv)
         .ok()
-        .and_then(|r| r.as_strings_lossy())
-        .and_then(|f| {
-            let at = f.iter().position(|x| x == b"last-generated-id")?;
-            f.get(at + 1).cloned()
-        })
+        .and_then(|r| r.to_value())
+        .and_then(|info| Some(info.field(b"last-generated-id")?.bytes()?.to_vec()))
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| b"0-0".to_vec())
 }

@@ -643,8 +643,8 @@ fn xpending(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Outcome {
             at = 5;
         }
         let count = string2ll(argv.get(at + 2)?)?.max(0) as usize;
-        let start = parse_bound(&argv[at], 0, true)?;
-        let end = parse_bound(&argv[at + 1], u64::MAX, false)?;
+        let start = parse_bound(argv.get(at)?, 0, true)?;
+        let end = parse_bound(argv.get(at + 1)?, u64::MAX, false)?;
         let consumer = argv.get(at + 3);
         // From the start, unfiltered: the first COUNT are enough.
         let first =

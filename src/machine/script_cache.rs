@@ -32,6 +32,7 @@ use redis_module::{raw, RedisValue};
 
 use super::command::Outcome;
 use crate::ffi;
+use crate::intercept::text;
 
 type Ctx = *mut raw::RedisModuleCtx;
 type Cache = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -140,16 +141,6 @@ pub fn denies_oom(argv: &[Vec<u8>]) -> bool {
         .filter_map(|w| w.strip_prefix("flags="))
         .flat_map(|f| f.split(','))
         .any(|f| f == "allow-oom" || f == "no-writes")
-}
-
-fn text(v: &RedisValue) -> Option<String> {
-    match v {
-        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
-        RedisValue::SimpleStringStatic(s) => Some(s.to_string()),
-        RedisValue::BulkRedisString(s) => Some(s.to_string_lossy()),
-        RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        _ => None,
-    }
 }
 
 /// The value after `key` in a RESP2 map given as a flat array.

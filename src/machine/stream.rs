@@ -73,10 +73,8 @@ pub fn xadd_at(ctx: Ctx, argv: &[Vec<u8>], now: i64) -> Option<Vec<Vec<u8>>> {
 /// The milliseconds of the stream's last generated ID (None: no stream).
 fn last_id_ms(ctx: Ctx, key: &[u8]) -> Option<u64> {
     let argv = [b"XINFO".to_vec(), b"STREAM".to_vec(), key.to_vec()];
-    let reply = ffi::call(ctx, &argv).ok()?;
-    let fields = reply.as_strings_lossy()?;
-    let pos = fields.iter().position(|f| f == b"last-generated-id")?;
-    let id = fields.get(pos + 1)?;
+    let info = ffi::call(ctx, &argv).ok()?.to_value()?;
+    let id = info.field(b"last-generated-id")?.bytes()?;
     let ms = id.split(|&b| b == b'-').next()?;
     std::str::from_utf8(ms).ok()?.parse().ok()
 }
